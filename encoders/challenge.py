@@ -1,0 +1,391 @@
+"""Read one subject of the Algonauts 2023 challenge data (fMRI, image ids, ROI masks) with checks.
+
+Layout (per subject ``<data>/subjXX``)::
+
+    training_split/training_fmri/{lh,rh}_training_fmri.npy   float (n_train, n_vertices_hemi)
+    training_split/training_images/train-0001_nsd-00013.png   1-based row, 0-based NSD id
+    test_split/test_images/test-0001_nsd-00845.png
+    roi_masks/{lh,rh}.all-vertices_fsaverage_space.npy         (163842,) 0/1: the challenge vertices
+    roi_masks/{lh,rh}.<class>_{challenge,fsaverage}_space.npy  int ROI ids (0 = no ROI)
+    roi_masks/mapping_<class>.npy                              pickled dict {id: ROI name}
+    noise_ceiling/{lh,rh}_noise_ceiling.npy                    optional (the demo data writes it)
+
+Challenge vertex ``i`` of a hemisphere is the ``i``-th nonzero entry of its all-vertices fsaverage mask.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featurestore.stimuli.algonauts import parse_image_name
+
+HEMISPHERES = ("lh", "rh")
+ROI_CLASSES = (
+    "prf-visualrois",
+    "floc-bodies",
+    "floc-faces",
+    "floc-places",
+    "floc-words",
+    "streams",
+)
+ALL_VERTICES = "All vertices"
+FSAVERAGE_N_VERTICES = 163842
+SPACES = ("challenge", "fsaverage")
+
+_SPLIT_FOLDERS = {
+    "train": Path("training_split", "training_images"),
+    "test": Path("test_split", "test_images"),
+}
+_SUBJECT_DIR = re.compile(r"^subj(\d\d)$")
+_FINITE_CHECK_ROWS = 1024
+
+
+class ChallengeDataError(ValueError):
+    """The challenge data on disk is missing or inconsistent (message names file, expected and got)."""
+
+
+def subject_number(subject: int | str) -> int:
+    """Normalise ``1``, ``"1"``, ``"01"`` or ``"subj01"`` to the subject number ``1``."""
+    text = str(subject).strip()
+    match = re.fullmatch(r"(?:subj)?0*(\d+)", text)
+    if isinstance(subject, bool) or match is None or int(match.group(1)) < 1:
+        raise ChallengeDataError(
+            f"Unknown subject={subject!r}; expected a positive number or 'subjXX' (e.g. 1 or 'subj01')"
+        )
+    return int(match.group(1))
+
+
+def list_subjects(data_dir: str | Path) -> list[int]:
+    """Subject numbers with a ``subjXX`` folder in ``data_dir``, sorted."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ChallengeDataError(f"Challenge data folder {data_dir} does not exist")
+    subjects = sorted(
+        int(match.group(1))
+        for child in data_dir.iterdir()
+        if child.is_dir() and (match := _SUBJECT_DIR.match(child.name))
+    )
+    if not subjects:
+        raise ChallengeDataError(f"No subjXX folders in {data_dir}; expected the Algonauts 2023 layout")
+    return subjects
+
+
+def subject_dir(data_dir: str | Path, subject: int | str) -> Path:
+    """The ``subjXX`` folder of one subject (error lists the subjects that exist)."""
+    number = subject_number(subject)
+    path = Path(data_dir) / f"subj{number:02d}"
+    if not path.is_dir():
+        raise ChallengeDataError(
+            f"No folder {path} for subject {number}; subjects in {data_dir}: {list_subjects(data_dir)}"
+        )
+    return path
+
+
+def list_images(data_dir: str | Path, subject: int | str, split: str) -> tuple[np.ndarray, list[Path]]:
+    """NSD ids (int64) and paths of a subject's ``"train"`` or ``"test"`` images, in row (file) order."""
+    if split not in _SPLIT_FOLDERS:
+        raise ChallengeDataError(f"Unknown split={split!r}; expected one of {sorted(_SPLIT_FOLDERS)}")
+    folder = subject_dir(data_dir, subject) / _SPLIT_FOLDERS[split]
+    if not folder.is_dir():
+        raise ChallengeDataError(f"Missing image folder {folder}")
+    parsed = []
+    for path in folder.glob("*.png"):
+        try:
+            prefix, row, nsd_id = parse_image_name(path.name)
+        except ValueError as error:
+            raise ChallengeDataError(f"{folder}: {error}") from error
+        if prefix != split:
+            raise ChallengeDataError(f"{path}: a '{prefix}' image in the {split} image folder")
+        parsed.append((row, nsd_id, path))
+    parsed.sort()
+    rows = [row for row, _, _ in parsed]
+    if rows != list(range(1, len(parsed) + 1)):
+        missing = sorted(set(range(1, len(parsed) + 1)) - set(rows))
+        raise ChallengeDataError(
+            f"{folder}: image row numbers must run 1..{len(parsed)} without gaps or repeats; "
+            f"missing rows {missing[:10]}, got {len(parsed)} files"
+        )
+    ids = np.array([nsd_id for _, nsd_id, _ in parsed], dtype=np.int64)
+    return ids, [path for _, _, path in parsed]
+
+
+def _load_npy(path: Path, *, mmap: bool = False, allow_pickle: bool = False) -> np.ndarray:
+    """``np.load`` that names the missing or unreadable file."""
+    if not path.is_file():
+        raise ChallengeDataError(f"Missing file {path}")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=allow_pickle)
+    except (ValueError, OSError) as error:
+        raise ChallengeDataError(f"Cannot read {path} as .npy: {error}") from error
+
+
+def _check_hemi(hemi: str) -> str:
+    """Refuse anything but ``"lh"``/``"rh"``."""
+    if hemi not in HEMISPHERES:
+        raise ChallengeDataError(f"Unknown hemisphere={hemi!r}; expected one of {list(HEMISPHERES)}")
+    return hemi
+
+
+def _check_finite(array: np.ndarray, path: Path) -> None:
+    """Scan ``array`` in row blocks (memory-mapped friendly) and name the first NaN/inf."""
+    n_nan = n_inf = 0
+    first = None
+    for start in range(0, array.shape[0], _FINITE_CHECK_ROWS):
+        block = np.asarray(array[start : start + _FINITE_CHECK_ROWS])
+        bad = ~np.isfinite(block)
+        if bad.any():
+            block_nan = int(np.isnan(block).sum())
+            n_nan += block_nan
+            n_inf += int(bad.sum()) - block_nan
+            if first is None:
+                row, column = np.argwhere(bad)[0]
+                first = (start + int(row), int(column))
+    if first is not None:
+        raise ChallengeDataError(
+            f"{path}: fMRI has {n_nan} NaN and {n_inf} inf values (first at row {first[0]}, "
+            f"vertex {first[1]}); all values must be finite"
+        )
+
+
+class RoiAtlas:
+    """ROI masks of one subject, in challenge space (per-hemisphere vertex order) or fsaverage space.
+
+    ROI names come from ``mapping_<class>.npy``. Not every ROI exists in every subject and hemisphere:
+    ``roi_names`` lists only ROIs with at least one vertex, and ``mask`` of a ROI that is known (in a
+    mapping) but absent on that hemisphere returns an all-False mask. Files are read on first use and
+    checked then: challenge-space masks must have ``n_vertices(hemi)`` entries, fsaverage-space ones
+    163,842.
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        Algonauts 2023 data folder (holding ``subjXX``).
+    subject : int or str
+        Subject number or ``"subjXX"``.
+    n_vertices : mapping of str to int, default=None
+        Challenge vertex count per hemisphere (e.g. the fMRI column counts); the all-vertices mask must
+        select exactly that many vertices. ``None`` takes the counts from the all-vertices masks.
+    """
+
+    def __init__(self, data_dir: str | Path, subject: int | str, *, n_vertices: Mapping[str, int] | None = None):
+        self.subject = subject_number(subject)
+        self.roi_dir = subject_dir(data_dir, subject) / "roi_masks"
+        self._n_vertices = dict(n_vertices) if n_vertices is not None else None
+        self._cache: dict[tuple, object] = {}
+
+    def roi_classes(self) -> list[str]:
+        """The six Algonauts ROI classes."""
+        return list(ROI_CLASSES)
+
+    def n_vertices(self, hemi: str) -> int:
+        """Number of challenge vertices of a hemisphere."""
+        return int(self.all_vertices(hemi).sum())
+
+    def all_vertices(self, hemi: str) -> np.ndarray:
+        """Bool (163842,) fsaverage mask of the challenge vertices of ``hemi``."""
+        key = ("all", _check_hemi(hemi))
+        if key not in self._cache:
+            path = self.roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy"
+            mask = _load_npy(path)
+            if mask.shape != (FSAVERAGE_N_VERTICES,):
+                raise ChallengeDataError(
+                    f"{path}: fsaverage mask has shape {mask.shape}, expected ({FSAVERAGE_N_VERTICES},)"
+                )
+            mask = mask.astype(bool)
+            if self._n_vertices is not None and int(mask.sum()) != self._n_vertices[hemi]:
+                raise ChallengeDataError(
+                    f"{path}: selects {int(mask.sum())} challenge vertices but the {hemi} fMRI has "
+                    f"{self._n_vertices[hemi]} vertices (columns)"
+                )
+            self._cache[key] = mask
+        return self._cache[key]
+
+    def mapping(self, roi_class: str) -> dict[int, str]:
+        """ROI id -> name of one class (id 0 is "Unknown", no ROI)."""
+        self._check_class(roi_class)
+        key = ("mapping", roi_class)
+        if key not in self._cache:
+            path = self.roi_dir / f"mapping_{roi_class}.npy"
+            loaded = _load_npy(path, allow_pickle=True)
+            mapping = loaded.item() if loaded.dtype == object and loaded.shape == () else None
+            if not isinstance(mapping, dict):
+                raise ChallengeDataError(f"{path}: expected a pickled dict {{id: ROI name}}, got {loaded!r:.80}")
+            self._cache[key] = {int(roi_id): str(name) for roi_id, name in mapping.items()}
+        return self._cache[key]
+
+    def labels(self, hemi: str, roi_class: str, space: str = "challenge") -> np.ndarray:
+        """Int ROI ids of one class per vertex (challenge space or fsaverage space); 0 = no ROI."""
+        self._check_class(roi_class)
+        _check_hemi(hemi)
+        if space not in SPACES:
+            raise ChallengeDataError(f"Unknown space={space!r}; expected one of {list(SPACES)}")
+        key = ("labels", hemi, roi_class, space)
+        if key not in self._cache:
+            path = self.roi_dir / f"{hemi}.{roi_class}_{space}_space.npy"
+            labels = _load_npy(path)
+            expected = self.n_vertices(hemi) if space == "challenge" else FSAVERAGE_N_VERTICES
+            if labels.shape != (expected,):
+                what = f"{expected} {hemi} challenge vertices" if space == "challenge" else "fsaverage"
+                raise ChallengeDataError(
+                    f"{path}: ROI mask has shape {labels.shape}, expected ({expected},) ({what})"
+                )
+            self._cache[key] = labels.astype(np.int64)
+        return self._cache[key]
+
+    def roi_names(self, hemi: str, roi_class: str | None = None) -> list[str]:
+        """ROI names with at least one challenge vertex on ``hemi`` (one class or all, in class order)."""
+        classes = ROI_CLASSES if roi_class is None else (roi_class,)
+        names = []
+        for name_class in classes:
+            present = set(np.unique(self.labels(hemi, name_class)).tolist())
+            names += [name for roi_id, name in sorted(self.mapping(name_class).items()) if roi_id and roi_id in present]
+        return names
+
+    def mask(self, hemi: str, name_or_class: str, space: str = "challenge") -> np.ndarray:
+        """Bool mask of an ROI name, an ROI class (any of its ROIs) or ``"All vertices"``."""
+        _check_hemi(hemi)
+        if name_or_class == ALL_VERTICES:
+            if space == "fsaverage":
+                return self.all_vertices(hemi).copy()
+            if space != "challenge":
+                raise ChallengeDataError(f"Unknown space={space!r}; expected one of {list(SPACES)}")
+            return np.ones(self.n_vertices(hemi), dtype=bool)
+        if name_or_class in ROI_CLASSES:
+            return self.labels(hemi, name_or_class, space) != 0
+        roi_class, roi_id = self._lookup(name_or_class)
+        return self.labels(hemi, roi_class, space) == roi_id
+
+    def masks(self, hemi: str, space: str = "challenge") -> dict[str, np.ndarray]:
+        """``"All vertices"`` plus every ROI present on ``hemi`` -> bool mask (for ROI summaries)."""
+        return {name: self.mask(hemi, name, space) for name in [ALL_VERTICES, *self.roi_names(hemi)]}
+
+    def to_fsaverage(self, hemi: str, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        """Scatter per-challenge-vertex ``values`` of ``hemi`` into a (163842,) fsaverage array."""
+        values = np.asarray(values)
+        selected = self.all_vertices(hemi)
+        if values.shape != (int(selected.sum()),):
+            raise ChallengeDataError(
+                f"subj{self.subject:02d} {hemi}: values have shape {values.shape}, expected "
+                f"({int(selected.sum())},) (one per challenge vertex)"
+            )
+        surface = np.full(FSAVERAGE_N_VERTICES, fill, dtype=np.result_type(values.dtype, np.float32))
+        surface[selected] = values
+        return surface
+
+    def _check_class(self, roi_class: str) -> None:
+        """Refuse unknown ROI classes, listing the valid ones."""
+        if roi_class not in ROI_CLASSES:
+            raise ChallengeDataError(f"Unknown ROI class={roi_class!r}; expected one of {list(ROI_CLASSES)}")
+
+    def _lookup(self, name: str) -> tuple[str, int]:
+        """(class, id) of an ROI name; unknown names list every valid name."""
+        found = [
+            (roi_class, roi_id)
+            for roi_class in ROI_CLASSES
+            for roi_id, roi_name in self.mapping(roi_class).items()
+            if roi_id and roi_name == name
+        ]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise ChallengeDataError(
+                f"ROI name {name!r} is in several classes {[c for c, _ in found]}; ask for one class instead"
+            )
+        valid = [ALL_VERTICES, *ROI_CLASSES]
+        for roi_class in ROI_CLASSES:
+            valid += [roi_name for roi_id, roi_name in sorted(self.mapping(roi_class).items()) if roi_id]
+        raise ChallengeDataError(f"Unknown ROI {name!r} for subj{self.subject:02d}; valid names: {valid}")
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """One subject's training fMRI, image ids (row order), optional noise ceiling and ROI atlas."""
+
+    subject: int
+    fmri: dict[str, np.ndarray]
+    train_ids: np.ndarray
+    test_ids: np.ndarray
+    train_images: list[Path]
+    test_images: list[Path]
+    noise_ceiling: dict[str, np.ndarray] | None
+    rois: RoiAtlas
+
+    @property
+    def n_train(self) -> int:
+        """Number of training images (fMRI rows)."""
+        return len(self.train_ids)
+
+    @property
+    def n_test(self) -> int:
+        """Number of test images (rows of a submission)."""
+        return len(self.test_ids)
+
+
+def _load_fmri(path: Path, n_rows: int, *, check_finite: bool) -> np.ndarray:
+    """A float32 (n_train, n_vertices) fMRI array, memory-mapped when the file is float32 already."""
+    fmri = _load_npy(path, mmap=True)
+    if fmri.ndim != 2 or fmri.dtype.kind not in "fiu":
+        raise ChallengeDataError(
+            f"{path}: expected a 2-D float array (n_train, n_vertices), got shape {fmri.shape} dtype {fmri.dtype}"
+        )
+    if fmri.shape[0] != n_rows:
+        raise ChallengeDataError(
+            f"{path}: fMRI has {fmri.shape[0]} rows but the training image folder holds {n_rows} images; "
+            "rows must match the images in file order"
+        )
+    if fmri.dtype != np.float32:
+        fmri = fmri.astype(np.float32)
+    if check_finite:
+        _check_finite(fmri, path)
+    return fmri
+
+
+def _load_noise_ceiling(folder: Path, n_vertices: Mapping[str, int]) -> dict[str, np.ndarray] | None:
+    """Per-vertex noise ceilings if the subject has them (both hemispheres or neither)."""
+    paths = {hemi: folder / f"{hemi}_noise_ceiling.npy" for hemi in HEMISPHERES}
+    present = [hemi for hemi, path in paths.items() if path.is_file()]
+    if not present:
+        return None
+    ceilings = {hemi: _load_npy(path).astype(np.float32) for hemi, path in paths.items()}
+    for hemi, ceiling in ceilings.items():
+        if ceiling.shape != (n_vertices[hemi],):
+            raise ChallengeDataError(
+                f"{paths[hemi]}: noise ceiling has shape {ceiling.shape}, expected ({n_vertices[hemi]},)"
+            )
+    return ceilings
+
+
+def load_subject(data_dir: str | Path, subject: int | str, *, check_finite: bool = True) -> SubjectData:
+    """Load and check one subject: fMRI (memory-mapped), image ids in row order, ROI atlas.
+
+    Raises ``ChallengeDataError`` naming the file when fMRI rows differ from the number of training
+    images, fMRI has NaN/inf (skip the scan with ``check_finite=False``), the all-vertices mask does
+    not select as many vertices as the fMRI has columns, or a file is missing.
+    """
+    folder = subject_dir(data_dir, subject)
+    train_ids, train_images = list_images(data_dir, subject, "train")
+    test_ids, test_images = list_images(data_dir, subject, "test")
+    fmri_dir = folder / "training_split" / "training_fmri"
+    fmri = {
+        hemi: _load_fmri(fmri_dir / f"{hemi}_training_fmri.npy", len(train_ids), check_finite=check_finite)
+        for hemi in HEMISPHERES
+    }
+    n_vertices = {hemi: fmri[hemi].shape[1] for hemi in HEMISPHERES}
+    rois = RoiAtlas(data_dir, subject, n_vertices=n_vertices)
+    for hemi in HEMISPHERES:
+        rois.all_vertices(hemi)
+    return SubjectData(
+        subject=subject_number(subject),
+        fmri=fmri,
+        train_ids=train_ids,
+        test_ids=test_ids,
+        train_images=train_images,
+        test_images=test_images,
+        noise_ceiling=_load_noise_ceiling(folder / "noise_ceiling", n_vertices),
+        rois=rois,
+    )
