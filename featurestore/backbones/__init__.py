@@ -1,0 +1,41 @@
+"""Load a catalog entry's backbone and list or check its layers; one adapter module per catalog source.
+
+Adding a source (timm, say) is one module with ``load(entry, device) -> Backbone`` (see ``_base.py``), one line
+in ``ADAPTERS`` and its name in ``featurestore.catalog.SOURCES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import ModuleType
+
+import torch
+
+from featurestore.backbones import open_clip, torchvision
+from featurestore.backbones._base import Backbone, Extractor, LayerInfo, WeightsError, check_layer_names
+from featurestore.catalog import UNTRAINED, CatalogEntry
+
+__all__ = ["ADAPTERS", "Backbone", "Extractor", "LayerInfo", "WeightsError", "list_layers", "load_backbone",
+           "validate_layers"]
+
+ADAPTERS: dict[str, ModuleType] = {"torchvision": torchvision, "open_clip": open_clip}
+
+
+def load_backbone(entry: CatalogEntry, device: str | torch.device | None = "cpu") -> Backbone:
+    """The entry's model with its weights, in eval mode on `device` (None: CUDA when available)."""
+    return ADAPTERS[entry.source].load(entry, device)
+
+
+def list_layers(entry: CatalogEntry) -> list[LayerInfo]:
+    """Every readable layer of the entry's architecture, in forward order (built with random weights on the CPU,
+    so it works before any weights are downloaded)."""
+    return list(load_backbone(entry.with_weights(UNTRAINED, seed=0), "cpu").layer_info)
+
+
+def validate_layers(backbone_or_entry: Backbone | CatalogEntry, layers: Sequence[str]) -> None:
+    """Raise CatalogError naming the backbone, the first unknown layer and close valid names."""
+    if isinstance(backbone_or_entry, Backbone):
+        entry, available = backbone_or_entry.entry, backbone_or_entry.layer_names()
+    else:
+        entry, available = backbone_or_entry, [info.name for info in list_layers(backbone_or_entry)]
+    check_layer_names(entry.name, [layers] if isinstance(layers, str) else list(layers), available)

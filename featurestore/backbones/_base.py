@@ -1,0 +1,182 @@
+"""What every backbone adapter gives back: a loaded model with its transform, weights identity and layers.
+
+An adapter is a module with ``load(entry, device) -> Backbone``; its ``Backbone`` subclass says which layers
+exist (``_probe_layers``) and how to read several of them in one forward pass (``_make_extractor``).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import difflib
+import functools
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from featurestore.catalog import CatalogEntry, CatalogError, Preprocessing
+
+Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+PROBE_BATCH = 2  # images in the probe pass that finds the layers (a layer's output must lead with this size)
+_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                  "nearest": T.InterpolationMode.NEAREST}
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be loaded; the message says which, why, and how to point the entry at a local file."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A readable layer: its name, its per-image output shape at the model's input size, and whether a later
+    operation modifies its output in place (the extractor then returns a copy taken before that operation)."""
+
+    name: str
+    inplace: bool
+    shape: tuple[int, ...]
+
+
+@dataclass(eq=False)
+class Backbone(abc.ABC):
+    """A model in eval mode on its device with everything needed to extract and to record provenance.
+
+    ``transform`` maps a PIL image to a float tensor (3, H, W); ``preprocessing`` is its resolved, JSON-able
+    description; ``weights_id`` is ``{"weights": <entry weights>, "sha256": <hex>}`` (of the weights file, or of
+    the state_dict tensors in key order).
+    """
+
+    entry: CatalogEntry
+    model: torch.nn.Module
+    transform: Callable[[Image.Image], torch.Tensor]
+    preprocessing: dict[str, Any]
+    weights_id: dict[str, str]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @functools.cached_property
+    def layer_info(self) -> tuple[LayerInfo, ...]:
+        """Every readable layer in forward order (found once, by a forward pass on a blank batch)."""
+        return tuple(self._probe_layers())
+
+    def layer_names(self) -> list[str]:
+        return [info.name for info in self.layer_info]
+
+    def inplace_layers(self) -> set[str]:
+        return {info.name for info in self.layer_info if info.inplace}
+
+    def extractor(self, layers: Sequence[str]) -> Extractor:
+        """A function from an image batch (B, 3, H, W) to ``{layer: tensor (B, ...)}`` for all `layers` in one
+        forward pass (no autograd; outputs stay on the model's device)."""
+        layers = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+        check_layer_names(self.entry.name, layers, self.layer_names())
+        return self._make_extractor(layers)
+
+    def probe_input(self) -> torch.Tensor:
+        """A blank batch at the model's input size, for finding layers and their shapes."""
+        height, width = self.preprocessing.get("image_size") or (224, 224)
+        return torch.zeros(PROBE_BATCH, 3, height, width, device=self.device)
+
+    @abc.abstractmethod
+    def _probe_layers(self) -> list[LayerInfo]:
+        """All readable layers, in forward order."""
+
+    @abc.abstractmethod
+    def _make_extractor(self, layers: list[str]) -> Extractor:
+        """The extractor for already-validated layer names."""
+
+
+def check_layer_names(entry_name: str, layers: Sequence[str], available: Sequence[str]) -> None:
+    """Refuse an empty request or an unknown layer, naming the backbone, the layer and close valid names."""
+    if not layers:
+        raise CatalogError(f"backbone {entry_name!r}: no layers requested")
+    known = set(available)
+    for layer in layers:
+        if layer not in known:
+            close = difflib.get_close_matches(layer, list(available), n=5, cutoff=0.5)
+            listing = f"valid layers: {list(available)}" if len(available) <= 40 else (
+                f"{len(available)} layers, see `featurestore layers {entry_name}`")
+            hint = f"close matches: {close}; " if close else ""
+            raise CatalogError(f"backbone {entry_name!r} has no layer {layer!r}; {hint}{listing}")
+
+
+def is_batch_output(value: Any) -> bool:
+    """Whether a probe-pass output is a tensor with the probe batch as its first dimension."""
+    return isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == PROBE_BATCH
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator for the block and restore the caller's random state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Deterministic hash of a state_dict: each key, dtype, shape and raw bytes, in key order."""
+    digest = hashlib.sha256()
+    for key, tensor in state_dict.items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
+    return digest.hexdigest()
+
+
+def weights_id(entry: CatalogEntry, model: torch.nn.Module) -> dict[str, str]:
+    """The entry's weights and their sha256: of the file for ``file:`` weights, else of the state_dict."""
+    path = entry.weights_file
+    sha256 = sha256_file(path) if path is not None else sha256_state_dict(model.state_dict())
+    return {"weights": entry.weights, "sha256": sha256}
+
+
+class ToRGB:
+    """Convert a PIL image to RGB (grey or RGBA stimuli would otherwise give 1 or 4 channels)."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
+
+
+def catalog_transform(preprocessing: Preprocessing) -> T.Compose:
+    """The catalog's preprocessing as torchvision's eval recipe (same steps as ``weights.transforms()``)."""
+    mode = _INTERPOLATION[preprocessing.interpolation]
+    steps: list[Any] = [ToRGB()]
+    if preprocessing.resize is not None:
+        steps.append(T.Resize(preprocessing.resize, interpolation=mode, antialias=True))
+    if preprocessing.crop is not None:
+        steps.append(T.CenterCrop(preprocessing.crop))
+    steps += [T.PILToTensor(), T.ConvertImageDtype(torch.float32),
+              T.Normalize(mean=preprocessing.mean, std=preprocessing.std)]
+    return T.Compose(steps)
+
+
+def catalog_preprocessing(preprocessing: Preprocessing) -> dict[str, Any]:
+    """Resolved description of :func:`catalog_transform` (``image_size`` is None when images keep their shape)."""
+    crop = preprocessing.crop
+    image_size = None if crop is None else [crop, crop]
+    return {"origin": "catalog", "image_size": image_size, "resize_mode": "shortest", **preprocessing.to_dict()}
+
+
+def device_of(device: str | torch.device | None) -> torch.device:
+    """`device`, or CUDA when available and `device` is None."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
