@@ -1,0 +1,123 @@
+"""The numpy backend: the reference implementation of the backend function set (CPU, LAPACK through numpy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+name = "numpy"
+device = "cpu"
+Array = np.ndarray
+
+
+def is_available() -> bool:
+    """The numpy backend always runs."""
+    return True
+
+
+def asarray(x: Any, dtype: str | None = None) -> np.ndarray:
+    """Array of ``x`` (numpy, torch tensor, dask or anything numpy accepts), cast to ``dtype`` if given."""
+    if hasattr(x, "detach"):  # a torch tensor, possibly on a GPU
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """The array as a numpy array (no copy when it already is one)."""
+    return np.asarray(x)
+
+
+def dtype_name(x: np.ndarray) -> str:
+    """Name of the element type, e.g. ``"float64"``."""
+    return x.dtype.name
+
+
+def eps(x: np.ndarray) -> float:
+    """Machine epsilon of the floating type of ``x``."""
+    return float(np.finfo(x.dtype).eps)
+
+
+def zeros(shape: int | tuple[int, ...], dtype: str = "float64") -> np.ndarray:
+    """Array of zeros."""
+    return np.zeros(shape, dtype=dtype)
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Matrix product."""
+    return np.matmul(a, b)
+
+
+def eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix."""
+    return np.linalg.eigh(a)
+
+
+def svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD ``a = u @ diag(s) @ vt`` with singular values descending."""
+    return np.linalg.svd(a, full_matrices=False)
+
+
+def qr(a: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (thin Q factor) of the column space of ``a``."""
+    return np.linalg.qr(a)[0]
+
+
+def sum(x: np.ndarray, axis: int | None = None) -> np.ndarray:  # noqa: A001 (backend name mirrors numpy)
+    """Sum along ``axis``."""
+    return np.sum(x, axis=axis)
+
+
+def mean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Mean along ``axis``."""
+    return np.mean(x, axis=axis)
+
+
+def max(x: np.ndarray, axis: int | None = None) -> np.ndarray:  # noqa: A001
+    """Maximum along ``axis``."""
+    return np.max(x, axis=axis)
+
+
+def min(x: np.ndarray, axis: int | None = None) -> np.ndarray:  # noqa: A001
+    """Minimum along ``axis``."""
+    return np.min(x, axis=axis)
+
+
+def argmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Index of the first maximum along ``axis``."""
+    return np.argmax(x, axis=axis)
+
+
+def sqrt(x: np.ndarray) -> np.ndarray:
+    """Element-wise square root."""
+    return np.sqrt(x)
+
+
+def abs(x: np.ndarray) -> np.ndarray:  # noqa: A001
+    """Element-wise absolute value."""
+    return np.abs(x)
+
+
+def clip(x: np.ndarray, lower: float | None, upper: float | None) -> np.ndarray:
+    """Values limited to ``[lower, upper]`` (``None`` leaves that side open)."""
+    return np.clip(x, lower, upper)
+
+
+def isnan(x: np.ndarray) -> np.ndarray:
+    """Element-wise NaN test."""
+    return np.isnan(x)
+
+
+def where(condition: np.ndarray, a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    """``a`` where ``condition`` holds, else ``b``."""
+    return np.where(condition, a, b)
+
+
+def take(x: np.ndarray, indices: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Entries of ``x`` at integer ``indices`` (a numpy array) along ``axis``."""
+    return np.take(x, indices, axis=axis)
+
+
+def flip(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Reverse the order along ``axis``."""
+    return np.flip(x, axis=axis)

@@ -1,0 +1,405 @@
+"""PCA of an (n_samples, n_features) matrix read in column blocks from numpy, dask or xarray.
+
+For p >> n the n x n Gram matrix of the centred data is accumulated in one streaming pass and eigendecomposed (no
+p x p matrix, never the whole layer in memory); small p uses the p x p covariance; ``randomized`` runs subspace
+iteration on the implicit Gram matrix, one pass per iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from numbers import Integral
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .backend import ALL_BACKENDS, get_backend
+
+_BLOCK_BYTES = 64 * 2**20  # one block in the accumulation dtype
+
+
+def _matrix_source(X: Any, name: str = "X") -> Any:
+    """The unread 2-D array behind ``X``: a numpy or dask array, or the data of an xarray DataArray."""
+    data = X.data if hasattr(X, "dims") else X
+    if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
+        data = np.asarray(data)
+    if len(data.shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {tuple(data.shape)}")
+    return data
+
+
+def _block_edges(chunk_sizes: Sequence[int], block_size: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, stop)`` ranges of at most ``block_size`` along one axis, made of whole storage chunks
+    (a chunk wider than ``block_size`` is split, so memory stays bounded even for row-chunked stores)."""
+    edges: list[tuple[int, int]] = []
+    start = stop = 0
+    for size in chunk_sizes:
+        if stop > start and stop - start + size > block_size:
+            edges.append((start, stop))
+            start = stop
+        if size > block_size:
+            edges.extend((a, min(a + block_size, stop + size)) for a in range(stop, stop + size, block_size))
+            start = stop = stop + size
+        else:
+            stop += size
+    if stop > start:
+        edges.append((start, stop))
+    return edges
+
+
+def _axis_edges(data: Any, axis: int, block_size: int) -> list[tuple[int, int]]:
+    """Block ranges along ``axis`` aligned to the chunks of a dask/zarr array (one chunk for numpy)."""
+    length = data.shape[axis]
+    chunks = getattr(data, "chunks", None)
+    if chunks is None:
+        sizes: Sequence[int] = [length]
+    elif isinstance(chunks[axis], tuple):  # dask: explicit chunk sizes per axis
+        sizes = chunks[axis]
+    else:  # zarr / h5py: one regular chunk shape
+        full, rest = divmod(length, chunks[axis])
+        sizes = [chunks[axis]] * full + ([rest] if rest else [])
+    return _block_edges(sizes, block_size)
+
+
+def _default_block_size(n_rows: int, dtype: str) -> int:
+    """Columns per block so that one block of ``n_rows`` rows in ``dtype`` takes about 64 MiB."""
+    return max(1, _BLOCK_BYTES // (n_rows * np.dtype(dtype).itemsize))
+
+
+def _read(data: Any, rows: slice, cols: slice, xp: ModuleType, dtype: str) -> Any:
+    """One block of ``data`` read (dask computes it here) and moved to the backend in ``dtype``."""
+    return xp.asarray(np.asarray(data[rows, cols]), dtype)
+
+
+def _prefetched(reads: Sequence[Callable[[], Any]]) -> Iterator[Any]:
+    """Results of ``reads`` in order, the next one running in a background thread while the caller computes (I/O
+    and decompression overlap the matrix products; one block is read ahead)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(reads[0]) if reads else None
+        for i in range(len(reads)):
+            result = pending.result()
+            pending = pool.submit(reads[i + 1]) if i + 1 < len(reads) else None
+            yield result
+
+
+def _centred_column_blocks(data: Any, xp: ModuleType, dtype: str, block_size: int | None
+                           ) -> Iterator[tuple[slice, Any, Any]]:
+    """Yield ``(columns, centred block, block column means)`` over consecutive column blocks of ``data``."""
+    block_size = block_size or _default_block_size(data.shape[0], dtype)
+    columns = [slice(start, stop) for start, stop in _axis_edges(data, 1, block_size)]
+    reads = [partial(_read, data, slice(None), cols, xp, dtype) for cols in columns]
+    for cols, block in zip(columns, _prefetched(reads), strict=True):
+        mean = xp.mean(block, axis=0)
+        yield cols, block - mean, mean
+
+
+def _streamed_gram(data: Any, xp: ModuleType, dtype: str, block_size: int | None) -> tuple[Any, np.ndarray]:
+    """Gram matrix of the column-centred data (backend array, n x n) and the column means, in one pass."""
+    gram = xp.zeros((data.shape[0], data.shape[0]), dtype)
+    mean = np.empty(data.shape[1], dtype=dtype)
+    for cols, block, block_mean in _centred_column_blocks(data, xp, dtype, block_size):
+        gram += xp.matmul(block, block.T)
+        mean[cols] = xp.to_numpy(block_mean)
+    if not np.isfinite(float(xp.to_numpy(xp.sum(gram)))):
+        raise ValueError("X contains NaN or infinite values")
+    return gram, mean
+
+
+def gram_matrix(X: Any, *, block_size: int | None = None, backend: str | ModuleType = "auto",
+                dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+    """Gram matrix ``(X - mean) @ (X - mean).T`` and the column means, streaming ``X`` once in column blocks.
+
+    Parameters
+    ----------
+    X : ndarray, dask array or xarray.DataArray of shape (n_samples, n_features)
+        Read lazily, one block of columns at a time (blocks follow the dask chunks).
+    block_size : int or None, default=None
+        Columns per block; None picks about 64 MiB per block.
+    backend : str or module, default="auto"
+    dtype : {"float64", "float32"}, default="float64"
+        Accumulation precision.
+
+    Returns
+    -------
+    gram : ndarray of shape (n_samples, n_samples)
+    mean : ndarray of shape (n_features,)
+    """
+    xp = get_backend(backend)
+    gram, mean = _streamed_gram(_matrix_source(X), xp, dtype, block_size)
+    return xp.to_numpy(gram), mean
+
+
+def cross_gram_matrix(X_new: Any, X: Any, mean: np.ndarray, *, block_size: int | None = None,
+                      backend: str | ModuleType = "auto", dtype: str = "float64") -> np.ndarray:
+    """Cross Gram matrix ``(X_new - mean) @ (X - mean).T``, streaming both matrices in matching column blocks.
+
+    Parameters
+    ----------
+    X_new : array-like of shape (n_new, n_features)
+    X : array-like of shape (n_samples, n_features)
+    mean : ndarray of shape (n_features,)
+        Column means of the training matrix (from :func:`gram_matrix`).
+    block_size, backend, dtype
+        As in :func:`gram_matrix`.
+
+    Returns
+    -------
+    ndarray of shape (n_new, n_samples)
+    """
+    xp = get_backend(backend)
+    new, data = _matrix_source(X_new, "X_new"), _matrix_source(X)
+    if new.shape[1] != data.shape[1] or len(mean) != data.shape[1]:
+        raise ValueError(f"X_new has {new.shape[1]} features, X has {data.shape[1]} and mean has {len(mean)}; "
+                         "they must match")
+    block_size = block_size or _default_block_size(data.shape[0] + new.shape[0], dtype)
+    cross = xp.zeros((new.shape[0], data.shape[0]), dtype)
+    for start, stop in _axis_edges(data, 1, block_size):
+        cols = slice(start, stop)
+        block_mean = xp.asarray(mean[cols], dtype)
+        a = _read(new, slice(None), cols, xp, dtype) - block_mean
+        b = _read(data, slice(None), cols, xp, dtype) - block_mean
+        cross += xp.matmul(a, b.T)
+    return xp.to_numpy(cross)
+
+
+def _flip_signs(vectors: np.ndarray) -> np.ndarray:
+    """Signs (+1/-1 per column) that make the largest-magnitude entry of each column positive."""
+    largest = vectors[np.argmax(np.abs(vectors), axis=0), np.arange(vectors.shape[1])]
+    return np.where(largest < 0, -1.0, 1.0)
+
+
+class PCA(BaseEstimator):
+    """Principal component analysis of a matrix streamed in blocks, for n_features up to millions.
+
+    Parameters
+    ----------
+    n_components : int, default=100
+        Number of components kept, at most min(n_samples, n_features).
+    method : {"auto", "gram", "covariance", "randomized"}, default="auto"
+        "gram": eigendecomposition of the n x n Gram matrix of the centred data, accumulated in one pass over
+        column blocks (exact; cost n^2 p). "covariance": eigendecomposition of the p x p covariance accumulated
+        over row blocks (exact; only when n_features <= n_samples). "randomized": subspace iteration on the
+        implicit Gram matrix, ``n_iter + 2`` passes of cost 4 n p (n_components + n_oversamples) each.
+        "auto": "covariance" when n_features <= n_samples, else "gram".
+    backend : {"auto", "numpy", "torch", "torch_cuda"}, default="auto"
+    block_size : int or None, default=None
+        Columns (rows for "covariance") per block; None picks about 64 MiB per block.
+    dtype : {"float64", "float32"}, default="float64"
+        Accumulation and output precision.
+    n_oversamples : int, default=10
+        Extra random directions for "randomized".
+    n_iter : int, default=4
+        Power (subspace) iterations for "randomized".
+    random_state : int, default=0
+        Seed of the random test matrix for "randomized".
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Principal axes. For "gram" and "randomized" it is computed on first access by one more pass over the
+        training matrix, which the estimator keeps a reference to (``X_fit_``).
+    explained_variance_ : ndarray of shape (n_components,)
+    explained_variance_ratio_ : ndarray of shape (n_components,)
+    singular_values_ : ndarray of shape (n_components,)
+    mean_ : ndarray of shape (n_features,)
+    n_components_, n_samples_, n_features_in_ : int
+    method_ : str
+        The method used ("auto" resolved).
+    X_fit_ : the training matrix (not copied)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).standard_normal((50, 400))
+    >>> PCA(n_components=5, backend="numpy").fit_transform(X).shape
+    (50, 5)
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "method": [StrOptions({"auto", "gram", "covariance", "randomized"})],
+        "backend": [StrOptions({"auto", *ALL_BACKENDS})],
+        "block_size": [Interval(Integral, 1, None, closed="left"), None],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "n_oversamples": [Interval(Integral, 0, None, closed="left")],
+        "n_iter": [Interval(Integral, 0, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, n_components: int = 100, *, method: str = "auto", backend: str = "auto",
+                 block_size: int | None = None, dtype: str = "float64", n_oversamples: int = 10,
+                 n_iter: int = 4, random_state: int = 0) -> None:
+        self.n_components = n_components
+        self.method = method
+        self.backend = backend
+        self.block_size = block_size
+        self.dtype = dtype
+        self.n_oversamples = n_oversamples
+        self.n_iter = n_iter
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: None = None) -> PCA:
+        """Fit the principal axes of ``X``.
+
+        Parameters
+        ----------
+        X : ndarray, dask array or xarray.DataArray of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self : PCA
+        """
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X: Any, y: None = None) -> np.ndarray:
+        """Fit and return the component scores of the training rows (free for "gram" and "randomized").
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+        """
+        return self._fit(X)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Component scores ``(X - mean_) @ components_.T`` of new rows, streamed in column blocks.
+
+        Parameters
+        ----------
+        X : ndarray, dask array or xarray.DataArray of shape (n_rows, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n_components)
+        """
+        check_is_fitted(self)
+        data = _matrix_source(X)
+        if data.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {data.shape[1]} features, but PCA was fitted with {self.n_features_in_}")
+        xp = get_backend(self.backend)
+        components = xp.asarray(self.components_, self.dtype)
+        scores = xp.zeros((data.shape[0], self.n_components_), self.dtype)
+        block_size = self.block_size or _default_block_size(data.shape[0], self.dtype)
+        for start, stop in _axis_edges(data, 1, block_size):
+            cols = slice(start, stop)
+            block = _read(data, slice(None), cols, xp, self.dtype) - xp.asarray(self.mean_[cols], self.dtype)
+            scores += xp.matmul(block, components[:, cols].T)
+        return xp.to_numpy(scores)
+
+    @property
+    def components_(self) -> np.ndarray:
+        """Principal axes, ndarray of shape (n_components, n_features) (one more pass over ``X_fit_`` the first
+        time for the "gram" and "randomized" methods)."""
+        check_is_fitted(self)
+        if self._components is None:
+            self._components = self._principal_axes()
+        return self._components
+
+    def _fit(self, X: Any) -> np.ndarray:
+        """Validate, fit, set the learned attributes and return the training scores."""
+        self._validate_params()
+        data = _matrix_source(X)
+        n, p = data.shape
+        if n < 2:
+            raise ValueError(f"PCA needs at least 2 samples; got X of shape {(n, p)}")
+        if self.n_components > min(n, p):
+            raise ValueError(f"n_components={self.n_components} must be <= min(n_samples, n_features)="
+                             f"{min(n, p)} for X of shape {(n, p)}")
+        method = ("covariance" if p <= n else "gram") if self.method == "auto" else self.method
+        if method == "covariance" and p > n:
+            raise ValueError(f"method='covariance' forms a p x p matrix and needs n_features <= n_samples; got X "
+                             f"of shape {(n, p)}; use method='gram' or 'randomized'")
+        xp = get_backend(self.backend)
+        k = self.n_components
+        if method == "covariance":
+            eigvals, axes, mean, total = self._covariance_eigh(data, xp)
+            self._components, self._scaled_left = axes[:, :k].T, None
+        else:
+            eigvals, left, mean, total = (self._gram_eigh if method == "gram" else self._randomized_eigh)(data, xp)
+            left = left[:, :k] * _flip_signs(left[:, :k])
+            singular = np.sqrt(eigvals[:k])
+            self._components = None
+            self._scaled_left = left / np.where(singular > 0, singular, np.inf)
+        self.method_, self.X_fit_, self.mean_ = method, X, mean
+        self.n_samples_, self.n_features_in_, self.n_components_ = n, p, k
+        self.singular_values_ = np.sqrt(eigvals[:k])
+        self.explained_variance_ = eigvals[:k] / (n - 1)
+        self.explained_variance_ratio_ = eigvals[:k] / total
+        if method == "covariance":
+            return self.transform(X)
+        return left * self.singular_values_
+
+    def _gram_eigh(self, data: Any, xp: ModuleType) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Eigenvalues (descending), eigenvectors, column means and total sum of squares from the Gram matrix."""
+        gram, mean = _streamed_gram(data, xp, self.dtype, self.block_size)
+        total = float(xp.to_numpy(xp.sum(gram.diagonal())))
+        eigvals, eigvecs = xp.eigh(gram)
+        return (np.clip(xp.to_numpy(xp.flip(eigvals, 0)), 0.0, None), xp.to_numpy(xp.flip(eigvecs, 1)),
+                mean, total)
+
+    def _randomized_eigh(self, data: Any, xp: ModuleType) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Leading eigenpairs of the implicit Gram matrix by randomized subspace iteration (Rayleigh-Ritz at the
+        end); each iteration is one pass ``Y = sum_b Xc_b (Xc_b^T Q)`` over column blocks."""
+        n, p = data.shape
+        width = min(self.n_components + self.n_oversamples, n, p)
+        rng = np.random.default_rng(self.random_state)
+        mean = np.empty(p, dtype=self.dtype)
+        total = 0.0
+        sketch = xp.zeros((n, width), self.dtype)
+        for cols, block, block_mean in _centred_column_blocks(data, xp, self.dtype, self.block_size):
+            # drawing block by block gives the same test matrix as one (p, width) draw, for any block size
+            omega = xp.asarray(rng.standard_normal((cols.stop - cols.start, width)), self.dtype)
+            sketch += xp.matmul(block, omega)
+            mean[cols] = xp.to_numpy(block_mean)
+            total += float(xp.to_numpy(xp.sum(block * block)))
+        for _ in range(self.n_iter + 1):
+            basis = xp.qr(sketch)
+            sketch = xp.zeros((n, width), self.dtype)
+            for _cols, block, _mean in _centred_column_blocks(data, xp, self.dtype, self.block_size):
+                sketch += xp.matmul(block, xp.matmul(block.T, basis))
+        projected = xp.matmul(basis.T, sketch)
+        eigvals, eigvecs = xp.eigh((projected + projected.T) / 2)
+        left = xp.matmul(basis, xp.flip(eigvecs, 1))
+        return np.clip(xp.to_numpy(xp.flip(eigvals, 0)), 0.0, None), xp.to_numpy(left), mean, total
+
+    def _covariance_eigh(self, data: Any, xp: ModuleType) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Eigenvalues (descending), axes (columns), column means and total sum of squares from the p x p scatter
+        matrix accumulated over row blocks (shifted by the first block's mean against cancellation)."""
+        n, p = data.shape
+        block_size = self.block_size or _default_block_size(p, self.dtype)
+        scatter = xp.zeros((p, p), self.dtype)
+        offset_sum = xp.zeros(p, self.dtype)
+        shift = None
+        for start, stop in _axis_edges(data, 0, block_size):
+            block = _read(data, slice(start, stop), slice(None), xp, self.dtype)
+            shift = xp.mean(block, axis=0) if shift is None else shift
+            block = block - shift
+            scatter += xp.matmul(block.T, block)
+            offset_sum += xp.sum(block, axis=0)
+        offset = offset_sum / n
+        scatter = scatter - n * offset[:, None] * offset[None, :]
+        total = float(xp.to_numpy(xp.sum(scatter.diagonal())))
+        if not np.isfinite(total):
+            raise ValueError("X contains NaN or infinite values")
+        eigvals, eigvecs = xp.eigh(scatter)
+        axes = xp.to_numpy(xp.flip(eigvecs, 1))
+        axes = axes * _flip_signs(axes)
+        return (np.clip(xp.to_numpy(xp.flip(eigvals, 0)), 0.0, None), axes, xp.to_numpy(shift + offset),
+                total)
+
+    def _principal_axes(self) -> np.ndarray:
+        """``components_`` from one pass over the training matrix: ``(U / S)^T (X - mean)`` per column block."""
+        xp = get_backend(self.backend)
+        data = _matrix_source(self.X_fit_)
+        scaled_left = xp.asarray(self._scaled_left, self.dtype)
+        components = np.empty((self.n_components_, self.n_features_in_), dtype=self.dtype)
+        for cols, block, _mean in _centred_column_blocks(data, xp, self.dtype, self.block_size):
+            components[:, cols] = xp.to_numpy(xp.matmul(scaled_left.T, block))
+        return components

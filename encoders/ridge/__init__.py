@@ -1,0 +1,23 @@
+"""Ridge regression for many targets with per-target alpha by cross-validation: solvers and estimators."""
+
+from ._estimators import DEFAULT_ALPHAS, KernelRidgeCV, RidgeCV
+from ._solvers import (
+    KERNEL_RIDGE_SOLVERS,
+    RIDGE_SOLVERS,
+    RidgeSolution,
+    solve_kernel_ridge_cv_eigh,
+    solve_ridge_cv_gram,
+    solve_ridge_cv_svd,
+)
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "KERNEL_RIDGE_SOLVERS",
+    "KernelRidgeCV",
+    "RIDGE_SOLVERS",
+    "RidgeCV",
+    "RidgeSolution",
+    "solve_kernel_ridge_cv_eigh",
+    "solve_ridge_cv_gram",
+    "solve_ridge_cv_svd",
+]

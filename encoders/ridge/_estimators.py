@@ -1,0 +1,305 @@
+"""scikit-learn style ridge estimators with per-target alpha chosen by cross-validation: thin wrappers that
+validate, resolve the folds and call a solver from ``_solvers``."""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ..backend import get_backend
+from ..pca import cross_gram_matrix, gram_matrix
+from ..scoring import pearson_r
+from ..splits import kfold
+from ._solvers import (
+    KERNEL_RIDGE_SOLVERS,
+    RIDGE_SOLVERS,
+    SCORINGS,
+    Folds,
+    check_alphas,
+    check_folds,
+)
+
+DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
+
+_SHARED_CONSTRAINTS: dict = {
+    "alphas": ["array-like"],
+    "cv": [StrOptions({"loo"}), "cv_object"],
+    "fit_intercept": ["boolean"],
+    "alpha_per_target": ["boolean"],
+    "solver": [str],
+    "backend": [str],
+    "scoring": [str],
+    "dtype": [StrOptions({"float32", "float64"})],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+}
+
+
+def _resolve_cv(cv: Any, n_samples: int) -> Folds:
+    """``"loo"`` (also for None, as in sklearn) or explicit (train, val) pairs from an int (seeded shuffled
+    k-fold), a splitter with ``split`` or an iterable of pairs."""
+    if cv is None or isinstance(cv, str):
+        return check_folds("loo" if cv is None else cv, n_samples)
+    if isinstance(cv, Integral):
+        if not 2 <= cv <= n_samples:
+            raise ValueError(f"cv={cv} folds needs 2 <= cv <= n_samples={n_samples}")
+        return kfold(n_samples, int(cv), seed=0)
+    if hasattr(cv, "split"):
+        return check_folds(list(cv.split(np.zeros((n_samples, 1)))), n_samples)
+    return check_folds(list(cv), n_samples)
+
+
+def _targets_2d(Y: Any) -> np.ndarray:
+    """Targets as a 2-D array (a 1-D y becomes one column)."""
+    Y = np.asarray(Y)
+    return Y[:, None] if Y.ndim == 1 else Y
+
+
+def _check_rows(X: Any, Y: np.ndarray, x_name: str) -> None:
+    """Same number of rows in ``X`` and ``Y``; the error names both shapes."""
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"{x_name} has {X.shape[0]} rows (shape {tuple(X.shape)}) but Y has {Y.shape[0]} "
+                         f"(shape {Y.shape})")
+
+
+class _BaseRidgeCV(BaseEstimator):
+    """Parameter checks and scoring shared by the primal and kernel estimators."""
+
+    _solvers: dict = {}
+
+    def _check_params(self) -> tuple[Any, np.ndarray]:
+        """Validate every parameter; return the solver function and the alphas."""
+        self._validate_params()
+        if self.solver not in self._solvers:
+            raise ValueError(f"Unknown solver={self.solver!r}; expected one of {sorted(self._solvers)}")
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"Unknown scoring={self.scoring!r}; expected one of {list(SCORINGS)}")
+        get_backend(self.backend)
+        return self._solvers[self.solver], check_alphas(self.alphas)
+
+    def _solver_options(self) -> dict:
+        """Keyword arguments every solver takes, from the estimator's parameters."""
+        return dict(fit_intercept=self.fit_intercept, scoring=self.scoring, alpha_per_target=self.alpha_per_target,
+                    backend=self.backend, dtype=self.dtype, batch_size=self.batch_size)
+
+    def _set_solution(self, solution: Any, coef_name: str) -> None:
+        """Store a solver's result as learned attributes."""
+        setattr(self, coef_name, solution.coef)
+        self.intercept_ = solution.intercept
+        self.best_alphas_ = solution.best_alphas
+        self.cv_scores_ = solution.cv_scores
+
+    def score(self, X: Any, Y: Any) -> np.ndarray:
+        """Pearson r between ``predict(X)`` and each column of ``Y``.
+
+        Returns
+        -------
+        ndarray of shape (n_targets,)
+        """
+        return pearson_r(_targets_2d(Y), self.predict(X))
+
+
+class RidgeCV(_BaseRidgeCV):
+    """Ridge regression for many targets, each with its own alpha chosen by k-fold CV or exact leave-one-out.
+
+    One SVD per fold serves all alphas and all targets; see :func:`solve_ridge_cv_svd`.
+
+    Parameters
+    ----------
+    alphas : array-like of shape (n_alphas,), default=(0.1, 1, ..., 1e6)
+        Penalties to try, >= 0 (0 is least squares).
+    cv : int, "loo", splitter or iterable of (train, val), default=5
+        An int k is a shuffled k-fold with seed 0 (:func:`encoders.splits.kfold`); "loo" (or None) is exact
+        closed-form leave-one-out, as ``sklearn.linear_model.RidgeCV(cv=None)``.
+    fit_intercept : bool, default=True
+        Fit an unpenalised intercept.
+    alpha_per_target : bool, default=True
+        Choose alpha per target; else one alpha maximising the mean CV score.
+    solver : {"svd", "gram"}, default="svd"
+        "svd": thin SVD of X per fold; "gram": eigendecomposition of X X^T per fold (faster when
+        n_features >> n_samples).
+    backend : {"auto", "numpy", "torch", "torch_cuda"}, default="auto"
+    scoring : {"neg_mse", "r"}, default="neg_mse"
+        Validation score maximised: negative mean squared error (as sklearn) or Pearson r.
+    dtype : {"float64", "float32"}, default="float64"
+        Precision of the computation and of the learned arrays.
+    batch_size : int or None, default=None
+        Targets solved together; None bounds a batch to about 16 M elements.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features, n_targets)
+    intercept_ : ndarray of shape (n_targets,)
+    best_alphas_ : ndarray of shape (n_targets,)
+    cv_scores_ : ndarray of shape (n_alphas, n_targets)
+        Mean validation score of each alpha (leave-one-out: over all rows).
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X, W = rng.standard_normal((100, 20)), rng.standard_normal((20, 3))
+    >>> model = RidgeCV(alphas=[0.1, 10.0], cv=5, backend="numpy").fit(X, X @ W)
+    >>> model.predict(X).shape
+    (100, 3)
+    """
+
+    _parameter_constraints: dict = dict(_SHARED_CONSTRAINTS)
+    _solvers = RIDGE_SOLVERS
+
+    def __init__(self, alphas: Any = DEFAULT_ALPHAS, *, cv: Any = 5, fit_intercept: bool = True,
+                 alpha_per_target: bool = True, solver: str = "svd", backend: str = "auto",
+                 scoring: str = "neg_mse", dtype: str = "float64", batch_size: int | None = None) -> None:
+        self.alphas = alphas
+        self.cv = cv
+        self.fit_intercept = fit_intercept
+        self.alpha_per_target = alpha_per_target
+        self.solver = solver
+        self.backend = backend
+        self.scoring = scoring
+        self.dtype = dtype
+        self.batch_size = batch_size
+
+    def fit(self, X: Any, Y: Any) -> RidgeCV:
+        """Choose alphas by cross-validation and fit on all rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        Y : array-like of shape (n_samples, n_targets) or (n_samples,)
+
+        Returns
+        -------
+        self : RidgeCV
+        """
+        solver, alphas = self._check_params()
+        X, Y = np.asarray(X), _targets_2d(Y)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
+        _check_rows(X, Y, "X")
+        folds = _resolve_cv(self.cv, X.shape[0])
+        self._set_solution(solver(X, Y, alphas, folds, **self._solver_options()), "coef_")
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets ``X @ coef_ + intercept_``, ndarray of shape (n_samples, n_targets)."""
+        check_is_fitted(self)
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have shape (n_samples, {self.n_features_in_}); got {X.shape}")
+        return X @ self.coef_ + self.intercept_
+
+
+class KernelRidgeCV(_BaseRidgeCV):
+    """Kernel (dual) ridge with a linear kernel, alpha per target by k-fold CV or exact leave-one-out.
+
+    Needs only the n x n Gram matrix, so a layer with n_features >> n_samples is fitted without PCA: with
+    ``kernel="linear"`` the Gram matrix is streamed from X in column blocks (numpy, dask or xarray) and predictions
+    stream the cross Gram matrix against the training X; with ``kernel="precomputed"`` fit takes the training kernel
+    (n_samples, n_samples) and predict the kernel between new and training rows (n_new, n_samples).
+
+    Parameters
+    ----------
+    alphas, cv, fit_intercept, alpha_per_target, backend, scoring, dtype, batch_size
+        As in :class:`RidgeCV`.
+    kernel : {"linear", "precomputed"}, default="linear"
+    solver : {"eigh"}, default="eigh"
+    block_size : int or None, default=None
+        Columns per block when streaming X (``kernel="linear"``).
+
+    Attributes
+    ----------
+    dual_coef_ : ndarray of shape (n_samples, n_targets)
+    intercept_ : ndarray of shape (n_targets,)
+    best_alphas_ : ndarray of shape (n_targets,)
+    cv_scores_ : ndarray of shape (n_alphas, n_targets)
+    n_samples_fit_ : int
+    X_fit_ : the training matrix, kept (not copied) for the cross Gram matrix (``kernel="linear"``)
+    x_mean_ : ndarray of shape (n_features,), column means of ``X_fit_`` (``kernel="linear"``)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X, W = rng.standard_normal((60, 500)), rng.standard_normal((500, 2))
+    >>> KernelRidgeCV(alphas=[1.0, 100.0], cv="loo", backend="numpy").fit(X, X @ W).predict(X[:4]).shape
+    (4, 2)
+    """
+
+    _parameter_constraints: dict = {
+        **_SHARED_CONSTRAINTS,
+        "kernel": [StrOptions({"linear", "precomputed"})],
+        "block_size": [Interval(Integral, 1, None, closed="left"), None],
+    }
+    _solvers = KERNEL_RIDGE_SOLVERS
+
+    def __init__(self, alphas: Any = DEFAULT_ALPHAS, *, kernel: str = "linear", cv: Any = 5,
+                 fit_intercept: bool = True, alpha_per_target: bool = True, solver: str = "eigh",
+                 backend: str = "auto", scoring: str = "neg_mse", dtype: str = "float64",
+                 batch_size: int | None = None, block_size: int | None = None) -> None:
+        self.alphas = alphas
+        self.kernel = kernel
+        self.cv = cv
+        self.fit_intercept = fit_intercept
+        self.alpha_per_target = alpha_per_target
+        self.solver = solver
+        self.backend = backend
+        self.scoring = scoring
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.block_size = block_size
+
+    def fit(self, X: Any, Y: Any) -> KernelRidgeCV:
+        """Choose alphas by cross-validation and fit the dual coefficients on all rows.
+
+        Parameters
+        ----------
+        X : ndarray, dask array or xarray.DataArray of shape (n_samples, n_features), or the training kernel of
+            shape (n_samples, n_samples) when ``kernel="precomputed"``
+        Y : array-like of shape (n_samples, n_targets) or (n_samples,)
+
+        Returns
+        -------
+        self : KernelRidgeCV
+        """
+        solver, alphas = self._check_params()
+        Y = _targets_2d(Y)
+        X = X if hasattr(X, "shape") else np.asarray(X)
+        if len(X.shape) != 2:
+            raise ValueError(f"X must be 2-D; got shape {tuple(X.shape)}")
+        _check_rows(X, Y, "X")
+        folds = _resolve_cv(self.cv, Y.shape[0])
+        if self.kernel == "linear":
+            kernel, self.x_mean_ = gram_matrix(X, block_size=self.block_size, backend=self.backend,
+                                               dtype=self.dtype)
+            self.X_fit_ = X
+        else:
+            kernel = np.asarray(X)
+        self._set_solution(solver(kernel, Y, alphas, folds, **self._solver_options()), "dual_coef_")
+        self.n_samples_fit_ = Y.shape[0]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets ``K(X, X_fit) @ dual_coef_ + intercept_``, ndarray of shape (n_rows, n_targets).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features), or the kernel between new and training rows of shape
+            (n_rows, n_samples_fit_) when ``kernel="precomputed"``
+        """
+        check_is_fitted(self)
+        if self.kernel == "linear":
+            cross = cross_gram_matrix(X, self.X_fit_, self.x_mean_, block_size=self.block_size,
+                                      backend=self.backend, dtype=self.dtype)
+        else:
+            cross = np.asarray(X)
+            if cross.ndim != 2 or cross.shape[1] != self.n_samples_fit_:
+                raise ValueError(f"a precomputed kernel for predict must have shape (n_rows, "
+                                 f"{self.n_samples_fit_}); got {cross.shape}")
+        return cross @ self.dual_coef_ + self.intercept_

@@ -1,0 +1,378 @@
+"""Ridge and kernel ridge for every target and every alpha from one decomposition per fold.
+
+Per fold: one thin SVD of the centred training features (or one eigendecomposition of the centred training kernel,
+K = U diag(lam) U^T); the training targets are projected once, U^T Y; every alpha is then a diagonal rescaling,
+``prediction = my + M diag(1 / (lam + alpha)) U^T Y`` with M the validation rows' cross-kernel times U. Alphas are
+picked per target by k-fold CV or by exact leave-one-out (hat-matrix diagonal in closed form), then every target is
+refit on all rows with its alpha, targets grouped by alpha. Targets are processed in batches to bound memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+from ..backend import get_backend
+from ..scoring import pearson_r
+
+SCORINGS = ("neg_mse", "r")
+Folds = Literal["loo"] | Sequence[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class RidgeSolution:
+    """Result of a cross-validated ridge solver (numpy arrays).
+
+    coef: (n_features, n_targets) primal weights, or (n_samples, n_targets) dual coefficients for kernel solvers;
+    intercept: (n_targets,); best_alphas: (n_targets,); cv_scores: (n_alphas, n_targets), mean validation score.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    best_alphas: np.ndarray
+    cv_scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Spectrum:
+    """Centred training kernel ``left @ diag(eigvals) @ left.T`` (eigvals >= 0); ``ranked`` marks the eigenvalues
+    above the rank cut (the only ones alpha = 0 inverts); ``right`` holds the primal right singular vectors (None
+    for a kernel)."""
+
+    left: Any
+    eigvals: Any
+    ranked: Any
+    right: Any | None
+
+    def inverse(self, alpha: float, xp: ModuleType) -> Any:
+        """``1 / (eigvals + alpha)``; for alpha = 0 the pseudo-inverse (0 below the rank cut)."""
+        if alpha > 0:
+            return 1.0 / (self.eigvals + alpha)
+        return xp.where(self.ranked, 1.0 / xp.where(self.ranked, self.eigvals, 1.0), 0.0)
+
+
+def check_alphas(alphas: Any) -> np.ndarray:
+    """Alphas as a 1-D float array; each must be finite and >= 0 (0 is ordinary least squares)."""
+    values = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"alphas must be a non-empty 1-D sequence; got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"alphas must be finite and >= 0; got {values.tolist()}")
+    return values
+
+
+def check_folds(cv: Any, n_samples: int) -> Folds:
+    """``"loo"`` or a list of (train, val) integer index arrays checked against ``n_samples`` rows."""
+    if isinstance(cv, str):
+        if cv != "loo":
+            raise ValueError(f"Unknown cv={cv!r}; expected 'loo', an int or (train, val) index pairs")
+        return cv
+    folds = []
+    for i, pair in enumerate(cv):
+        train, val = (np.asarray(part) for part in pair)
+        for label, idx, least in (("train", train, 2), ("validation", val, 1)):
+            if idx.ndim != 1 or idx.size < least or not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(f"fold {i}: {label} indices must be a 1-D integer array of at least {least} "
+                                 f"rows; got shape {idx.shape}, dtype {idx.dtype}")
+            if idx.min() < 0 or idx.max() >= n_samples:
+                raise ValueError(f"fold {i}: {label} indices must lie in [0, {n_samples}); "
+                                 f"got [{idx.min()}, {idx.max()}]")
+        folds.append((train, val))
+    if not folds:
+        raise ValueError("cv gave no folds")
+    return folds
+
+
+def _target_batches(n_targets: int, n_rows: int, batch_size: int | None) -> Iterator[slice]:
+    """Consecutive target slices; by default about 16 M elements of an (n_rows, batch) block each."""
+    batch_size = batch_size or max(1, 2**24 // max(n_rows, 1))
+    for start in range(0, n_targets, batch_size):
+        yield slice(start, min(start + batch_size, n_targets))
+
+
+def _svd_spectrum(x: Any, xp: ModuleType) -> _Spectrum:
+    """Thin SVD of centred features; rank cut at ``max(n, p) * eps * s_max`` (as numpy's matrix_rank)."""
+    left, singular, right_t = xp.svd(x)
+    ranked = singular > xp.max(singular) * max(x.shape) * xp.eps(x)
+    return _Spectrum(left, singular**2, ranked, right_t.T)
+
+
+def _kernel_spectrum(kernel: Any, xp: ModuleType) -> _Spectrum:
+    """Eigendecomposition of a centred kernel (round-off negatives set to 0); rank cut at ``n * eps * lam_max``."""
+    eigvals, eigvecs = xp.eigh(kernel)
+    eigvals = xp.clip(eigvals, 0.0, None)
+    ranked = eigvals > xp.max(eigvals) * kernel.shape[0] * xp.eps(kernel)
+    return _Spectrum(eigvecs, eigvals, ranked, None)
+
+
+def _centre_kernel(train_kernel: Any, cross_kernel: Any | None, xp: ModuleType) -> tuple[Any, Any | None]:
+    """Kernels of the features centred on the training mean: ``(Xtr - m)(Xtr - m)^T`` and ``(Xva - m)(Xtr - m)^T``."""
+    col = xp.mean(train_kernel, axis=0)
+    grand = xp.mean(col)
+    centred = train_kernel - col[:, None] - col[None, :] + grand
+    if cross_kernel is None:
+        return centred, None
+    return centred, cross_kernel - xp.mean(cross_kernel, axis=1)[:, None] - col[None, :] + grand
+
+
+def _primal_fold(x: Any, train: np.ndarray, val: np.ndarray, fit_intercept: bool, xp: ModuleType
+                 ) -> tuple[_Spectrum, Any]:
+    """Spectrum of the training rows and the validation design ``(Xva - m) V diag(s)``."""
+    x_train, x_val = xp.take(x, train, 0), xp.take(x, val, 0)
+    if fit_intercept:
+        mean = xp.mean(x_train, axis=0)
+        x_train, x_val = x_train - mean, x_val - mean
+    spectrum = _svd_spectrum(x_train, xp)
+    return spectrum, xp.matmul(x_val, spectrum.right) * xp.sqrt(spectrum.eigvals)
+
+
+def _kernel_fold(kernel: Any, train: np.ndarray, val: np.ndarray, fit_intercept: bool, xp: ModuleType
+                 ) -> tuple[_Spectrum, Any]:
+    """Spectrum of the training kernel and the validation design ``K_val,train U`` (both centred if asked)."""
+    rows_train = xp.take(kernel, train, 0)
+    k_train, k_val = xp.take(rows_train, train, 1), xp.take(xp.take(kernel, val, 0), train, 1)
+    if fit_intercept:
+        k_train, k_val = _centre_kernel(k_train, k_val, xp)
+    spectrum = _kernel_spectrum(k_train, xp)
+    return spectrum, xp.matmul(k_val, spectrum.left)
+
+
+def _score(y_true: Any, y_pred: Any, scoring: str, xp: ModuleType) -> np.ndarray:
+    """Per-target validation score: negative mean squared error or Pearson r."""
+    if scoring == "neg_mse":
+        residual = y_true - y_pred
+        return xp.to_numpy(-xp.mean(residual * residual, axis=0))
+    return xp.to_numpy(pearson_r(y_true, y_pred, backend=xp))
+
+
+def _centred_targets(y: np.ndarray, rows: Any, cols: slice, fit_intercept: bool, xp: ModuleType, dtype: str
+                     ) -> tuple[Any, Any]:
+    """Targets ``y[rows, cols]`` on the backend, centred if ``fit_intercept``, and the removed offset."""
+    block = xp.asarray(y[rows, cols], dtype)
+    offset = xp.mean(block, axis=0) if fit_intercept else xp.zeros(block.shape[1], dtype)
+    return block - offset, offset
+
+
+def _kfold_scores(fold: Callable[[np.ndarray, np.ndarray], tuple[_Spectrum, Any]], y: np.ndarray,
+                  alphas: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], *, fit_intercept: bool,
+                  scoring: str, xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
+    """Mean over folds of the validation score, shape (n_alphas, n_targets)."""
+    scores = np.zeros((alphas.size, y.shape[1]))
+    for train, val in folds:
+        spectrum, design = fold(train, val)
+        for cols in _target_batches(y.shape[1], y.shape[0], batch_size):
+            y_train, offset = _centred_targets(y, train, cols, fit_intercept, xp, dtype)
+            y_val = xp.asarray(y[val, cols], dtype)
+            projected = xp.matmul(spectrum.left.T, y_train)
+            for i, alpha in enumerate(alphas):
+                prediction = offset + xp.matmul(design, projected * spectrum.inverse(alpha, xp)[:, None])
+                scores[i, cols] += _score(y_val, prediction, scoring, xp)
+    return scores / len(folds)
+
+
+def _loo_scores(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_intercept: bool, scoring: str,
+                xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
+    """Exact leave-one-out score per (alpha, target): residual / (1 - hat diagonal), the intercept adding 1/n to
+    the hat diagonal; NaN where a row has leverage 1 (e.g. alpha=0 with n <= p)."""
+    n = y.shape[0]
+    squared_left = spectrum.left * spectrum.left
+    scores = np.empty((alphas.size, y.shape[1]))
+    for cols in _target_batches(y.shape[1], n, batch_size):
+        y_centred, offset = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
+        projected = xp.matmul(spectrum.left.T, y_centred)
+        for i, alpha in enumerate(alphas):
+            shrink = spectrum.eigvals * spectrum.inverse(alpha, xp)
+            residual = y_centred - xp.matmul(spectrum.left, projected * shrink[:, None])
+            slack = 1.0 - xp.matmul(squared_left, shrink) - (1.0 / n if fit_intercept else 0.0)
+            valid = slack > 0
+            loo_error = residual / xp.where(valid, slack, 1.0)[:, None]
+            loo_error = xp.where(valid[:, None], loo_error, float("nan"))
+            y_true = y_centred + offset
+            scores[i, cols] = _score(y_true, y_true - loo_error, scoring, xp)
+    return scores
+
+
+def _select_alphas(scores: np.ndarray, alphas: np.ndarray, alpha_per_target: bool) -> np.ndarray:
+    """Index of the best alpha per target (NaN scores never win; ties go to the first alpha, as in sklearn)."""
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    if alpha_per_target:
+        return np.argmax(filled, axis=0)
+    counts = np.sum(~np.isnan(scores), axis=1)
+    shared = np.where(counts > 0, np.nansum(scores, axis=1) / np.maximum(counts, 1), -np.inf)
+    return np.full(scores.shape[1], np.argmax(shared))
+
+
+def _refit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, best: np.ndarray, *, fit_intercept: bool,
+           xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
+    """Coefficients on all rows, each target with its alpha: primal ``V diag(s / (s^2 + a)) U^T Y`` when the
+    spectrum has right vectors, else dual ``U diag(1 / (lam + a)) U^T Y``."""
+    primal = spectrum.right is not None
+    coef = np.empty(((spectrum.right if primal else spectrum.left).shape[0], y.shape[1]), dtype=dtype)
+    for cols in _target_batches(y.shape[1], y.shape[0], batch_size):
+        y_centred, _ = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
+        projected = xp.matmul(spectrum.left.T, y_centred)
+        for i in np.unique(best[cols]):
+            members = np.flatnonzero(best[cols] == i)
+            if primal:
+                scale = xp.sqrt(spectrum.eigvals) * spectrum.inverse(alphas[i], xp)
+                weights = xp.matmul(spectrum.right, xp.take(projected, members, 1) * scale[:, None])
+            else:
+                scale = spectrum.inverse(alphas[i], xp)
+                weights = xp.matmul(spectrum.left, xp.take(projected, members, 1) * scale[:, None])
+            coef[:, cols.start + members] = xp.to_numpy(weights)
+    return coef
+
+
+def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (2-D) and ``y`` (2-D) as numpy arrays with matching rows and finite values; a known scoring."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError(f"{x_name} and Y must be 2-D; got shapes {x.shape} and {y.shape}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{x_name} has {x.shape[0]} rows (shape {x.shape}) but Y has {y.shape[0]} "
+                         f"(shape {y.shape})")
+    for name, array in ((x_name, x), ("Y", y)):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contains {np.size(array) - np.isfinite(array).sum()} NaN or infinite values")
+    if scoring not in SCORINGS:
+        raise ValueError(f"Unknown scoring={scoring!r}; expected one of {list(SCORINGS)}")
+    return x, y
+
+
+def _cross_validate(fold: Callable, full_spectrum: Callable[[], _Spectrum], y: np.ndarray, alphas: np.ndarray,
+                    cv: Folds, *, fit_intercept: bool, scoring: str, alpha_per_target: bool, xp: ModuleType,
+                    dtype: str, batch_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CV scores, chosen alpha indices and refit coefficients (shared by the primal and kernel solvers)."""
+    options = dict(fit_intercept=fit_intercept, xp=xp, dtype=dtype, batch_size=batch_size)
+    if cv == "loo":
+        spectrum = full_spectrum()
+        scores = _loo_scores(spectrum, y, alphas, scoring=scoring, **options)
+    else:
+        scores = _kfold_scores(fold, y, alphas, cv, scoring=scoring, **options)
+        spectrum = full_spectrum()
+    best = _select_alphas(scores, alphas, alpha_per_target)
+    return scores, best, _refit(spectrum, y, alphas, best, **options)
+
+
+def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
+                       scoring: str = "neg_mse", alpha_per_target: bool = True, backend: str | ModuleType = "auto",
+                       dtype: str = "float64", batch_size: int | None = None) -> RidgeSolution:
+    """Primal ridge with alpha chosen by CV, from one thin SVD of the centred features per fold.
+
+    Costs, with r = min(n_train, p): per fold an SVD (n_train p r), the validation design (n_val p r), the
+    projection U^T Y (n_train r t) and per alpha one (n_val r t) product; refit: one SVD plus (n + p) r t.
+    Leave-one-out needs only the full-data SVD and (2 n r t) per alpha.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    Y : array-like of shape (n_samples, n_targets)
+    alphas : array-like of shape (n_alphas,)
+        Penalties >= 0; 0 gives least squares (minimum-norm through the SVD rank cut).
+    cv : "loo" or sequence of (train_idx, val_idx)
+    fit_intercept : bool, default=True
+        Centre on the training rows of each fold; the intercept is not penalised.
+    scoring : {"neg_mse", "r"}, default="neg_mse"
+        Validation score maximised per target: negative mean squared error or Pearson r.
+    alpha_per_target : bool, default=True
+        One alpha per target, else one alpha maximising the mean score over targets.
+    backend : str or module, default="auto"
+    dtype : {"float64", "float32"}, default="float64"
+    batch_size : int or None, default=None
+        Targets per batch; None bounds a batch to about 16 M elements.
+
+    Returns
+    -------
+    RidgeSolution
+        ``coef`` of shape (n_features, n_targets).
+    """
+    X, Y = _check_problem(X, Y, scoring, "X")
+    alphas, cv, xp = check_alphas(alphas), check_folds(cv, X.shape[0]), get_backend(backend)
+    x = xp.asarray(X, dtype)
+    x_mean = xp.mean(x, axis=0) if fit_intercept else xp.zeros(x.shape[1], dtype)
+
+    def fold(train: np.ndarray, val: np.ndarray) -> tuple[_Spectrum, Any]:
+        return _primal_fold(x, train, val, fit_intercept, xp)
+
+    scores, best, coef = _cross_validate(
+        fold, lambda: _svd_spectrum(x - x_mean, xp), Y, alphas, cv, fit_intercept=fit_intercept,
+        scoring=scoring, alpha_per_target=alpha_per_target, xp=xp, dtype=dtype, batch_size=batch_size)
+    intercept = (Y.mean(axis=0) - xp.to_numpy(x_mean) @ coef) if fit_intercept else np.zeros(Y.shape[1])
+    return RidgeSolution(coef, intercept.astype(dtype), alphas[best], scores)
+
+
+def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
+                               scoring: str = "neg_mse", alpha_per_target: bool = True,
+                               backend: str | ModuleType = "auto", dtype: str = "float64",
+                               batch_size: int | None = None) -> RidgeSolution:
+    """Kernel (dual) ridge with alpha chosen by CV, from one eigendecomposition of the centred training kernel per
+    fold.
+
+    Predictions for new rows are ``K_new @ coef + intercept`` with ``K_new`` the kernel between the new rows and
+    the training rows in the same convention as ``K`` (the dual coefficients sum to zero over rows, so a constant
+    shift of the feature space cancels). Costs: per fold an eigh (n_train^3), the validation design
+    (n_val n_train^2), U^T Y (n_train^2 t) and per alpha (n_val n_train t); refit one eigh plus 2 n^2 t.
+
+    Parameters
+    ----------
+    K : array-like of shape (n_samples, n_samples)
+        Symmetric positive semi-definite kernel of the training rows (e.g. the Gram matrix X X^T).
+    Y, alphas, cv, fit_intercept, scoring, alpha_per_target, backend, dtype, batch_size
+        As in :func:`solve_ridge_cv_svd`.
+
+    Returns
+    -------
+    RidgeSolution
+        ``coef`` holds the dual coefficients, shape (n_samples, n_targets).
+    """
+    K, Y = _check_problem(K, Y, scoring, "K")
+    if K.shape[0] != K.shape[1]:
+        raise ValueError(f"K must be square (n_samples, n_samples); got shape {K.shape}")
+    alphas, cv, xp = check_alphas(alphas), check_folds(cv, K.shape[0]), get_backend(backend)
+    kernel = xp.asarray(K, dtype)
+
+    def fold(train: np.ndarray, val: np.ndarray) -> tuple[_Spectrum, Any]:
+        return _kernel_fold(kernel, train, val, fit_intercept, xp)
+
+    def full_spectrum() -> _Spectrum:
+        return _kernel_spectrum(_centre_kernel(kernel, None, xp)[0] if fit_intercept else kernel, xp)
+
+    scores, best, dual = _cross_validate(
+        fold, full_spectrum, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
+        alpha_per_target=alpha_per_target, xp=xp, dtype=dtype, batch_size=batch_size)
+    intercept = (Y.mean(axis=0) - K.mean(axis=0) @ dual) if fit_intercept else np.zeros(Y.shape[1])
+    return RidgeSolution(dual, intercept.astype(dtype), alphas[best], scores)
+
+
+def solve_ridge_cv_gram(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
+                        scoring: str = "neg_mse", alpha_per_target: bool = True, backend: str | ModuleType = "auto",
+                        dtype: str = "float64", batch_size: int | None = None) -> RidgeSolution:
+    """Primal ridge through the n x n Gram matrix (cheaper than the SVD when n_features >> n_samples): the kernel
+    solver on ``(X - m)(X - m)^T``, then ``coef = (X - m)^T dual``. Parameters as in :func:`solve_ridge_cv_svd`."""
+    X, Y = _check_problem(X, Y, scoring, "X")
+    xp = get_backend(backend)
+    x = xp.asarray(X, dtype)
+    x_mean = xp.mean(x, axis=0) if fit_intercept else xp.zeros(x.shape[1], dtype)
+    x = x - x_mean
+    kernel = xp.to_numpy(xp.matmul(x, x.T))
+    solution = solve_kernel_ridge_cv_eigh(kernel, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
+                                          alpha_per_target=alpha_per_target, backend=xp, dtype=dtype,
+                                          batch_size=batch_size)
+    coef = np.empty((X.shape[1], Y.shape[1]), dtype=dtype)
+    for cols in _target_batches(Y.shape[1], X.shape[1], batch_size):
+        coef[:, cols] = xp.to_numpy(xp.matmul(x.T, xp.asarray(solution.coef[:, cols], dtype)))
+    intercept = (Y.mean(axis=0) - xp.to_numpy(x_mean) @ coef) if fit_intercept else np.zeros(Y.shape[1])
+    return RidgeSolution(coef, intercept.astype(dtype), solution.best_alphas, solution.cv_scores)
+
+
+RIDGE_SOLVERS: dict[str, Callable[..., RidgeSolution]] = {
+    "svd": solve_ridge_cv_svd,
+    "gram": solve_ridge_cv_gram,
+}
+KERNEL_RIDGE_SOLVERS: dict[str, Callable[..., RidgeSolution]] = {
+    "eigh": solve_kernel_ridge_cv_eigh,
+}

@@ -1,0 +1,96 @@
+"""The backends are interchangeable: same names, same results (numpy is the reference)."""
+
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from encoders.backend import ALL_BACKENDS, get_backend
+
+BACKENDS = ["numpy", "torch"] + (["torch_cuda"] if torch.cuda.is_available() else [])
+rng = np.random.default_rng(0)
+A = rng.standard_normal((30, 12))
+SYM = A.T @ A
+
+
+def public_names(module: types.ModuleType) -> set[str]:
+    return {name for name, value in vars(module).items()
+            if not name.startswith("_") and callable(value) and getattr(value, "__module__", "") == module.__name__}
+
+
+def test_get_backend_names_and_errors():
+    assert get_backend("numpy").name == "numpy"
+    assert get_backend("torch").name == "torch"
+    assert get_backend("auto").name == ("torch_cuda" if torch.cuda.is_available() else "torch")
+    assert get_backend(get_backend("numpy")) is get_backend("numpy")
+    with pytest.raises(ValueError, match=r"Unknown backend='cupy'; expected one of \['numpy', 'torch', 'torch_cuda'"):
+        get_backend("cupy")
+    with pytest.raises(ValueError, match="is not a backend"):
+        get_backend(np)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
+def test_torch_cuda_without_cuda_says_so():
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        get_backend("torch_cuda")
+
+
+def test_backends_define_the_same_functions():
+    reference = {name for name in public_names(get_backend("numpy"))}
+    assert reference >= {"asarray", "to_numpy", "eigh", "svd", "qr", "matmul", "zeros", "take", "where"}
+    for name in BACKENDS[1:]:
+        module = get_backend(name)
+        defined = {n for n in reference if callable(getattr(module, n, None))}
+        assert defined == reference, f"{name} lacks {reference - defined}"
+    assert set(BACKENDS) <= set(ALL_BACKENDS)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_asarray_dtype_roundtrip(name):
+    xp = get_backend(name)
+    half = A.astype(np.float16)
+    assert xp.dtype_name(xp.asarray(half)) == "float16"
+    as64 = xp.asarray(half, "float64")
+    assert xp.dtype_name(as64) == "float64"
+    np.testing.assert_array_equal(xp.to_numpy(as64), half.astype(np.float64))
+    read_only = A.copy()
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(xp.to_numpy(xp.asarray(read_only)), A)
+    assert xp.eps(as64) == np.finfo(np.float64).eps
+    assert xp.to_numpy(xp.zeros((2, 3), "float32")).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_linear_algebra_agrees_with_numpy(name):
+    xp = get_backend(name)
+    eigvals, eigvecs = (xp.to_numpy(v) for v in xp.eigh(xp.asarray(SYM)))
+    np.testing.assert_allclose(eigvals, np.linalg.eigvalsh(SYM), rtol=1e-10)
+    np.testing.assert_allclose(eigvecs @ np.diag(eigvals) @ eigvecs.T, SYM, atol=1e-10)
+    u, s, vt = (xp.to_numpy(v) for v in xp.svd(xp.asarray(A)))
+    assert u.shape == (30, 12) and vt.shape == (12, 12)
+    np.testing.assert_allclose(s, np.linalg.svd(A, compute_uv=False), rtol=1e-10)
+    np.testing.assert_allclose(u * s @ vt, A, atol=1e-10)
+    q = xp.to_numpy(xp.qr(xp.asarray(A)))
+    np.testing.assert_allclose(q.T @ q, np.eye(12), atol=1e-12)
+    np.testing.assert_allclose(q @ (q.T @ A), A, atol=1e-10)
+    np.testing.assert_allclose(xp.to_numpy(xp.matmul(xp.asarray(A), xp.asarray(SYM))), A @ SYM, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_elementwise_and_reductions_agree_with_numpy(name):
+    xp = get_backend(name)
+    x = xp.asarray(A)
+    for axis in (None, 0, 1):
+        for fn in ("sum", "mean", "max", "min"):
+            np.testing.assert_allclose(xp.to_numpy(getattr(xp, fn)(x, axis=axis)), getattr(np, fn)(A, axis=axis))
+    np.testing.assert_array_equal(xp.to_numpy(xp.argmax(x, axis=1)), np.argmax(A, axis=1))
+    np.testing.assert_allclose(xp.to_numpy(xp.sqrt(xp.abs(x))), np.sqrt(np.abs(A)))
+    np.testing.assert_array_equal(xp.to_numpy(xp.clip(x, -0.5, None)), np.clip(A, -0.5, None))
+    np.testing.assert_array_equal(xp.to_numpy(xp.where(x > 0, x, float("nan"))), np.where(A > 0, A, np.nan))
+    np.testing.assert_array_equal(xp.to_numpy(xp.isnan(xp.asarray([1.0, np.nan]))), [False, True])
+    idx = np.array([4, 0, 4, 29])
+    np.testing.assert_array_equal(xp.to_numpy(xp.take(x, idx, 0)), A[idx])
+    np.testing.assert_array_equal(xp.to_numpy(xp.take(x, idx[:3] % 12, 1)), A[:, idx[:3] % 12])
+    np.testing.assert_array_equal(xp.to_numpy(xp.flip(x, 1)), A[:, ::-1])
+    assert xp.dtype_name(x) == "float64"

@@ -1,0 +1,148 @@
+"""RidgeCV / KernelRidgeCV estimators: agreement with himalaya and sklearn, lazy inputs, sklearn conventions."""
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from himalaya.backend import get_backend as himalaya_get_backend
+from himalaya.backend import set_backend as himalaya_set_backend
+from himalaya.kernel_ridge import KernelRidgeCV as HimalayaKernelRidgeCV
+from himalaya.ridge import RidgeCV as HimalayaRidgeCV
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import RidgeCV as SkRidgeCV
+from sklearn.model_selection import KFold
+
+from encoders.pca import cross_gram_matrix, gram_matrix
+from encoders.ridge import KernelRidgeCV, RidgeCV
+from encoders.scoring import pearson_r
+from encoders.splits import kfold
+
+BACKENDS = ["numpy", "torch"] + (["torch_cuda"] if torch.cuda.is_available() else [])
+ALPHAS = np.logspace(-1, 4, 11)
+
+
+@pytest.fixture(autouse=True)
+def himalaya_numpy_backend():
+    """himalaya keeps a global backend: use numpy for the references and restore it afterwards."""
+    previous = himalaya_get_backend().name
+    himalaya_set_backend("numpy")
+    yield
+    himalaya_set_backend(previous)
+
+
+def make_problem(n, p, t, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p)) + 0.5
+    W = rng.standard_normal((p, t)) * rng.uniform(0, 0.5, t)
+    return X, X @ W + 3 * rng.standard_normal((n, t)) + 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", ["svd", "gram"])
+def test_ridgecv_equals_himalaya_ridgecv(backend, solver):
+    X, Y = make_problem(180, 40, 25)
+    folds = kfold(180, 5, seed=2)
+    ours = RidgeCV(ALPHAS, cv=folds, solver=solver, backend=backend).fit(X, Y)
+    theirs = HimalayaRidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=True).fit(X, Y)
+    np.testing.assert_allclose(ours.best_alphas_, theirs.best_alphas_, rtol=1e-10)
+    np.testing.assert_allclose(ours.cv_scores_.max(axis=0), theirs.cv_scores_, rtol=1e-6)
+    X_new = np.random.default_rng(1).standard_normal((15, 40))
+    np.testing.assert_allclose(ours.predict(X_new), theirs.predict(X_new), rtol=1e-4, atol=1e-8)
+    assert ours.coef_.shape == (40, 25) and ours.intercept_.shape == (25,) and ours.cv_scores_.shape == (11, 25)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernel_ridgecv_equals_himalaya_and_primal_ridge(backend):
+    X, Y = make_problem(90, 300, 20, seed=1)
+    folds = kfold(90, 4, seed=0)
+    ours = KernelRidgeCV(ALPHAS, cv=folds, backend=backend, block_size=64).fit(X, Y)
+    theirs = HimalayaKernelRidgeCV(alphas=ALPHAS, cv=folds, fit_intercept=True).fit(X, Y)
+    X_new = np.random.default_rng(2).standard_normal((12, 300))
+    np.testing.assert_allclose(ours.best_alphas_, theirs.best_alphas_, rtol=1e-10)
+    np.testing.assert_allclose(ours.predict(X_new), theirs.predict(X_new), rtol=1e-4, atol=1e-8)
+    primal = RidgeCV(ALPHAS, cv=folds, backend=backend).fit(X, Y)
+    np.testing.assert_array_equal(ours.best_alphas_, primal.best_alphas_)
+    np.testing.assert_allclose(ours.predict(X_new), primal.predict(X_new), rtol=1e-6, atol=1e-8)
+
+
+def test_kernel_ridgecv_streams_dask_and_xarray_and_matches_precomputed():
+    X, Y = make_problem(70, 260, 8, seed=3)
+    X_new = np.random.default_rng(4).standard_normal((9, 260))
+    lazy = da.from_array(X, chunks=(70, 50))
+    labelled = xr.DataArray(lazy, dims=("nsd_id", "feature"))
+    from_dask = KernelRidgeCV(ALPHAS, cv="loo", backend="numpy", block_size=100).fit(lazy, Y)
+    from_xarray = KernelRidgeCV(ALPHAS, cv="loo", backend="torch").fit(labelled, Y)
+    gram, mean = gram_matrix(X, backend="numpy")
+    precomputed = KernelRidgeCV(ALPHAS, kernel="precomputed", cv="loo", backend="numpy").fit(gram, Y)
+    expected = precomputed.predict(cross_gram_matrix(X_new, X, mean, backend="numpy"))
+    np.testing.assert_allclose(from_dask.predict(da.from_array(X_new, chunks=(9, 50))), expected, rtol=1e-8)
+    np.testing.assert_allclose(from_xarray.predict(xr.DataArray(X_new, dims=("nsd_id", "feature"))), expected,
+                               rtol=1e-8)
+    reference = SkRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Y)
+    np.testing.assert_array_equal(from_dask.best_alphas_, reference.alpha_)
+    np.testing.assert_allclose(expected, reference.predict(X_new), rtol=1e-4, atol=1e-8)
+
+
+def test_precomputed_raw_kernel_gives_the_same_model():
+    """The intercept absorbs the kernel convention: raw X X^T and the centred Gram give the same predictions."""
+    X, Y = make_problem(60, 30, 5, seed=5)
+    X_new = np.random.default_rng(6).standard_normal((7, 30)) + 0.5
+    raw = KernelRidgeCV(ALPHAS, kernel="precomputed", cv=3, backend="numpy").fit(X @ X.T, Y)
+    linear = KernelRidgeCV(ALPHAS, cv=3, backend="numpy").fit(X, Y)
+    np.testing.assert_array_equal(raw.best_alphas_, linear.best_alphas_)
+    np.testing.assert_allclose(raw.predict(X_new @ X.T), linear.predict(X_new), rtol=1e-8)
+
+
+def test_cv_forms_agree_and_score_is_pearson_r():
+    X, Y = make_problem(100, 10, 6, seed=7)
+    by_int = RidgeCV(ALPHAS, cv=4, backend="numpy").fit(X, Y)
+    by_folds = RidgeCV(ALPHAS, cv=kfold(100, 4, seed=0), backend="numpy").fit(X, Y)
+    by_splitter = RidgeCV(ALPHAS, cv=KFold(4, shuffle=True, random_state=0), backend="numpy").fit(X, Y)
+    for other in (by_folds, by_splitter):
+        np.testing.assert_array_equal(by_int.cv_scores_, other.cv_scores_)
+    by_none = RidgeCV(ALPHAS, cv=None, backend="numpy").fit(X, Y)
+    reference = SkRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Y)
+    np.testing.assert_array_equal(by_none.best_alphas_, reference.alpha_)
+    np.testing.assert_allclose(by_int.score(X, Y), pearson_r(Y, by_int.predict(X)), rtol=1e-12)
+    one = RidgeCV(ALPHAS, backend="numpy").fit(X, Y[:, 0])
+    assert one.coef_.shape == (10, 1) and one.predict(X).shape == (100, 1) and one.score(X, Y[:, 0]).shape == (1,)
+
+
+def test_sklearn_conventions():
+    model = RidgeCV(alphas=[-1.0], cv="nope", solver="qr")  # __init__ only stores
+    assert clone(model).get_params()["solver"] == "qr"
+    with pytest.raises(NotFittedError):
+        RidgeCV().predict(np.zeros((2, 3)))
+    with pytest.raises(NotFittedError):
+        KernelRidgeCV().predict(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize(("estimator", "message"), [
+    (RidgeCV(solver="qr"), r"Unknown solver='qr'; expected one of \['gram', 'svd'\]"),
+    (KernelRidgeCV(solver="svd"), r"Unknown solver='svd'; expected one of \['eigh'\]"),
+    (RidgeCV(alphas=[1.0, -2.0]), r"alphas must be finite and >= 0; got \[1.0, -2.0\]"),
+    (RidgeCV(scoring="r2"), r"Unknown scoring='r2'; expected one of \['neg_mse', 'r'\]"),
+    (RidgeCV(backend="cupy"), r"Unknown backend='cupy'"),
+    (RidgeCV(cv="nope"), r"'cv' parameter of RidgeCV"),
+    (RidgeCV(cv=50), r"cv=50 folds needs 2 <= cv <= n_samples=20"),
+    (KernelRidgeCV(kernel="rbf"), r"'kernel' parameter of KernelRidgeCV"),
+    (RidgeCV(batch_size=0), r"'batch_size' parameter of RidgeCV"),
+])
+def test_parameter_errors_name_the_parameter_and_value(estimator, message):
+    X, Y = make_problem(20, 4, 2)
+    with pytest.raises(ValueError, match=message):
+        estimator.fit(X, Y)
+
+
+def test_data_errors_name_shapes():
+    X, Y = make_problem(20, 4, 2)
+    with pytest.raises(ValueError, match=r"X has 20 rows \(shape \(20, 4\)\) but Y has 18 \(shape \(18, 2\)\)"):
+        RidgeCV().fit(X, Y[:18])
+    with pytest.raises(ValueError, match=r"X has 20 rows \(shape \(20, 4\)\) but Y has 18"):
+        KernelRidgeCV().fit(X, Y[:18])
+    with pytest.raises(ValueError, match=r"X must have shape \(n_samples, 4\); got \(5, 3\)"):
+        RidgeCV(backend="numpy").fit(X, Y).predict(X[:5, :3])
+    with pytest.raises(ValueError, match=r"must have shape \(n_rows, 20\); got \(5, 19\)"):
+        KernelRidgeCV(kernel="precomputed", backend="numpy").fit(X @ X.T, Y).predict(np.zeros((5, 19)))

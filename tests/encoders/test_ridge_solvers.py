@@ -1,0 +1,178 @@
+"""Ridge solvers against sklearn (RidgeCV leave-one-out, GridSearchCV k-fold, LinearRegression) and a planted
+linear truth; every solver on every backend."""
+
+import functools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.linear_model import RidgeCV as SkRidgeCV
+from sklearn.model_selection import GridSearchCV
+
+from encoders.ridge import RIDGE_SOLVERS, solve_kernel_ridge_cv_eigh
+from encoders.scoring import pearson_r
+from encoders.splits import kfold
+
+BACKENDS = ["numpy", "torch"] + (["torch_cuda"] if torch.cuda.is_available() else [])
+SOLVERS = ["svd", "gram", "kernel"]
+ALPHAS = np.logspace(-2, 4, 9)
+
+
+def make_problem(n, p, t, seed=0, noise=3.0):
+    """Targets with different signal-to-noise ratios (so different alphas win) and an offset."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p)) + rng.uniform(-1, 1, p)
+    W = rng.standard_normal((p, t)) * rng.uniform(0, 0.5, t)
+    Y = X @ W + noise * rng.standard_normal((n, t)) + rng.uniform(-5, 5, t)
+    return X, Y
+
+
+def solve(solver, X, Y, alphas, cv, **options):
+    """(solution, function predicting new rows) for a primal solver or the kernel solver on X X^T."""
+    if solver == "kernel":
+        solution = solve_kernel_ridge_cv_eigh(X @ X.T, Y, alphas, cv, **options)
+        return solution, lambda X_new: (X_new @ X.T) @ solution.coef + solution.intercept
+    solution = RIDGE_SOLVERS[solver](X, Y, alphas, cv, **options)
+    return solution, lambda X_new: X_new @ solution.coef + solution.intercept
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize(("n", "p"), [(200, 50), (80, 300)])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_leave_one_out_equals_sklearn_ridgecv(backend, solver, n, p, fit_intercept):
+    X, Y = make_problem(n, p, 20)
+    reference = SkRidgeCV(alphas=ALPHAS, alpha_per_target=True, fit_intercept=fit_intercept).fit(X, Y)
+    solution, predict = solve(solver, X, Y, ALPHAS, "loo", fit_intercept=fit_intercept, backend=backend)
+    assert len(np.unique(solution.best_alphas)) > 2, "the problem should make different targets pick different alphas"
+    np.testing.assert_array_equal(solution.best_alphas, reference.alpha_)
+    np.testing.assert_allclose(solution.cv_scores.max(axis=0), reference.best_score_, rtol=1e-6)
+    X_new = np.random.default_rng(9).standard_normal((25, p))
+    np.testing.assert_allclose(predict(X_new), reference.predict(X_new), rtol=1e-4, atol=1e-8)
+    if solver != "kernel":
+        np.testing.assert_allclose(solution.coef, reference.coef_.T, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_shared_alpha_equals_sklearn(backend, solver):
+    X, Y = make_problem(150, 40, 30, seed=2)
+    reference = SkRidgeCV(alphas=ALPHAS, alpha_per_target=False).fit(X, Y)
+    solution, predict = solve(solver, X, Y, ALPHAS, "loo", alpha_per_target=False, backend=backend)
+    assert np.all(solution.best_alphas == reference.alpha_)
+    np.testing.assert_allclose(predict(X), reference.predict(X), rtol=1e-4, atol=1e-8)
+
+
+@functools.cache
+def grid_search_reference(n, p):
+    """sklearn's k-fold search, one target at a time: (X, Y, folds, X_new, mean fold scores, alphas, predictions)."""
+    X, Y = make_problem(n, p, 5, seed=3)
+    folds = kfold(n, 5, seed=1)
+    X_new = np.random.default_rng(9).standard_normal((10, p))
+    searches = [GridSearchCV(Ridge(), {"alpha": ALPHAS}, cv=folds, scoring="neg_mean_squared_error").fit(X, y)
+                for y in Y.T]
+    scores = np.stack([search.cv_results_["mean_test_score"] for search in searches], axis=1)
+    best = np.array([search.best_params_["alpha"] for search in searches])
+    predictions = np.stack([search.predict(X_new) for search in searches], axis=1)
+    return X, Y, folds, X_new, scores, best, predictions
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize(("n", "p"), [(200, 30), (100, 150)])
+def test_kfold_equals_sklearn_grid_search_per_target(backend, solver, n, p):
+    X, Y, folds, X_new, scores, best, predictions = grid_search_reference(n, p)
+    solution, predict = solve(solver, X, Y, ALPHAS, folds, backend=backend)
+    np.testing.assert_allclose(solution.cv_scores, scores, rtol=1e-6)
+    np.testing.assert_array_equal(solution.best_alphas, best)
+    np.testing.assert_allclose(predict(X_new), predictions, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_pearson_scoring_equals_fold_by_fold_sklearn_ridge(solver):
+    X, Y = make_problem(100, 20, 6, seed=4)
+    folds = kfold(100, 4, seed=0)
+    solution, _ = solve(solver, X, Y, ALPHAS, folds, scoring="r", backend="numpy")
+    expected = np.zeros((ALPHAS.size, Y.shape[1]))
+    for i, alpha in enumerate(ALPHAS):
+        for train, val in folds:
+            prediction = Ridge(alpha=alpha).fit(X[train], Y[train]).predict(X[val])
+            expected[i] += pearson_r(Y[val], prediction) / len(folds)
+    np.testing.assert_allclose(solution.cv_scores, expected, rtol=1e-8)
+    np.testing.assert_array_equal(solution.best_alphas, ALPHAS[np.argmax(expected, axis=0)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize(("n", "p"), [(120, 30), (40, 90)])
+def test_alpha_zero_is_least_squares(backend, solver, n, p):
+    X, Y = make_problem(n, p, 5, seed=5)
+    reference = LinearRegression().fit(X, Y)
+    solution, predict = solve(solver, X, Y, [0.0], kfold(n, 3), backend=backend)
+    X_new = np.random.default_rng(9).standard_normal((10, p))
+    np.testing.assert_allclose(predict(X_new), reference.predict(X_new), rtol=1e-6, atol=1e-8)
+
+
+def test_leave_one_out_alpha_zero_with_full_leverage_is_never_chosen():
+    X, Y = make_problem(30, 60, 4, seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solution, _ = solve("svd", X, Y, [0.0, 1.0, 10.0], "loo", backend="numpy")
+    assert np.all(np.isnan(solution.cv_scores[0]))
+    assert np.all(solution.best_alphas > 0)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("cv", ["loo", "kfold"])
+def test_target_batches_and_backends_give_the_same_answer(solver, cv):
+    X, Y = make_problem(90, 25, 23, seed=7)
+    folds = "loo" if cv == "loo" else kfold(90, 3)
+    whole, predict_whole = solve(solver, X, Y, ALPHAS, folds, backend="numpy")
+    batched, predict_batched = solve(solver, X, Y, ALPHAS, folds, backend="torch", batch_size=4)
+    np.testing.assert_array_equal(whole.best_alphas, batched.best_alphas)
+    np.testing.assert_allclose(whole.cv_scores, batched.cv_scores, rtol=1e-9)
+    np.testing.assert_allclose(predict_whole(X), predict_batched(X), rtol=1e-9)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_planted_truth_reaches_the_noise_ceiling(solver):
+    """Y = X W + noise with var(signal) = var(noise) = 1 per target: held-out r approaches the ceiling sqrt(1/2),
+    less the estimation loss of p weights from n rows (prediction variance grows by p / (n - p - 1))."""
+    rng = np.random.default_rng(8)
+    n_train, n_test, p, t = 500, 2000, 5, 100
+    W = rng.standard_normal((p, t))
+    W /= np.linalg.norm(W, axis=0)  # var(x @ w) = 1 for standard normal x
+    X = rng.standard_normal((n_train + n_test, p))
+    Y = X @ W + rng.standard_normal((n_train + n_test, t))
+    _, predict = solve(solver, X[:n_train], Y[:n_train], ALPHAS, kfold(n_train, 5), backend="numpy", scoring="r")
+    r = pearson_r(Y[n_train:], predict(X[n_train:]))
+    ceiling = np.sqrt(1 / (1 + 1))
+    expected = ceiling / np.sqrt(1 + p / (n_train - p - 1))
+    standard_error = (1 - ceiling**2) / np.sqrt(n_test)
+    assert np.all(np.abs(r - expected) < 5 * standard_error)
+    assert abs(r.mean() - expected) < 0.005
+
+
+def test_input_errors_are_explicit():
+    X, Y = make_problem(20, 5, 3)
+    svd = RIDGE_SOLVERS["svd"]
+    with pytest.raises(ValueError, match=r"alphas must be finite and >= 0; got \[1.0, -1.0\]"):
+        svd(X, Y, [1.0, -1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        svd(X, Y, [])
+    with pytest.raises(ValueError, match=r"X has 20 rows \(shape \(20, 5\)\) but Y has 19 \(shape \(19, 3\)\)"):
+        svd(X, Y[1:], [1.0])
+    with pytest.raises(ValueError, match="Unknown scoring='r2'"):
+        svd(X, Y, [1.0], scoring="r2")
+    with pytest.raises(ValueError, match=r"fold 0: validation indices must lie in \[0, 20\)"):
+        svd(X, Y, [1.0], [(np.arange(10), np.arange(15, 25))])
+    with pytest.raises(ValueError, match="Unknown cv='kfold'"):
+        svd(X, Y, [1.0], "kfold")
+    bad = Y.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="Y contains 1 NaN or infinite"):
+        svd(X, bad, [1.0])
+    with pytest.raises(ValueError, match="K must be square"):
+        solve_kernel_ridge_cv_eigh(X, Y, [1.0])
