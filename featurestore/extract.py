@@ -1,0 +1,379 @@
+"""The extraction engine: stimuli -> backbone -> reduced layer rows -> whole Zarr chunks, resumable and idempotent.
+
+One run: resolve the catalog entry, open the stimuli, take the backbone's writer lock, plan the rows (ids
+already stored are skipped), check provenance, then stream the pending rows through a torch DataLoader
+(image decoding in ``spawn`` worker processes), one forward pass per batch for all requested layers,
+reductions on the model's device, rows buffered into whole chunks that are written then marked done.
+
+Batches never straddle a chunk (a chunk's pending rows are cut into batches at fixed offsets from the chunk's
+first row), so a chunk's values come from the same batches whether the run was interrupted or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from featurestore import backbones
+from featurestore.backbones._base import Backbone, sha256_file
+from featurestore.catalog import CatalogEntry, get_entry
+from featurestore.lock import WriterLock
+from featurestore.reduction import Reducer, make_reducer
+from featurestore.stimuli import StimulusSource, open_stimuli
+from featurestore.store import (
+    DTYPES,
+    FeatureStore,
+    LayerLayout,
+    RowPlan,
+    build_provenance,
+    open_store,
+    plan_rows,
+)
+
+__all__ = ["ExtractPlan", "ExtractReport", "NonFiniteFeaturesError", "extract"]
+
+DEFAULT_CHUNK_ROWS = 256
+_ENTRY_IDENTITY = ("source", "architecture", "weights", "seed", "preprocessing")
+
+
+class NonFiniteFeaturesError(ValueError):
+    """A layer gave NaN/inf rows (typically float16 overflow); nothing of the affected chunk was written."""
+
+
+@dataclass(frozen=True)
+class ExtractPlan:
+    """What a run will write, known before any image goes through the model."""
+
+    backbone: str
+    store: str
+    group_exists: bool
+    n_images: int
+    rows: RowPlan
+    layouts: tuple[LayerLayout, ...]
+    dtype: str
+    chunk_rows: int
+
+    def table(self) -> pd.DataFrame:
+        """Per layer: rows to add, feature shape, stored row width, reduction, chunking, estimated bytes."""
+        itemsize = np.dtype(self.dtype).itemsize
+        records = [{"layer": layout.name, "rows_to_add": self.rows.rows_to_write(layout.name),
+                    "feature_shape": layout.feature_shape, "reduce": layout.reduce or "-",
+                    "stored_features": layout.n_features, "dtype": self.dtype,
+                    "chunks": f"({self.chunk_rows}, {layout.n_features})",
+                    "est_bytes": self.rows.rows_to_write(layout.name) * layout.n_features * itemsize}
+                   for layout in self.layouts]
+        return pd.DataFrame.from_records(records)
+
+    def describe(self) -> str:
+        """The plan in words and a table (what --dry-run prints)."""
+        rows = self.rows
+        table = self.table()
+        lines = [
+            f"backbone {self.backbone!r} -> store {self.store} ({'existing' if self.group_exists else 'new'} group)",
+            f"images: {self.n_images} in the stimuli, {rows.n_kept} rows already in the group, {rows.new_ids.size} "
+            f"new ids; "
+            f"{rows.ids_to_compute.size} images to run through the model in {len(rows.tasks)} chunk(s) of up to "
+            f"{self.chunk_rows} rows",
+            table.to_string(index=False, formatters={"est_bytes": _human_bytes}),
+            f"est_bytes = rows_to_add x stored_features x {np.dtype(self.dtype).itemsize} bytes: an uncompressed upper "
+            f"bound (blosc-zstd usually stores less); total {_human_bytes(int(table['est_bytes'].sum()))}",
+        ]
+        if rows.unavailable:
+            lines.append(f"{sum(t.stop - t.compute_from for t in rows.unavailable)} planned rows of an earlier run "
+                         f"are left pending: their images are not in these stimuli")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ExtractReport:
+    """What a run did: its plan, images run through the model, chunks written."""
+
+    plan: ExtractPlan
+    rows_computed: int
+    chunks_written: int
+    dry_run: bool
+    seconds: float
+
+
+def _human_bytes(n: int) -> str:
+    """Bytes as B / KB / MB / GB / TB (powers of 1000)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def default_num_workers() -> int:
+    """min(4, CPUs - 1): decode images in parallel but leave a core to the forward pass."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+class _PendingImages(Dataset):
+    """Row index -> (transformed image tensor, row index), for the rows a plan computes."""
+
+    def __init__(self, source: StimulusSource, transform: Any, nsd_ids: np.ndarray) -> None:
+        self.source = source
+        self.transform = transform
+        self.nsd_ids = nsd_ids
+
+    def __len__(self) -> int:
+        return self.nsd_ids.size
+
+    def __getitem__(self, row: int) -> tuple[torch.Tensor, int]:
+        image: Image.Image = self.source.load(int(self.nsd_ids[row]))
+        return self.transform(image), row
+
+
+def _one_thread(_: int) -> None:
+    """DataLoader worker init: one torch thread per decoding worker (no oversubscription)."""
+    torch.set_num_threads(1)
+
+
+def _chunk_batches(rows: RowPlan, batch_size: int) -> Iterator[tuple[int, list[int]]]:
+    """(task position, row indices) per batch; batches are cut at fixed offsets from each chunk's first row."""
+    for position, task in enumerate(rows.tasks):
+        first_cut = task.start + ((task.compute_from - task.start) // batch_size + 1) * batch_size
+        cuts = [task.compute_from, *range(first_cut, task.stop, batch_size), task.stop]
+        for begin, end in zip(cuts, cuts[1:]):
+            yield position, list(range(begin, end))
+
+
+def _finite_rows(values: torch.Tensor, dtype: str, entry: CatalogEntry, layer: str, device: torch.device) -> np.ndarray:
+    """Rows as a numpy array of the storage dtype; NonFiniteFeaturesError naming the layer if any is not finite."""
+    as_float = values.float().cpu().numpy()
+    with np.errstate(over="ignore"):
+        stored = as_float.astype(dtype)
+    if np.isfinite(stored).all():
+        return stored
+    if np.isfinite(as_float).all():
+        raise NonFiniteFeaturesError(
+            f"backbone {entry.name!r} layer {layer!r}: values up to {np.abs(as_float).max():.4g} overflow {dtype} "
+            f"(largest finite {np.finfo(dtype).max:.4g}); extract with dtype='float32' (CLI: --dtype float32) into a "
+            f"new store (this group stores {dtype}). Chunks already written are kept."
+        )
+    hint = ""
+    if device.type == "cuda":
+        hint = " (on CUDA the forward pass ran under float16 autocast: try dtype='float32')"
+    raise NonFiniteFeaturesError(f"backbone {entry.name!r} layer {layer!r}: the model produced NaN or inf values"
+                                 f"{hint}. Chunks already written are kept.")
+
+
+def _projection_seed(spec: str | None, seed: int) -> int | None:
+    """The seed that shapes a layer's values: only random projections have one."""
+    return seed if spec is not None and spec.startswith("srp:") else None
+
+
+def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayout, ...], dict[str, Reducer]]:
+    """Stored layout and reducer of each layer, from the backbone's probed output shapes and the entry's reduce."""
+    entry = backbone.entry
+    shapes = {info.name: info.shape for info in backbone.layer_info}
+    inplace = backbone.inplace_layers()
+    reducers = {layer: make_reducer(entry.reduce.get(layer), tuple(shapes[layer]), entry.reduce_seed)
+                for layer in layers}
+    layouts = tuple(LayerLayout(name=layer, feature_shape=tuple(shapes[layer]),
+                                n_features=reducers[layer].out_features, reduce=reducers[layer].spec,
+                                reduce_seed=_projection_seed(reducers[layer].spec, entry.reduce_seed),
+                                inplace=layer in inplace)
+                    for layer in layers)
+    return layouts, reducers
+
+
+def _recipe_differences(store: FeatureStore, entry: CatalogEntry, layers: Sequence[str], dtype: str,
+                        chunk_rows: int) -> list[str]:
+    """Differences visible without loading the model: entry identity, weights file hash, dtype, chunking, reduce."""
+    stored = store.provenance(entry.name)
+    requested = entry.to_dict()
+    problems = [f"entry {key}" for key in _ENTRY_IDENTITY if stored["entry"].get(key) != requested.get(key)]
+    if entry.weights_file is not None and sha256_file(entry.weights_file) != stored["weights"].get("sha256"):
+        problems.append("weights sha256")
+    problems += [key for key, value in (("dtype", dtype), ("chunk_rows", chunk_rows)) if stored[key] != value]
+    for layer in layers:
+        layout = store.layout(entry.name, layer)
+        spec = entry.reduce.get(layer)
+        if (layout.reduce, layout.reduce_seed) != (spec, _projection_seed(spec, entry.reduce_seed)):
+            problems.append(f"layer {layer} reduce")
+    return problems
+
+
+def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, layouts: Sequence[LayerLayout],
+                   reducers: Mapping[str, Reducer], source: StimulusSource, rows: RowPlan, dtype: str,
+                   batch_size: int, num_workers: int, progress: bool) -> tuple[int, int]:
+    """Run the plan's pending rows through the model and write every chunk; (rows computed, chunks written)."""
+    device = backbone.device
+    batches = list(_chunk_batches(rows, batch_size))
+    loader = DataLoader(_PendingImages(source, backbone.transform, rows.nsd_ids),
+                        batch_sampler=[batch for _, batch in batches], num_workers=num_workers,
+                        multiprocessing_context="spawn" if num_workers > 0 else None,
+                        worker_init_fn=_one_thread if num_workers > 0 else None, pin_memory=device.type == "cuda")
+    names = [layout.name for layout in layouts]
+    extractor = backbone.extractor(names)
+    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" and dtype == "float16"
+                else contextlib.nullcontext())
+    buffers: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    computed = written = 0
+    last_batch_of_task = {position: index for index, (position, _) in enumerate(batches)}
+    bar = tqdm(total=rows.ids_to_compute.size, unit="img", desc=backbone.entry.name, disable=not progress,
+               file=sys.stderr)
+    with bar, torch.inference_mode():
+        for index, (images, _) in enumerate(loader):
+            with autocast:
+                outputs = extractor(images.to(device, non_blocking=True))
+            for name in names:
+                reduced = reducers[name](outputs[name])
+                buffers[name].append(_finite_rows(reduced, dtype, backbone.entry, name, device))
+            computed += images.shape[0]
+            bar.update(images.shape[0])
+            position = batches[index][0]
+            if last_batch_of_task[position] != index:
+                continue
+            task = rows.tasks[position]
+            for name in task.layers:
+                store.write_chunk(backbone.entry.name, name, task, np.concatenate(buffers[name]))
+            buffers = {name: [] for name in names}
+            written += 1
+            lock.refresh()
+    return computed, written
+
+
+def _open_target(store: str | Path | FeatureStore, dry_run: bool,
+                 storage_options: Mapping[str, Any] | None) -> FeatureStore | None:
+    """The store to write (created if missing), or for a dry run the existing store read-only / None."""
+    if isinstance(store, FeatureStore):
+        return store
+    if not dry_run:
+        return open_store(store, "a", storage_options)
+    try:
+        return open_store(store, "r", storage_options)
+    except FileNotFoundError:
+        return None
+
+
+def extract(
+    backbone: str | CatalogEntry,
+    images: str | Path | StimulusSource,
+    store: str | Path | FeatureStore,
+    *,
+    layers: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    chunk_rows: int | None = None,
+    dtype: str | None = None,
+    catalog: str | Path | Sequence[str | Path] = (),
+    subjects: int | str | Sequence[int | str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+    wait: bool | float = False,
+    out: TextIO | None = None,
+) -> ExtractReport:
+    """Extract ``layers`` of ``backbone`` for every image of ``images`` into ``store``; skip what is stored.
+
+    Parameters
+    ----------
+    backbone : str or CatalogEntry
+        A catalog name (built-in ``catalog.yaml`` plus ``catalog`` files) or a resolved entry.
+    images : str, Path or StimulusSource
+        Algonauts data dir / subject dir, NSD ``.hdf5`` file, or an opened source (see ``open_stimuli``).
+    store : str, Path or FeatureStore
+        Local path or fsspec URL (``s3://bucket/features.zarr``) of the feature store; created if missing.
+    layers : sequence of str, default=None
+        Layers to store; None takes the entry's default layers.
+    device : str, default=None
+        "cpu" or "cuda"; None uses CUDA when available. On CUDA with float16 storage the forward pass runs
+        under float16 autocast.
+    batch_size : int, default=32
+        Images per forward pass (batches never cross a chunk boundary).
+    num_workers : int, default=None
+        DataLoader worker processes decoding images (``spawn``); None gives min(4, CPUs - 1), 0 decodes inline.
+    chunk_rows : int, default=None
+        Rows per stored chunk; None keeps an existing group's, else 256.
+    dtype : {"float16", "float32"}, default=None
+        Storage dtype; None keeps an existing group's, else the entry's.
+    catalog : path or sequence of paths, default=()
+        User catalog files adding or overriding entries.
+    subjects : int, str or sequence, default=None
+        Algonauts subjects whose images to take (None: all).
+    storage_options : mapping, default=None
+        fsspec options for a remote store (endpoint_url, key, secret, ...).
+    dry_run : bool, default=False
+        Print the plan (rows to add, feature shapes, dtype, chunking, estimated bytes) and stop before any
+        image goes through the model; nothing is written.
+    progress : bool, default=True
+        Show a tqdm progress bar (images/s) on stderr.
+    wait : bool or float, default=False
+        When another process writes this backbone: False refuses (StoreLockedError), True waits, a number
+        waits up to that many seconds.
+    out : text stream, default=None
+        Where a dry run prints its plan (stdout when None).
+
+    Returns
+    -------
+    ExtractReport
+    """
+    started = time.monotonic()
+    if batch_size < 1 or (num_workers is not None and num_workers < 0):
+        raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got batch_size={batch_size}, "
+                         f"num_workers={num_workers}")
+    entry = backbone if isinstance(backbone, CatalogEntry) else get_entry(backbone, catalog)
+    layers = list(dict.fromkeys(layers or entry.layers))
+    source = open_stimuli(images, subjects=subjects)
+    target = _open_target(store, dry_run, storage_options)
+    exists = target is not None and target.has_backbone(entry.name)
+    stored = target.provenance(entry.name) if exists else {}
+    dtype = dtype or stored.get("dtype") or entry.dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
+    chunk_rows = chunk_rows or stored.get("chunk_rows") or DEFAULT_CHUNK_ROWS
+    store_url = target.url if target is not None else str(store)
+    lock = target.lock(entry.name, wait=wait) if not dry_run else contextlib.nullcontext()
+    with lock:
+        if target is None:
+            rows = plan_rows(np.zeros(0, np.int64), {layer: np.zeros(0, np.int32) for layer in layers}, source.ids,
+                             chunk_rows, entry.name)
+        else:
+            rows = target.plan(entry.name, source.ids, layers, chunk_rows)
+        if rows.unavailable:
+            warnings.warn(f"{sum(t.stop - t.compute_from for t in rows.unavailable)} planned rows of backbone "
+                          f"{entry.name!r} in {store_url} stay pending: their images are not in {source!r}; rerun "
+                          f"with the stimuli of the interrupted run to finish them", UserWarning, stacklevel=2)
+        nothing_to_do = not rows.tasks and exists and set(layers) <= set(target.layers(entry.name))
+        if nothing_to_do and not _recipe_differences(target, entry, layers, dtype, chunk_rows):
+            layouts = tuple(target.layout(entry.name, layer) for layer in layers)
+            plan = ExtractPlan(entry.name, store_url, exists, source.ids.size, rows, layouts, dtype, chunk_rows)
+            if dry_run:
+                print(plan.describe(), file=out or sys.stdout)
+            return ExtractReport(plan, 0, 0, dry_run, time.monotonic() - started)
+        model = backbones.load_backbone(entry, device)
+        backbones.validate_layers(model, layers)
+        layouts, reducers = _layouts(model, layers)
+        provenance = build_provenance(entry.to_dict(), model.weights_id, model.preprocessing, dtype, chunk_rows)
+        if target is not None:
+            target.check_provenance(entry.name, provenance, layouts)
+        plan = ExtractPlan(entry.name, store_url, exists, source.ids.size, rows, layouts, dtype, chunk_rows)
+        if dry_run:
+            print(plan.describe(), file=out or sys.stdout)
+            return ExtractReport(plan, 0, 0, True, time.monotonic() - started)
+        target.apply_plan(rows, provenance, layouts)
+        if not rows.tasks:
+            return ExtractReport(plan, 0, 0, False, time.monotonic() - started)
+        workers = default_num_workers() if num_workers is None else num_workers
+        computed, written = _write_pending(target, lock, model, layouts, reducers, source, rows, dtype, batch_size,
+                                           workers, progress)
+    return ExtractReport(plan, computed, written, False, time.monotonic() - started)
+

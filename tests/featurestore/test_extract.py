@@ -1,0 +1,280 @@
+"""The extraction engine on real photos against torchvision / open_clip references; resume after SIGKILL; S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torchvision
+import zarr
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.models.feature_extraction import create_feature_extractor
+
+import featurestore.backbones
+from featurestore.extract import NonFiniteFeaturesError, extract
+from featurestore.reduction import make_reducer
+from featurestore.store import ProvenanceError, StoreLockedError, open_features, open_store
+
+from .conftest import TINY_PREPROCESSING
+
+BACKBONE = "alexnet.tiny"
+LAYERS = ["features.2", "features.5", "features.12", "classifier.5"]
+RUN = {"chunk_rows": 3, "batch_size": 2, "num_workers": 0, "progress": False, "device": "cpu"}
+NAME = re.compile(r"(train|test)-\d{4}_nsd-(\d{5})\.png")
+
+
+def files_by_id(data_dir: Path) -> dict[int, list[Path]]:
+    """NSD id -> image files (ascending ids), parsed here from the challenge file names."""
+    found: dict[int, list[Path]] = {}
+    for path in sorted(data_dir.rglob("*.png")):
+        found.setdefault(int(NAME.fullmatch(path.name).group(2)), []).append(path)
+    return dict(sorted(found.items()))
+
+
+def reference_alexnet(weights: Path, paths: list[Path]) -> dict[str, np.ndarray]:
+    """torchvision's own create_feature_extractor on the photos, preprocessed with torchvision transforms."""
+    model = torchvision.models.alexnet()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    prep = TINY_PREPROCESSING
+    transform = T.Compose([T.Resize(prep["resize"]), T.CenterCrop(prep["crop"]), T.ToTensor(),
+                           T.Normalize(prep["mean"], prep["std"])])
+    batch = torch.stack([transform(Image.open(path).convert("RGB")) for path in paths])
+    with torch.no_grad():
+        out = create_feature_extractor(model.eval(), return_nodes=LAYERS)(batch)
+    projection = make_reducer("srp:64", (256, 1, 1), seed=3).matrix()   # its law is checked against sklearn
+    return {"features.2": out["features.2"].flatten(1).numpy(),
+            "features.5": out["features.5"].mean(dim=(2, 3)).numpy(),
+            "features.12": (out["features.12"].flatten(1) @ projection).numpy(),
+            "classifier.5": out["classifier.5"].numpy()}
+
+
+def assert_float16_close(stored: np.ndarray, reference: np.ndarray) -> None:
+    """Stored float16 rows equal a float32 reference up to float16 rounding."""
+    assert stored.dtype == np.float16
+    scale = np.abs(reference).max()
+    np.testing.assert_allclose(stored.astype(np.float32), reference, rtol=2e-3, atol=2e-3 * scale)
+
+
+def stored_arrays(store: Path | str, **options) -> dict[str, np.ndarray]:
+    """Every array of the backbone group, raw (ids, layer rows, per-chunk markers)."""
+    group = zarr.open_group(store, mode="r", **options)[BACKBONE]
+    names = ["nsd_id", *LAYERS, *(f"_done/{layer}" for layer in LAYERS)]
+    return {name: group[name][:] for name in names}
+
+
+def assert_same_store(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """Identical bytes, NaN padding included."""
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name].view(np.uint8), b[name].view(np.uint8), err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory, algonauts_dir, tiny_catalog) -> tuple[Path, object]:
+    """One uninterrupted extraction of both subjects (the reference run of this module)."""
+    store = tmp_path_factory.mktemp("extracted") / "features.zarr"
+    report = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN)
+    return store, report
+
+
+def test_features_equal_torchvision_and_rows_follow_file_names(extracted, algonauts_dir, untrained_weights) -> None:
+    store, report = extracted
+    files = files_by_id(algonauts_dir)
+    assert report.rows_computed == len(files) == 8      # shared images went through the model once
+    assert report.chunks_written == 3
+    reference = reference_alexnet(untrained_weights["alexnet"], [paths[0] for paths in files.values()])
+    for layer in LAYERS:
+        features = open_features(store, BACKBONE, layer)
+        np.testing.assert_array_equal(features.nsd_id, sorted(files))
+        assert_float16_close(features.values, reference[layer])
+    fc = open_features(store, BACKBONE, "classifier.5")
+    subject2 = [int(NAME.fullmatch(p.name).group(2))
+                for p in sorted((algonauts_dir / "subj02/training_split/training_images").iterdir())]
+    rows = [list(files).index(i) for i in subject2]
+    assert_float16_close(fc.sel(nsd_id=subject2).values, reference["classifier.5"][rows])
+    layout = open_store(store).layout(BACKBONE, "features.5")
+    assert layout.feature_shape == (192, 3, 3) and layout.reduce == "avgpool" and layout.n_features == 192
+    assert layout.reduce_seed is None and open_store(store).layout(BACKBONE, "features.12").reduce_seed == 3
+    provenance = open_store(store).provenance(BACKBONE)
+    assert provenance["weights"]["sha256"] == featurestore.backbones._base.sha256_file(untrained_weights["alexnet"])
+    assert provenance["preprocessing"]["crop"] == 64 and provenance["dtype"] == "float16"
+
+
+def test_open_clip_embedding_equals_encode_image(tmp_path, photos, untrained_weights, test_catalog_file) -> None:
+    folder = tmp_path / "subj01/training_split/training_images"
+    folder.mkdir(parents=True)
+    for row, (nsd_id, photo) in enumerate(zip([4, 20], photos), start=1):
+        photo.resize((96, 80)).save(folder / f"train-{row:04d}_nsd-{nsd_id:05d}.png")
+    report = extract("ViT-B-32.testfile", tmp_path / "subj01", tmp_path / "s.zarr", layers=["embedding"],
+                     catalog=[test_catalog_file], **RUN)
+    assert report.rows_computed == 2
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        "ViT-B-32-quickgelu", pretrained=str(untrained_weights["ViT-B-32"]))
+    batch = torch.stack([preprocess(Image.open(path)) for path in sorted(folder.iterdir())])
+    with torch.no_grad():
+        reference = model.eval().encode_image(batch).numpy()
+    embedding = open_features(tmp_path / "s.zarr", "ViT-B-32.testfile", "embedding")
+    np.testing.assert_array_equal(embedding.nsd_id, [4, 20])
+    assert_float16_close(embedding.values, reference)
+
+
+def test_rerun_loads_no_model_and_new_subject_adds_only_new_ids(tmp_path, extracted, algonauts_dir, tiny_catalog,
+                                                                monkeypatch) -> None:
+    store, run = tmp_path / "s.zarr", {**RUN, "chunk_rows": 4}
+    first = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, subjects=[1], **run)
+    assert first.rows_computed == 6                    # chunks of rows 0-3 and 4-5
+    second = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, subjects=[2], **run)
+    assert list(second.plan.rows.new_ids) == [7, 61000]  # 845, 40000 and 5001 are stored already
+    assert second.rows_computed == 2 and [t.index for t in second.plan.rows.tasks] == [1]  # fills the last chunk
+    with monkeypatch.context() as patched:
+        patched.setattr(featurestore.backbones, "load_backbone", lambda *a, **k: pytest.fail("model loaded"))
+        again = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **run)
+    assert again.rows_computed == 0 and again.chunks_written == 0
+    # rows keep the order they were added in; values match the one-run store id by id (up to float16 rounding:
+    # other chunking, so other batches)
+    np.testing.assert_array_equal(open_store(store).ids(BACKBONE, "features.2"),
+                                  [13, 845, 2950, 5001, 40000, 72999, 7, 61000])
+    one_run = open_features(extracted[0], BACKBONE, "classifier.5")
+    two_runs = open_features(store, BACKBONE, "classifier.5")
+    assert_float16_close(two_runs.sel(nsd_id=one_run.nsd_id).values, one_run.values.astype(np.float32))
+
+
+KILLABLE = textwrap.dedent("""
+    import sys, time
+    from featurestore.store import FeatureStore
+    write_chunk = FeatureStore.write_chunk
+
+    def slow_write_chunk(*args, **kwargs):  # a slow disk, so the kill lands mid-run
+        write_chunk(*args, **kwargs)
+        time.sleep(0.3)
+
+    FeatureStore.write_chunk = slow_write_chunk
+    from featurestore.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, extracted, algonauts_dir, tiny_catalog) -> None:
+    store = tmp_path / "s.zarr"
+    command = [sys.executable, "-c", KILLABLE, "extract", "--backbone", BACKBONE, "--images", str(algonauts_dir),
+               "--store", str(store), "--catalog", *map(str, tiny_catalog), "--chunk-rows", "3",
+               "--batch-size", "2", "--workers", "0", "--no-progress", "--device", "cpu"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first_chunk_done = store / BACKBONE / "_done" / LAYERS[-1] / "c" / "0"   # the chunk's last layer marked
+    deadline = time.monotonic() + 240
+    while not first_chunk_done.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    _, stderr = child.communicate()
+    assert child.returncode == -signal.SIGKILL, stderr.decode()
+    killed = open_store(store)
+    assert 0 < killed.ids(BACKBONE, LAYERS[-1]).size < 8          # killed mid-run, finished chunks visible
+    least_done = np.min([killed.done_counts(BACKBONE, layer) for layer in LAYERS], axis=0)
+    pending_rows = sum(size - done for size, done in zip([3, 3, 2], least_done))
+    resumed = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN)
+    assert resumed.plan.rows.new_ids.size == 0 and resumed.rows_computed == pending_rows < 8
+    assert_same_store(stored_arrays(store), stored_arrays(extracted[0]))
+    assert extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN).rows_computed == 0
+
+
+def test_new_layer_joins_an_existing_group_via_worker_processes(tmp_path, extracted, algonauts_dir,
+                                                                 tiny_catalog) -> None:
+    store = tmp_path / "s.zarr"
+    extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, layers=["classifier.5"], **RUN)
+    before = zarr.open_group(store, mode="r")[f"{BACKBONE}/classifier.5"][:]
+    report = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **{**RUN, "num_workers": 1})  # spawn
+    assert report.rows_computed == 8
+    assert report.plan.rows.rows_to_write("classifier.5") == 0 and report.plan.rows.rows_to_write("features.2") == 8
+    after = stored_arrays(store)
+    np.testing.assert_array_equal(after["classifier.5"].view(np.uint16), before.view(np.uint16))
+    assert_same_store(after, stored_arrays(extracted[0]))
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, algonauts_dir, tiny_catalog) -> None:
+    out = io.StringIO()
+    report = extract(BACKBONE, algonauts_dir, tmp_path / "s.zarr", catalog=tiny_catalog, dry_run=True, out=out,
+                     **RUN)
+    text = out.getvalue()
+    assert not (tmp_path / "s.zarr").exists() and report.rows_computed == 0 and report.dry_run
+    assert "8 new ids" in text and "uncompressed upper bound" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] in ([x] for x in LAYERS)}
+    assert rows["features.2"][1] == "8" and "(64, 7, 7)" in " ".join(rows["features.2"])
+    assert "(3, 3136)" in " ".join(rows["features.2"]) and "float16" in rows["features.2"]
+    assert "(3, 192)" in " ".join(rows["features.5"]) and "avgpool" in rows["features.5"]
+    assert report.plan.table().set_index("layer").loc["classifier.5", "est_bytes"] == 8 * 4096 * 2
+
+
+def test_other_recipe_is_refused(tmp_path, algonauts_dir, tiny_catalog) -> None:
+    store = tmp_path / "s.zarr"
+    extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, subjects=[2], **RUN)
+    with pytest.raises(ProvenanceError, match="dtype float16 != float32"):
+        extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, dtype="float32", **RUN)
+    other = tmp_path / "other.yaml"
+    other.write_text(json.dumps({BACKBONE: {"extends": "alexnet", "weights": "untrained", "seed": 1,
+                                            "preprocessing": TINY_PREPROCESSING, "layers": LAYERS,
+                                            "reduce": {"features.5": "srp:16"}}}), encoding="utf-8")
+    with pytest.raises(ProvenanceError) as error:
+        extract(BACKBONE, algonauts_dir, store, catalog=[*tiny_catalog, other], subjects=[2], **RUN)
+    assert re.search(r"weights sha256 [0-9a-f]{12}\.\. != [0-9a-f]{12}\.\.", str(error.value))
+    assert "layer features.5 n_features 192 != 16" in str(error.value)
+    assert "layer features.5 reduce avgpool != srp:16" in str(error.value)
+    assert open_store(store).ids(BACKBONE, "features.2").size == 5
+
+
+def test_float16_overflow_names_the_layer(tmp_path, algonauts_dir, tiny_catalog, untrained_weights) -> None:
+    state = torch.load(untrained_weights["alexnet"], weights_only=True)
+    loud = tmp_path / "loud.pt"
+    torch.save({key: value * 40 if key.endswith("weight") else value for key, value in state.items()}, loud)
+    catalog = tmp_path / "loud.yaml"
+    catalog.write_text(f"loud:\n  extends: {BACKBONE}\n  weights: \"file:{loud}\"\n", encoding="utf-8")
+    with pytest.raises(NonFiniteFeaturesError, match=r"backbone 'loud' layer '[a-z]+\.\d+': values up to .* overflow float16 .*dtype='float32'"):
+        extract("loud", algonauts_dir, tmp_path / "s.zarr", catalog=[*tiny_catalog, catalog], **RUN)
+    assert open_store(tmp_path / "s.zarr").ids("loud", "classifier.5").size == 0
+    report = extract("loud", algonauts_dir, tmp_path / "s32.zarr", catalog=[*tiny_catalog, catalog],
+                     dtype="float32", **RUN)
+    assert np.isfinite(open_features(tmp_path / "s32.zarr", "loud", "classifier.5").values).all()
+    assert report.rows_computed == 8
+
+
+def test_second_writer_is_refused(tmp_path, algonauts_dir, tiny_catalog) -> None:
+    store = tmp_path / "s.zarr"
+    with open_store(store, mode="a").lock(BACKBONE):
+        with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}"):
+            extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN)
+
+
+def test_store_on_s3_end_to_end(s3_bucket, extracted, algonauts_dir, tiny_catalog) -> None:
+    url = f"{s3_bucket.url}/features.zarr"
+    options = s3_bucket.storage_options
+    report = extract(BACKBONE, algonauts_dir, url, catalog=tiny_catalog, storage_options=options, **RUN)
+    assert report.rows_computed == 8
+    assert extract(BACKBONE, algonauts_dir, url, catalog=tiny_catalog, storage_options=options,
+                   **RUN).rows_computed == 0
+    remote = open_features(url, BACKBONE, "features.2", storage_options=options)
+    local = open_features(extracted[0], BACKBONE, "features.2")
+    np.testing.assert_array_equal(remote.sel(nsd_id=[61000, 13]).values, local.sel(nsd_id=[61000, 13]).values)
+    assert_same_store(stored_arrays(url, storage_options=options), stored_arrays(extracted[0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_float16_autocast_matches_torchvision(tmp_path, algonauts_dir, tiny_catalog, untrained_weights) -> None:
+    report = extract(BACKBONE, algonauts_dir, tmp_path / "s.zarr", catalog=tiny_catalog, **{**RUN, "device": "cuda"})
+    assert report.rows_computed == 8
+    files = files_by_id(algonauts_dir)
+    reference = reference_alexnet(untrained_weights["alexnet"], [paths[0] for paths in files.values()])
+    for layer in LAYERS:   # float16 compute: looser than the CPU test's float16 storage rounding
+        stored = open_features(tmp_path / "s.zarr", BACKBONE, layer).values.astype(np.float32)
+        np.testing.assert_allclose(stored, reference[layer], rtol=2e-2, atol=2e-2 * np.abs(reference[layer]).max())
