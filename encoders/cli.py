@@ -1,0 +1,338 @@
+"""The ``encoders`` command: fit a grid of encoding models, rank them, compare two, plot, submit, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DESCRIPTION = """\
+Fit and score fMRI encoding models (PCA + ridge with one alpha per vertex) on features read from a
+feature store, for the Algonauts 2023 challenge data (or the built-in demo data).
+
+Quick start (offline, about 3 minutes on 2 CPU cores):
+  encoders demo --out demo_output
+
+Typical workflow on the challenge data:
+  featurestore extract --backbone alexnet --images algonauts_2023 --store features.zarr
+  encoders fit --store features.zarr --data algonauts_2023 --backbones alexnet --out results
+  encoders leaderboard results/results.nc
+  encoders compare results/results.nc alexnet:features.5 alexnet:features.12
+  encoders plots results/results.nc --out figures
+  encoders submit --results results/results.nc --out submission
+  encoders check-submission submission/algonauts_2023_submission.zip --data algonauts_2023
+"""
+
+FIT_HELP = """\
+Every (backbone layer x encoder setting x subject) is one task: the subject's training images are split
+90/10 as in the devkit, PCA is fitted on the training part, ridge picks an alpha per vertex by
+cross-validation (both hemispheres in one fit), and validation r is scored per vertex, per ROI (median, with
+a bootstrap interval over validation images) and noise-normalised when a noise ceiling exists. Finished
+tasks are saved under OUT/combinations and skipped when the command is run again; all results are collected
+in OUT/results.nc, the leaderboard in OUT/leaderboard.csv and the best layer per ROI in OUT/best_layers.csv.
+
+examples:
+  encoders fit --store features.zarr --data algonauts_2023 --backbones alexnet
+  encoders fit --store features.zarr --data algonauts_2023 --models alexnet:features.5 alexnet:features.12 \\
+      --pca 100 none --solver kernel --subjects 1 2 --scheduler tcp://scheduler:8786
+"""
+
+SUBMIT_HELP = """\
+Refit a model on all training images of each subject, predict the test images, write
+OUT/subjXX/{lh,rh}_pred_test.npy and OUT/algonauts_2023_submission.zip, then check the zip. With --results
+the encoder setting is the one the model was fitted with; the setting options apply to --model BACKBONE:LAYER.
+
+examples:
+  encoders submit --results results/results.nc --out submission
+  encoders submit --model alexnet:features.12 --store features.zarr --data algonauts_2023 --pca 100 \\
+      --out submission
+"""
+
+
+def _split(text: str) -> list[str]:
+    """'a,b' -> ['a', 'b'] (lets list options take commas or spaces)."""
+    return [part for part in text.split(",") if part]
+
+
+def _pca(text: str) -> int | None:
+    if text.lower() in ("none", "0", "full"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pca takes a number of components or 'none'; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--pca must be >= 1 (or 'none'); got {value}")
+    return value
+
+
+def _cv(text: str) -> int | str:
+    if text == "loo":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cv takes a number of folds or 'loo'; got {text!r}") from None
+
+
+def _alphas(text: str) -> list[float]:
+    try:
+        return [float(value) for value in _split(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--alphas takes comma-separated numbers, e.g. 1,10,100; got {text!r}"
+        ) from None
+
+
+def _add_setting_options(parser: argparse.ArgumentParser) -> None:
+    from encoders.grid import DEFAULT_ALPHAS
+
+    group = parser.add_argument_group("encoder setting")
+    group.add_argument("--pca", type=_pca, nargs="+", default=[100], metavar="K",
+                       help="principal components before ridge, or 'none' for the full features; several values "
+                            "give several settings (default: 100)")
+    group.add_argument("--solver", choices=("primal", "kernel"), default="primal",
+                       help="ridge in feature space or on the linear kernel (use kernel with --pca none when "
+                            "features outnumber images; default: primal)")
+    group.add_argument("--alphas", type=_alphas, default=list(DEFAULT_ALPHAS), metavar="A,B,...",
+                       help="ridge penalties tried per vertex; 0 alone is least squares "
+                            "(default: 1e-2 ... 1e8, 11 values)")
+    group.add_argument("--cv", type=_cv, default=5, help="folds for choosing alpha, or 'loo' (default: 5)")
+
+
+def _settings(args: argparse.Namespace) -> list[dict]:
+    return [dict(pca=pca, solver=args.solver, alphas=args.alphas, cv=args.cv) for pca in args.pca]
+
+
+def _lists(values: list[list[str]] | None) -> list[str] | None:
+    return None if values is None else [item for group in values for item in group]
+
+
+def _subjects_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--subjects", type=_split, nargs="+", metavar="N",
+                        help=f"subjects ({what}), e.g. 1 2 or subj01,subj02 (default: every subjXX folder)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="encoders", description=DESCRIPTION, formatter_class=formatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = commands.add_parser("fit", help="fit and score a grid of models (resumable)", description=FIT_HELP,
+                              formatter_class=formatter)
+    fit.add_argument("--store", required=True, help="feature store: local folder or URL (s3://bucket/features.zarr)")
+    fit.add_argument("--data", required=True, help="Algonauts 2023 data folder (with subjXX/ folders)")
+    which = fit.add_mutually_exclusive_group()
+    which.add_argument("--backbones", type=_split, nargs="+", metavar="NAME",
+                       help="backbones whose stored layers are all fitted (default: every backbone in the store)")
+    which.add_argument("--models", type=_split, nargs="+", metavar="BACKBONE:LAYER",
+                       help="explicit layers, e.g. alexnet:features.5")
+    fit.add_argument("--layers", type=_split, nargs="+", metavar="LAYER",
+                     help="with --backbones: only these layers of each backbone")
+    _subjects_option(fit, "to fit")
+    _add_setting_options(fit)
+    fit.add_argument("--out", default="encoder_results", help="results folder (default: encoder_results)")
+    fit.add_argument("--scheduler", default=None,
+                     help="threads (default), processes, synchronous, or a dask.distributed scheduler address "
+                          "such as tcp://host:8786")
+    fit.add_argument("--workers", type=int, default=None, help="threads/processes for the local schedulers")
+    fit.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per ROI interval (default: 1000)")
+    fit.add_argument("--split-seed", type=int, default=5, help="seed of the devkit 90/10 split (default: 5)")
+    fit.add_argument("--quiet", action="store_true", help="no per-model progress lines")
+
+    board = commands.add_parser("leaderboard", help="print and save the leaderboard of a results file",
+                                description="Rank the models of a results file by median r over all vertices, "
+                                            "with per-ROI medians and bootstrap intervals.")
+    board.add_argument("results", help="results.nc written by `encoders fit` (or its folder)")
+    board.add_argument("--rois", type=_split, nargs="+", metavar="ROI",
+                       help="ROI columns to print (default: All vertices and the stream ROIs; the CSV has all)")
+    board.add_argument("--csv", help="where to save the full table (default: leaderboard.csv next to the results)")
+    board.add_argument("--best-layers", action="store_true", help="also print the best layer per ROI and backbone")
+
+    comp = commands.add_parser("compare", help="paired bootstrap: is model B better than model A?",
+                               description="Refit models A and B on each subject's training split and compare "
+                                           "their median validation r on the same bootstrap resamples of the "
+                                           "validation images. A and B are model ids from the leaderboard; a "
+                                           "unique prefix such as alexnet:features.5 is enough.")
+    comp.add_argument("results")
+    comp.add_argument("a", metavar="A")
+    comp.add_argument("b", metavar="B")
+    comp.add_argument("--roi", default="All vertices", help="ROI (or ROI class) to compare (default: All vertices)")
+    comp.add_argument("--hemisphere", choices=("lh", "rh"), help="one hemisphere only (default: both)")
+    comp.add_argument("--n-boot", type=int, default=1000)
+    comp.add_argument("--store", help="feature store (default: the one recorded in the results)")
+    comp.add_argument("--data", help="data folder (default: the one recorded in the results)")
+
+    sub = commands.add_parser("submit", help="predict the test images and write a checked submission zip",
+                              description=SUBMIT_HELP, formatter_class=formatter)
+    sub.add_argument("--results", help="results.nc: take the model (default: the best) and its setting from it")
+    sub.add_argument("--model", help="model id from the results, or BACKBONE:LAYER with --store/--data")
+    sub.add_argument("--store", help="feature store (default: the one recorded in the results)")
+    sub.add_argument("--data", help="data folder (default: the one recorded in the results)")
+    _subjects_option(sub, "to predict")
+    _add_setting_options(sub)
+    sub.add_argument("--out", default="submission", help="output folder (default: submission)")
+
+    check = commands.add_parser("check-submission", help="check a submission zip against the data",
+                                description="List every problem of a submission zip (missing subjects or files, "
+                                            "wrong shape or dtype, NaN/inf, an extra parent folder); exit status "
+                                            "1 when there is any.")
+    check.add_argument("zip", help="submission zip")
+    check.add_argument("--data", required=True, help="Algonauts 2023 data folder the predictions are for")
+    _subjects_option(check, "expected in the zip")
+
+    plots = commands.add_parser("plots", help="figures of a results file",
+                                description="Accuracy on the brain surface (PNG + interactive HTML), an ROI on "
+                                            "the surface, median r per ROI LH vs RH, a layer x ROI heatmap and one "
+                                            "image's fMRI response.")
+    plots.add_argument("results")
+    plots.add_argument("--out", default="figures", help="output folder (default: figures)")
+    plots.add_argument("--model", help="model for the surface and ROI figures (default: the best)")
+    plots.add_argument("--subject", type=int, help="subject for the surface figures (default: the first)")
+    plots.add_argument("--data", help="data folder (default: the one recorded in the results)")
+
+    demo = commands.add_parser("demo", help="the whole workflow offline on built-in demo data",
+                               description="Build demo data in the Algonauts 2023 layout, extract features of two "
+                                           "backbones, fit the grid over their layers and both subjects, print the "
+                                           "leaderboard next to the simulation's noise ceiling, and write figures, "
+                                           "an HTML report and a checked submission zip. A rerun reuses everything "
+                                           "already in --out.")
+    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    demo.add_argument("--backbones", type=_split, nargs="+", metavar="NAME",
+                      help="catalog backbones (default: alexnet.untrained ViT-B-32.untrained; pretrained ones such "
+                           "as alexnet need their weights cached or network access)")
+    demo.add_argument("--size", choices=("tiny", "default"), default="default",
+                      help="default: 150 train / 40 test images per subject (a few minutes); tiny: a smoke test")
+    return parser
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from encoders.grid import fit_grid, parse_model
+    from encoders.leaderboard import best_layers, format_leaderboard, leaderboard
+
+    models, backbones, layers = _lists(args.models), _lists(args.backbones), _lists(args.layers)
+    if layers is not None:
+        if backbones is None:
+            raise ValueError("--layers needs --backbones (or name BACKBONE:LAYER pairs with --models)")
+        models, backbones = [(b, layer) for b in backbones for layer in layers], None
+    elif models is not None:
+        models = [parse_model(m) for m in models]
+    results = fit_grid(
+        args.store, args.data, models=models, backbones=backbones, subjects=_lists(args.subjects),
+        settings=_settings(args), out=args.out, split_seed=args.split_seed, n_boot=args.n_boot,
+        scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet,
+    )
+    table = leaderboard(results)
+    out = Path(args.out)
+    table.to_csv(out / "leaderboard.csv")
+    best_layers(results).to_csv(out / "best_layers.csv", index=False)
+    print(format_leaderboard(table))
+    print(f"\nresults: {out / 'results.nc'}\nleaderboard: {out / 'leaderboard.csv'}\n"
+          f"best layer per ROI: {out / 'best_layers.csv'}")
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from encoders.grid import RESULTS_FILE, load_results
+    from encoders.leaderboard import best_layers, format_leaderboard, leaderboard
+
+    results = load_results(args.results)
+    table = leaderboard(results)
+    path = Path(args.results)
+    csv = Path(args.csv) if args.csv else (path if path.is_dir() else path.parent) / "leaderboard.csv"
+    table.to_csv(csv)
+    print(format_leaderboard(table, rois=_lists(args.rois)))
+    if args.best_layers:
+        layers = best_layers(results).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+        print("\nbest layer per ROI:\n" + layers)
+    print(f"\nsaved {csv} (every ROI; from {path / RESULTS_FILE if path.is_dir() else path})")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from encoders.grid import load_results
+    from encoders.leaderboard import compare
+
+    results = load_results(args.results)
+    print(compare(results, args.a, args.b, roi=args.roi, hemisphere=args.hemisphere, n_boot=args.n_boot,
+                  store=args.store, data_dir=args.data))
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from encoders.demo import write_checked_submission, write_test_submission
+    from encoders.grid import EncoderSetting, predict_test
+
+    subjects = _lists(args.subjects)
+    if args.results:
+        from encoders.grid import load_results
+
+        archive = write_test_submission(load_results(args.results), args.out, model=args.model, store=args.store,
+                                        data_dir=args.data, subjects=subjects)
+    else:
+        if not (args.model and args.store and args.data):
+            raise ValueError("give --results RESULTS, or --model BACKBONE:LAYER with --store and --data")
+        if len(args.pca) != 1:
+            raise ValueError(f"submit fits one model; got {len(args.pca)} --pca values")
+        setting = EncoderSetting.from_value(_settings(args)[0])
+        predictions = predict_test(args.store, args.data, args.model, setting=setting, subjects=subjects)
+        archive = write_checked_submission(predictions, args.out, args.data, subjects)
+    print(f"submission: {archive} (checked: no problems)")
+    return 0
+
+
+def _check_submission(args: argparse.Namespace) -> int:
+    from encoders.submission import check_submission
+
+    problems = check_submission(args.zip, args.data, _lists(args.subjects))
+    if problems:
+        print(f"{args.zip}: {len(problems)} problem(s)", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.zip}: OK")
+    return 0
+
+
+def _plots(args: argparse.Namespace) -> int:
+    from encoders.demo import write_figures
+    from encoders.grid import load_results
+
+    figures = write_figures(load_results(args.results), args.out, model=args.model, subject=args.subject,
+                            data_dir=args.data)
+    print("\n".join(str(path) for path in figures))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from encoders.demo import DEMO_BACKBONES, run_demo
+
+    run_demo(args.out, _lists(args.backbones) or DEMO_BACKBONES, size=args.size)
+    return 0
+
+
+COMMANDS = {
+    "fit": _fit,
+    "leaderboard": _leaderboard,
+    "compare": _compare,
+    "submit": _submit,
+    "check-submission": _check_submission,
+    "plots": _plots,
+    "demo": _demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``encoders`` command; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, LookupError, FileNotFoundError, PermissionError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"encoders {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

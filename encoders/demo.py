@@ -1,0 +1,338 @@
+"""The whole workflow offline in one call: demo data, features, model grid, leaderboard, figures, report, submission.
+
+Every step reuses what an earlier run left in ``out_dir`` (the data folder, the feature store, finished grid
+combinations, figures, report and submission newer than the results), so a rerun takes seconds. ``write_figures`` and ``write_test_submission`` also serve the
+``encoders plots`` and ``encoders submit`` commands on real results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from encoders.challenge import ALL_VERTICES, HEMISPHERES, RoiAtlas, load_subject
+from encoders.grid import EncoderSetting, fit_grid, model_recipe, predict_test
+from encoders.leaderboard import best_layers, best_model, format_leaderboard, leaderboard
+from encoders.plots import (
+    find_surface,
+    plot_accuracy,
+    plot_image_response,
+    plot_layer_roi_heatmap,
+    plot_roi,
+    plot_roi_medians,
+)
+from encoders.report import write_report
+from encoders.submission import check_submission, write_submission
+
+__all__ = [
+    "DEMO_BACKBONES",
+    "SIZES",
+    "DemoOutputs",
+    "DemoSize",
+    "run_demo",
+    "write_checked_submission",
+    "write_figures",
+    "write_test_submission",
+]
+
+DEMO_BACKBONES = ("alexnet.untrained", "ViT-B-32.untrained")
+FIGURES_MANIFEST = "figures.json"
+SUBMISSION_ZIP = "algonauts_2023_submission.zip"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo is: data, layers per backbone (None: the catalog's defaults), encoder and bootstrap."""
+
+    n_train: int
+    n_test: int
+    n_vertices: int
+    layers: dict[str, tuple[str, ...]] | None
+    pca: int
+    n_boot: int
+
+
+SIZES = {
+    "default": DemoSize(n_train=150, n_test=40, n_vertices=1500, layers=None, pca=100, n_boot=1000),
+    "tiny": DemoSize(
+        n_train=30,
+        n_test=4,
+        n_vertices=200,
+        layers={"alexnet.untrained": ("features.5", "classifier.5"), "ViT-B-32.untrained": ("embedding",)},
+        pca=10,
+        n_boot=100,
+    ),
+}
+
+
+@dataclass
+class DemoOutputs:
+    """Where the demo put everything."""
+
+    data: Path
+    store: Path
+    results: Path
+    leaderboard_csv: Path
+    best_layers_csv: Path
+    figures: list[Path] = field(default_factory=list)
+    report: Path | None = None
+    submission: Path | None = None
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        """The output locations as printed at the end of the demo."""
+        figures = "\n".join(f"    {path}" for path in self.figures)
+        return (
+            f"Outputs ({self.seconds:.0f} s):\n"
+            f"  demo data (Algonauts 2023 layout)  {self.data}\n"
+            f"  feature store (Zarr)               {self.store}\n"
+            f"  grid results (xarray netCDF)       {self.results}\n"
+            f"  leaderboard (CSV)                  {self.leaderboard_csv}\n"
+            f"  best layer per ROI (CSV)           {self.best_layers_csv}\n"
+            f"  HTML report                        {self.report}\n"
+            f"  submission zip (checked)           {self.submission}\n"
+            f"  figures:\n{figures}"
+        )
+
+
+def _up_to_date(paths: Sequence[Path], source: Path) -> bool:
+    """Every path exists and was written after ``source`` (the results file they are made from)."""
+    return all(path.is_file() and path.stat().st_mtime_ns >= source.stat().st_mtime_ns for path in paths)
+
+
+def _step(number: int, text: str) -> None:
+    print(f"\n== {number}/6 {text}", flush=True)
+
+
+def _roi_table(results: xr.Dataset, model: str, subject: int) -> pd.DataFrame:
+    """Median r per ROI (rows) and hemisphere (columns) of one model and subject, ROIs present on a hemisphere."""
+    medians = results["roi_median"].sel(model=model, subject=subject).drop_sel(roi=ALL_VERTICES)
+    table = medians.to_pandas().T
+    return table.dropna(how="all")[list(HEMISPHERES)]
+
+
+def _layer_heatmap_table(results: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
+    """Rows (backbone, layer) in the grid's order, columns = ROI; one setting (the first) so rows stay unique."""
+    first_setting = results["setting"].values[0]
+    rows = table[table["setting"] == first_setting]
+    rois = [r for r in results["roi"].values.tolist() if r in table.columns]
+    frame = rows.set_index(["backbone", "layer"])[rois]
+    order = [(b, l) for b, l, s in zip(results["backbone"].values, results["layer"].values, results["setting"].values)
+             if s == first_setting]
+    return frame.loc[order]
+
+
+def write_figures(
+    results: xr.Dataset,
+    out_dir: str | os.PathLike,
+    *,
+    model: str | None = None,
+    subject: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> list[Path]:
+    """The standard figures of a grid: accuracy on the surface (PNG per hemisphere + interactive HTML) of one
+    model, an ROI on the surface, median r per ROI LH vs RH, layer x ROI heatmap, one image's fMRI response.
+
+    ``model`` defaults to the best model over all vertices, ``subject`` to the first subject, ``data_dir`` to the
+    one recorded in the results.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir or results.attrs["data_dir"])
+    model = model or best_model(results)
+    subject = int(subject if subject is not None else results["subject"].values[0])
+    atlas = RoiAtlas(data_dir, subject)
+    surface = find_surface()
+    short = model.split(":", 1)[1] if ":" in model else model
+    row = results.sel(model=model, subject=subject)
+    r = {
+        hemi: row["r"].sel(hemisphere=hemi).values[: int(row["n_vertices"].sel(hemisphere=hemi))]
+        for hemi in HEMISPHERES
+    }
+    figures = plot_accuracy(
+        r, atlas, out_dir, name="accuracy", title=f"Validation r, {model}", surface=surface
+    )
+    roi = next((name for name in ("V1v", "FFA-1", "PPA") if atlas.mask("lh", name).any()), atlas.roi_names("lh")[0])
+    figures.append(plot_roi(atlas, roi, out_dir / f"roi_{roi}.png", hemi="lh", surface=surface))
+    figures.append(
+        plot_roi_medians(
+            _roi_table(results, model, subject), out_dir / "roi_medians.png",
+            title=f"Median r per ROI: {short}, subj{subject:02d}",
+        )
+    )
+    table = leaderboard(results, ceiling=False)
+    figures.append(
+        plot_layer_roi_heatmap(
+            _layer_heatmap_table(results, table), out_dir / "layer_roi_heatmap.png",
+            title="Median r (mean over subjects and hemispheres): layer x ROI",
+        )
+    )
+    data = load_subject(data_dir, subject, check_finite=False)
+    response = {hemi: np.asarray(data.fmri[hemi][0]) for hemi in HEMISPHERES}
+    figures.append(
+        plot_image_response(
+            data.train_images[0], response, atlas, out_dir / "image_response.png",
+            title=f"subj{subject:02d} {data.train_images[0].name}: measured fMRI", surface=surface,
+        )
+    )
+    return figures
+
+
+def write_checked_submission(
+    predictions: dict[int, dict[str, np.ndarray]],
+    out_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    subjects: Sequence[int | str] | None = None,
+) -> Path:
+    """`write_submission`, then `check_submission` on the zip; ``ValueError`` listing problems if any."""
+    archive = write_submission(predictions, out_dir, data_dir, subjects, zip_name=SUBMISSION_ZIP)
+    problems = check_submission(archive, data_dir, subjects)
+    if problems:
+        raise ValueError(f"submission {archive} failed its check:\n  " + "\n  ".join(problems))
+    return archive
+
+
+def write_test_submission(
+    results: xr.Dataset,
+    out_dir: str | os.PathLike,
+    *,
+    model: str | None = None,
+    store: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    subjects: Sequence[int | str] | None = None,
+) -> Path:
+    """Refit a model of the results (default: the best) on all training images and write a checked submission zip.
+
+    Raises ``ValueError`` listing the problems if the written zip does not pass `check_submission`.
+    """
+    backbone, layer, setting = model_recipe(results, model or best_model(results))
+    data_dir = data_dir or results.attrs["data_dir"]
+    predictions = predict_test(
+        store or results.attrs["store"], data_dir, (backbone, layer), setting=setting, subjects=subjects
+    )
+    return write_checked_submission(predictions, out_dir, data_dir, subjects)
+
+
+def _model_provenance(results: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Per model: layer, encoder setting and the backbone's store provenance (for the report)."""
+    settings = json.loads(results.attrs["settings"])
+    stored = json.loads(results.attrs["provenance"])
+    return {
+        model: {
+            "backbone": backbone,
+            "layer": layer,
+            "encoder": settings[setting],
+            "features": stored.get(backbone, {}),
+        }
+        for model, backbone, layer, setting in zip(
+            results["model"].values.tolist(), results["backbone"].values.tolist(),
+            results["layer"].values.tolist(), results["setting"].values.tolist(),
+        )
+    }
+
+
+def run_demo(
+    out_dir: str | os.PathLike = "demo_output",
+    backbones: Sequence[str] = DEMO_BACKBONES,
+    *,
+    size: str = "default",
+    layers: dict[str, Sequence[str]] | None = None,
+    scheduler: Any = None,
+    progress: bool = True,
+) -> DemoOutputs:
+    """Build demo data, extract features, fit the grid, print the leaderboard, write figures, report, submission.
+
+    Parameters
+    ----------
+    out_dir : str or path, default="demo_output"
+        Everything goes here (``data/``, ``features.zarr``, ``results/``, ``figures/``, ``report.html``,
+        ``submission/``); an earlier run's outputs are reused.
+    backbones : sequence of str, default=("alexnet.untrained", "ViT-B-32.untrained")
+        Catalog names. The untrained entries need no download; pretrained ones (``alexnet``) need their weights
+        in the torch cache or network access.
+    size : {"default", "tiny"}, default="default"
+        ``"default"``: 150 training and 40 test images per subject, the catalog's layers, PCA 100 (a few minutes
+        on 2 CPU cores); ``"tiny"``: a smoke test in about a minute.
+    layers : dict of str to sequence of str, default=None
+        Layers per backbone, overriding the size's choice (None there means the catalog's default layers).
+    scheduler : optional
+        Dask scheduler for the grid (see `encoders.grid.fit_grid`).
+    progress : bool, default=True
+        Show extraction progress bars and one line per fitted model.
+    """
+    from featurestore.catalog import get_entry
+    from featurestore.demo_data import make_demo_data
+    from featurestore.extract import extract
+
+    if size not in SIZES:
+        raise ValueError(f"Unknown size={size!r}; expected one of {list(SIZES)}")
+    preset, started, out = SIZES[size], time.perf_counter(), Path(out_dir)
+    _step(1, f"demo data ({preset.n_train} training + {preset.n_test} test images per subject)")
+    data = make_demo_data(out / "data", n_train=preset.n_train, n_test=preset.n_test, n_vertices=preset.n_vertices)
+    print(f"   {data}")
+
+    _step(2, f"features of {', '.join(backbones)}")
+    store = out / "features.zarr"
+    chosen = {}
+    for backbone in backbones:
+        entry = get_entry(backbone)
+        picked = (layers or {}).get(backbone) or (preset.layers or {}).get(backbone) or entry.layers
+        chosen[backbone] = list(picked)
+        report = extract(entry, data, store, layers=chosen[backbone], num_workers=0, progress=progress)
+        print(f"   {backbone}: {len(chosen[backbone])} layers, {report.rows_computed} images computed "
+              f"({report.seconds:.0f} s)")
+
+    _step(3, "model grid (PCA + ridge with per-vertex alpha, both subjects)")
+    models = [(backbone, layer) for backbone, names in chosen.items() for layer in names]
+    results = fit_grid(
+        store, data, models=models, settings=[EncoderSetting(pca=preset.pca)], out=out / "results",
+        n_boot=preset.n_boot, scheduler=scheduler, progress=progress,
+    )
+
+    _step(4, "leaderboard (median r over validation images; last row: the simulation's noise ceiling)")
+    table = leaderboard(results)
+    outputs = DemoOutputs(
+        data=data, store=store, results=out / "results" / "results.nc",
+        leaderboard_csv=out / "leaderboard.csv", best_layers_csv=out / "best_layers.csv",
+    )
+    table.to_csv(outputs.leaderboard_csv)
+    layers_table = best_layers(results, rois=[r for r in results["roi"].values.tolist()])
+    layers_table.to_csv(outputs.best_layers_csv, index=False)
+    print(format_leaderboard(table))
+    overall = layers_table[layers_table["roi"] == ALL_VERTICES]
+    for _, row in overall.iterrows():
+        print(f"   best {row['backbone']} layer over all vertices: {row['layer']} (median r {row['median r']:.3f})")
+
+    _step(5, "figures and HTML report")
+    manifest, outputs.report = out / "figures" / FIGURES_MANIFEST, out / "report.html"
+    listed = [Path(p) for p in json.loads(manifest.read_text())] if manifest.is_file() else []
+    if listed and _up_to_date([manifest, outputs.report, *listed], outputs.results):
+        outputs.figures = listed
+        print("   up to date with the results (reused)")
+    else:
+        outputs.figures = write_figures(results, out / "figures")
+        manifest.write_text(json.dumps([str(path) for path in outputs.figures]))
+        write_report(
+            table, outputs.figures, _model_provenance(results),
+            outputs.report, title="nsd-featurestore demo: encoding models on simulated Algonauts data",
+        )
+
+    _step(6, f"submission of the best model ({best_model(results)})")
+    archive = out / "submission" / SUBMISSION_ZIP
+    if _up_to_date([archive], outputs.results) and not check_submission(archive, data):
+        outputs.submission = archive
+        print("   up to date with the results and checked (reused)")
+    else:
+        outputs.submission = write_test_submission(results, out / "submission")
+    outputs.seconds = time.perf_counter() - started
+    print("\n" + outputs.describe(), flush=True)
+    return outputs
