@@ -5,8 +5,9 @@ Layout (the store is any fsspec URL: a local path, ``s3://bucket/features.zarr``
     zarr.json                   root group
     <backbone>/                 group; attrs["provenance"]: what made the features (see build_provenance)
     <backbone>/nsd_id           int64 (n_rows,), chunks (chunk_rows,): the NSD id of every row
-    <backbone>/<layer>          float16 | float32 (n_rows, n_features), chunks (chunk_rows, n_features),
-                                blosc-zstd; attrs: feature_shape (before flattening), reduce, reduce_seed, inplace
+    <backbone>/<layer>          float16 | float32 (n_rows, n_features), one object per row chunk of chunk_rows
+                                rows x all features (plain or sharded, below), blosc-zstd; attrs: feature_shape
+                                (before flattening), reduce, reduce_seed, inplace, storage (the chunking used)
     <backbone>/_done/<layer>    int32 (n_chunks,), chunks (1,): per row chunk, how many of its leading rows
                                 hold final values (one object per chunk, so no two chunks share a marker)
     _locks/<backbone>           the writer lock (featurestore.lock)
@@ -17,8 +18,20 @@ atomic object write) and only then is the chunk's marker raised. A killed run th
 rows planned earlier are finished first, in the same positions, then new ids are appended. An append
 that starts inside a partly filled last chunk rewrites that chunk whole (its finished rows are read back
 and kept byte for byte) and raises its marker from the old row count to the new one; readers only ever
-see rows below a chunk's marker. No sharding codec: one chunk already holds whole rows, and one chunk per
-object keeps every write atomic.
+see rows below a chunk's marker.
+
+Wide layers are sharded so that column blocks (the Gram matrix of ``encoders.pca`` streams feature columns) decode
+only the columns they need. The object written per row chunk is then a shard of (chunk_rows, all features) holding
+inner chunks of (chunk_rows, feature_block) columns, each compressed on its own and located through the shard's
+index; a write still replaces one whole object, so writes stay atomic and the markers are unchanged. feature_block
+is the largest power of two of columns whose inner chunk stays within ``INNER_CHUNK_BYTES`` (1 MiB uncompressed:
+2048 columns for 256 float16 rows). A layer is sharded when its rows span more than ``SHARD_MIN_BLOCKS`` (4) such
+blocks, i.e. a row chunk over 4 MiB; narrower layers keep one plain (chunk_rows, n_features) chunk per object,
+where reading a whole row chunk for any column block costs little. The choice is made when a layer's array is
+created, recorded in its ``storage`` attribute ({"layout": "plain"|"sharded", "shards", "chunks"}) and kept when
+the array grows; arrays without the attribute (stores written before sharding) are plain. ``open_features``
+gives one dask chunk per (chunk_rows, feature_block) inner chunk, and every read is a contiguous slice (zarr
+3.1 orthogonal/fancy reads of sharded arrays are slow; row selections are left to dask).
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ __all__ = [
     "open_features",
     "open_store",
     "plan_rows",
+    "storage_chunking",
 ]
 
 ID_ARRAY = "nsd_id"
@@ -62,6 +76,8 @@ DTYPES = ("float16", "float32")
 VERSIONED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "zarr", "numpy", "nsd-featurestore")
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 _MISSING_ID = -1
+INNER_CHUNK_BYTES = 2**20  # target uncompressed size of one inner chunk (chunk_rows x feature_block) of a wide layer
+SHARD_MIN_BLOCKS = 4  # a layer is sharded when its rows span more than this many feature blocks
 
 
 class ProvenanceError(ValueError):
@@ -173,6 +189,24 @@ class LayerLayout:
         mine, theirs = self.attrs(), other.attrs()
         return [f"layer {self.name} {key} {_short(mine[key])} != {_short(theirs[key])}"
                 for key in keys if mine[key] != theirs[key]]
+
+
+def storage_chunking(n_features: int, chunk_rows: int, dtype: str) -> dict[str, Any]:
+    """How a new layer array is chunked: {"layout": "plain", "chunks"} or {"layout": "sharded", "shards", "chunks"}.
+
+    A shard covers (chunk_rows, n_features rounded up to whole feature blocks): one object per row chunk.
+    """
+    row_bytes = chunk_rows * np.dtype(dtype).itemsize
+    feature_block = 2 ** int(math.log2(max(1, INNER_CHUNK_BYTES // row_bytes)))
+    if n_features <= SHARD_MIN_BLOCKS * feature_block:
+        return {"layout": "plain", "chunks": [chunk_rows, n_features]}
+    return {"layout": "sharded", "shards": [chunk_rows, math.ceil(n_features / feature_block) * feature_block],
+            "chunks": [chunk_rows, feature_block]}
+
+
+def _object_rows(array: zarr.Array) -> int:
+    """Rows per stored object (shard or plain chunk) of a layer array: the chunk_rows it was written with."""
+    return (array.shards or array.chunks)[0]
 
 
 @dataclass(frozen=True)
@@ -320,6 +354,10 @@ class FeatureStore:
         """How ``layer`` is stored (feature shape, reduction)."""
         return LayerLayout.from_attrs(layer, self._layer_array(backbone, layer).attrs)
 
+    def storage(self, backbone: str, layer: str) -> dict[str, Any]:
+        """How ``layer`` is chunked ({"layout": "plain"} for arrays written before the attribute existed)."""
+        return dict(self._layer_array(backbone, layer).attrs.get("storage", {"layout": "plain"}))
+
     def planned_ids(self, backbone: str) -> np.ndarray:
         """NSD ids of all planned rows in row order, finished or not (a torn plan's tail is cut off)."""
         ids = self._group(backbone)[ID_ARRAY][:]
@@ -336,7 +374,7 @@ class FeatureStore:
     def _finished_rows(self, backbone: str, layer: str) -> np.ndarray:
         """Row indices of ``layer`` that readers may see (below their chunk's marker), ascending."""
         array = self._layer_array(backbone, layer)
-        chunk_rows = array.chunks[0]
+        chunk_rows = _object_rows(array)
         n_rows = min(self.planned_ids(backbone).size, array.shape[0])
         counts = self.done_counts(backbone, layer)
         rows = [np.arange(c * chunk_rows, c * chunk_rows + int(k)) for c, k in enumerate(counts) if k]
@@ -351,7 +389,7 @@ class FeatureStore:
         """The layer as a lazy (dask) DataArray of finished rows; see ``open_features``."""
         array = self._layer_array(backbone, layer)
         rows = self._finished_rows(backbone, layer)
-        data = da.from_zarr(array)
+        data = da.from_zarr(array, chunks=array.chunks)  # inner chunks when sharded: column blocks decode alone
         data = data[: rows.size] if np.array_equal(rows, np.arange(rows.size)) else data[rows]
         layout = self.layout(backbone, layer)
         attrs = {"backbone": backbone, "layer": layer, "feature_shape": list(layout.feature_shape),
@@ -371,8 +409,10 @@ class FeatureStore:
                 records.append({"backbone": backbone, "layer": layer, "n_ids": self.ids(backbone, layer).size,
                                 "feature_shape": layout.feature_shape, "n_features": layout.n_features,
                                 "reduce": layout.reduce, "dtype": str(array.dtype),
+                                "storage": self.storage(backbone, layer)["layout"],
                                 "nbytes_stored": array.nbytes_stored()})
-        columns = ["backbone", "layer", "n_ids", "feature_shape", "n_features", "reduce", "dtype", "nbytes_stored"]
+        columns = ["backbone", "layer", "n_ids", "feature_shape", "n_features", "reduce", "dtype", "storage",
+                   "nbytes_stored"]
         return pd.DataFrame.from_records(records, columns=columns)
 
     # -- writing -----------------------------------------------------------------------------------------
@@ -454,14 +494,17 @@ class FeatureStore:
             if layout.name in group.array_keys():
                 group[layout.name].resize((n_rows, layout.n_features))
             else:
-                group.create_array(layout.name, shape=(n_rows, layout.n_features), chunks=(rows, layout.n_features),
-                                   dtype=dtype, fill_value=np.nan, compressors=_COMPRESSOR, attributes=layout.attrs())
+                storage = storage_chunking(layout.n_features, rows, dtype)
+                group.create_array(layout.name, shape=(n_rows, layout.n_features), chunks=tuple(storage["chunks"]),
+                                   shards=tuple(storage["shards"]) if "shards" in storage else None, dtype=dtype,
+                                   fill_value=np.nan, compressors=_COMPRESSOR,
+                                   attributes={**layout.attrs(), "storage": storage})
 
     def write_chunk(self, backbone: str, layer: str, task: ChunkTask, computed: np.ndarray) -> None:
         """Write one whole chunk of ``layer`` (rows [task.compute_from, task.stop) in ``computed``), then mark it.
 
-        Rows already final (below the old marker) are read back and rewritten unchanged, so the chunk goes
-        out in a single object write.
+        Rows already final (below the old marker) are read back and rewritten unchanged, so the chunk (the shard,
+        for a sharded layer) goes out in a single object write.
         """
         self._require_writable()
         group = self._group(backbone)
@@ -487,7 +530,7 @@ def open_features(store: str | Path | FeatureStore, backbone: str, layer: str, *
     """A lazy ``xarray.DataArray`` of one layer's finished rows.
 
     Dims ``("nsd_id", "feature")``, an int64 ``nsd_id`` coordinate, dask-backed with one dask chunk per store
-    chunk (contiguous whole-chunk reads), attrs ``backbone``, ``layer``, ``feature_shape``, ``reduce`` (and
+    chunk (per inner (chunk_rows, feature_block) chunk of a sharded layer; contiguous reads), attrs ``backbone``, ``layer``, ``feature_shape``, ``reduce`` (and
     ``reduce_seed`` for random projections) and ``provenance`` (JSON). ``.sel(nsd_id=ids)`` returns rows in the order asked.
     """
     opened = store if isinstance(store, FeatureStore) else open_store(store, "r", storage_options)

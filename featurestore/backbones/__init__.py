@@ -1,24 +1,46 @@
 """Load a catalog entry's backbone and list or check its layers; one adapter module per catalog source.
 
 Adding a source (timm, say) is one module with ``load(entry, device) -> Backbone`` (see ``_base.py``), one line
-in ``ADAPTERS`` and its name in ``featurestore.catalog.SOURCES``.
+in ``ADAPTERS`` and its name in ``featurestore.catalog.SOURCES``. Adapter modules are imported on first use, so
+importing this package (as every spawned DataLoader worker does) does not pay for open_clip's slow import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
 
 import torch
 
-from featurestore.backbones import open_clip, torchvision
 from featurestore.backbones._base import Backbone, Extractor, LayerInfo, WeightsError, check_layer_names
 from featurestore.catalog import UNTRAINED, CatalogEntry
 
 __all__ = ["ADAPTERS", "Backbone", "Extractor", "LayerInfo", "WeightsError", "list_layers", "load_backbone",
            "validate_layers"]
 
-ADAPTERS: dict[str, ModuleType] = {"torchvision": torchvision, "open_clip": open_clip}
+
+class LazyAdapters(Mapping[str, ModuleType]):
+    """Catalog source -> adapter module, each module imported when first looked up."""
+
+    def __init__(self, modules: Mapping[str, str]) -> None:
+        self._modules = dict(modules)
+
+    def __getitem__(self, source: str) -> ModuleType:
+        return importlib.import_module(self._modules[source])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __repr__(self) -> str:
+        return f"LazyAdapters({self._modules!r})"
+
+
+ADAPTERS: Mapping[str, ModuleType] = LazyAdapters({"torchvision": "featurestore.backbones.torchvision",
+                                                   "open_clip": "featurestore.backbones.open_clip"})
 
 
 def load_backbone(entry: CatalogEntry, device: str | torch.device | None = "cpu") -> Backbone:

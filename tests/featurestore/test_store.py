@@ -1,4 +1,4 @@
-"""The Zarr layout: row planning, whole-chunk writes with per-chunk markers, provenance, lazy reads, S3."""
+"""The Zarr layout: row planning, whole-chunk writes with per-chunk markers, provenance, lazy reads, sharding, S3."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import warnings
 import numpy as np
 import pytest
 import zarr
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.storage import LocalStore
 
+import featurestore.store as store_module
 from featurestore.store import (
     FeatureStore,
     LayerLayout,
@@ -25,6 +28,22 @@ ENTRY = {"name": "toy", "source": "torchvision", "architecture": "alexnet", "wei
 WEIGHTS = {"weights": "untrained", "sha256": "ab12" * 16}
 PREPROCESSING = {"resize": 8, "crop": 8, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
 LAYOUTS = (LayerLayout("conv", (2, 3, 3), 18), LayerLayout("fc", (5,), 5))
+TINY_INNER_BYTES = 16  # with chunk_rows=2 in float16: 4-column feature blocks, so conv (18) is sharded, fc (5) not
+READS: list[tuple[str, object]] = []
+
+
+class CountingLocalStore(LocalStore):
+    """A local zarr store that records the key and byte range of every read."""
+
+    async def get(self, key, prototype=None, byte_range=None):
+        READS.append((key, byte_range))
+        return await super().get(key, prototype, byte_range)
+
+
+@pytest.fixture
+def tiny_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shard layers wider than 16 columns (4-column inner chunks), as real layers of 300k features are."""
+    monkeypatch.setattr(store_module, "INNER_CHUNK_BYTES", TINY_INNER_BYTES)
 
 
 def features_of(nsd_id: int, layout: LayerLayout) -> np.ndarray:
@@ -207,7 +226,10 @@ def test_read_only_and_missing_stores_are_clear(tmp_path) -> None:
         run(open_store(tmp_path / "s.zarr", mode="a"), [1], layouts=(LayerLayout("_done", (1,), 1),))
 
 
-def test_store_on_s3(s3_bucket) -> None:
+@pytest.mark.parametrize("sharded", [False, True])
+def test_store_on_s3(s3_bucket, sharded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if sharded:
+        monkeypatch.setattr(store_module, "INNER_CHUNK_BYTES", TINY_INNER_BYTES)
     url = f"{s3_bucket.url}/features.zarr"
     store = open_store(url, mode="a", storage_options=s3_bucket.storage_options)
     with store.lock("toy"):
@@ -219,3 +241,73 @@ def test_store_on_s3(s3_bucket) -> None:
     np.testing.assert_array_equal(fc.sel(nsd_id=[8, 1]).values, expected([8, 1], LAYOUTS[1]))
     shipped = pickle.loads(pickle.dumps(fc))           # as dask ships it to distributed workers
     np.testing.assert_array_equal(shipped.values, expected([3, 5, 8, 1], LAYOUTS[1]))  # rows in order added
+    conv = open_features(url, "toy", "conv", storage_options=s3_bucket.storage_options)
+    assert store.storage("toy", "conv")["layout"] == ("sharded" if sharded else "plain")
+    np.testing.assert_array_equal(conv[:, 4:8].values, expected([3, 5, 8, 1], LAYOUTS[0])[:, 4:8])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(conv)).values, expected([3, 5, 8, 1], LAYOUTS[0]))
+
+
+def test_wide_layers_are_sharded_and_read_like_plain_ones(tmp_path, tiny_shards, monkeypatch) -> None:
+    ids = [40, 7, 13, 2, 29]
+    sharded = open_store(tmp_path / "sharded.zarr", mode="a")
+    run(sharded, ids)
+    assert sharded.storage("toy", "conv") == {"layout": "sharded", "shards": [2, 20], "chunks": [2, 4]}
+    assert sharded.storage("toy", "fc") == {"layout": "plain", "chunks": [2, 5]}
+    raw = zarr.open_group(str(tmp_path / "sharded.zarr"), mode="r")["toy"]
+    assert raw["conv"].shards == (2, 20) and raw["conv"].chunks == (2, 4) and raw["fc"].shards is None
+    assert sorted(p.name for p in (tmp_path / "sharded.zarr/toy/conv/c").iterdir()) == ["0", "1", "2"]  # 1 per row chunk
+    conv = open_features(sharded, "toy", "conv")
+    assert conv.data.chunks == ((2, 2, 1), (4, 4, 4, 4, 2))   # one dask chunk per inner chunk
+    np.testing.assert_array_equal(conv.values, expected([2, 7, 13, 29, 40], LAYOUTS[0]))
+    np.testing.assert_array_equal(conv.sel(nsd_id=[29, 2]).values, expected([29, 2], LAYOUTS[0]))
+    assert sharded.summary().set_index("layer")["storage"].to_dict() == {"conv": "sharded", "fc": "plain"}
+    monkeypatch.undo()                               # default chunking: an 18-feature layer is plain
+    plain = open_store(tmp_path / "plain.zarr", mode="a")
+    run(plain, ids)
+    assert plain.storage("toy", "conv") == {"layout": "plain", "chunks": [2, 18]}
+    np.testing.assert_array_equal(open_features(plain, "toy", "conv").values.view(np.uint16),
+                                  conv.values.view(np.uint16))
+
+
+def test_column_block_of_a_sharded_layer_reads_only_its_inner_chunks(tmp_path, tiny_shards, monkeypatch) -> None:
+    run(open_store(tmp_path / "s.zarr", mode="a"), [40, 7, 13, 2, 29])
+    monkeypatch.setattr(store_module, "LocalStore", CountingLocalStore)
+    conv = open_features(tmp_path / "s.zarr", "toy", "conv")
+    READS.clear()
+    block = conv[:, 8:12].values                     # the third inner chunk of every shard
+    np.testing.assert_array_equal(block, expected([2, 7, 13, 29, 40], LAYOUTS[0])[:, 8:12])
+    layer_reads = [(key, request) for key, request in READS if key.startswith("toy/conv/c/")]
+    shards = ["toy/conv/c/0/0", "toy/conv/c/1/0", "toy/conv/c/2/0"]
+    index_bytes = 5 * 16 + 4                         # (offset, nbytes) uint64 per inner chunk, then a crc32c
+    wanted = set()
+    for key in shards:                               # the shard index read from the file per the zarr v3 spec
+        raw = (tmp_path / "s.zarr" / key).read_bytes()
+        offset, nbytes = np.frombuffer(raw[-index_bytes:-4], dtype="<u8").reshape(5, 2)[2]
+        wanted |= {(key, SuffixByteRequest(index_bytes)), (key, RangeByteRequest(int(offset), int(offset + nbytes)))}
+    assert set(layer_reads) == wanted and len(layer_reads) == 2 * len(shards)
+
+
+def test_append_into_a_partial_last_shard_keeps_old_bytes(tmp_path, tiny_shards) -> None:
+    store = open_store(tmp_path / "s.zarr", mode="a")
+    run(store, [5, 1, 3])                            # shard 1 holds one finished row
+    before = store.root["toy/conv"][:3].copy()
+    plan = run(store, [1, 3, 5, 2, 4])
+    assert [(t.index, t.compute_from) for t in plan.tasks] == [(1, 3), (2, 4)]
+    np.testing.assert_array_equal(store.root["toy/conv"][:3].view(np.uint16), before.view(np.uint16))
+    np.testing.assert_array_equal(open_features(store, "toy", "conv").values, expected([1, 3, 5, 2, 4], LAYOUTS[0]))
+    interrupted = open_store(tmp_path / "interrupted.zarr", mode="a")
+    run(interrupted, [5, 1, 3], stop_after=1)
+    run(interrupted, [5, 1, 3])
+    run(interrupted, [1, 3, 5, 2, 4], stop_after=1)
+    run(interrupted, [1, 3, 5, 2, 4])
+    np.testing.assert_array_equal(interrupted.root["toy/conv"][:].view(np.uint16),
+                                  store.root["toy/conv"][:].view(np.uint16))
+
+
+def test_stores_without_storage_attrs_open_as_plain(tmp_path) -> None:
+    store = open_store(tmp_path / "s.zarr", mode="a")
+    run(store, [3, 1, 2])
+    del store.root["toy/conv"].attrs["storage"]     # as written before the attribute existed
+    old = open_store(tmp_path / "s.zarr")
+    assert old.storage("toy", "conv") == {"layout": "plain"}
+    np.testing.assert_array_equal(open_features(old, "toy", "conv").values, expected([1, 2, 3], LAYOUTS[0]))
