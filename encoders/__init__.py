@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from encoders.challenge import ChallengeDataError, RoiAtlas, SubjectData, list_subjects, load_subject
 from encoders.grid import EncoderSetting, fit_grid, load_results, predict_test
-from encoders.leaderboard import best_layers, compare, leaderboard
+from encoders.leaderboard import best_layers, compare
 from encoders.pca import PCA
 from encoders.ridge import KernelRidgeCV, RidgeCV
 from encoders.scoring import noise_normalized_score, pearson_r, r2_score, roi_medians
@@ -25,7 +25,6 @@ __all__ = [
     "devkit_split",
     "fit_grid",
     "kfold",
-    "leaderboard",
     "list_subjects",
     "load_results",
     "load_subject",

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from encoders.scoring import pearson_r
+
 __all__ = [
     "BootstrapCI",
     "PairedBootstrap",
@@ -135,9 +137,8 @@ def resampled_r(
 
 
 def _pearson(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Per-vertex r on the original images (the estimate the interval is about)."""
-    zt, zp = _standardize(y_true), _standardize(y_pred)
-    return np.clip((zt * zp).mean(axis=0), -1.0, 1.0)
+    """Per-vertex r on the original images (the estimate the interval is about), in float64 like the resamples."""
+    return pearson_r(np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64))
 
 
 def _group_masks(groups: Mapping[str, np.ndarray] | None, n_vertices: int) -> dict[str, np.ndarray]:

@@ -53,23 +53,29 @@ def _block_edges(chunk_sizes: Sequence[int], block_size: int) -> list[tuple[int,
     return edges
 
 
-def _axis_edges(data: Any, axis: int, block_size: int) -> list[tuple[int, int]]:
-    """Block ranges along ``axis`` aligned to the chunks of a dask/zarr array (one chunk for numpy)."""
+def _chunk_sizes(data: Any, axis: int) -> Sequence[int]:
+    """Storage chunk sizes along ``axis`` of a dask/zarr array (one chunk for numpy)."""
     length = data.shape[axis]
     chunks = getattr(data, "chunks", None)
     if chunks is None:
-        sizes: Sequence[int] = [length]
-    elif isinstance(chunks[axis], tuple):  # dask: explicit chunk sizes per axis
-        sizes = chunks[axis]
-    else:  # zarr / h5py: one regular chunk shape
-        full, rest = divmod(length, chunks[axis])
-        sizes = [chunks[axis]] * full + ([rest] if rest else [])
-    return _block_edges(sizes, block_size)
+        return [length]
+    if isinstance(chunks[axis], tuple):  # dask: explicit chunk sizes per axis
+        return chunks[axis]
+    full, rest = divmod(length, chunks[axis])  # zarr / h5py: one regular chunk shape
+    return [chunks[axis]] * full + ([rest] if rest else [])
 
 
-def _default_block_size(n_rows: int, dtype: str) -> int:
-    """Columns per block so that one block of ``n_rows`` rows in ``dtype`` takes about 64 MiB."""
-    return max(1, _BLOCK_BYTES // (n_rows * np.dtype(dtype).itemsize))
+def _axis_edges(data: Any, axis: int, block_size: int) -> list[tuple[int, int]]:
+    """Block ranges along ``axis`` aligned to the chunks of a dask/zarr array (one chunk for numpy)."""
+    return _block_edges(_chunk_sizes(data, axis), block_size)
+
+
+def _default_block_size(n_rows: int, dtype: str, data: Any = None, axis: int = 1) -> int:
+    """Blocks along ``axis`` of about 64 MiB for ``n_rows`` in ``dtype``, widened to the widest storage chunk of
+    ``data`` when that stays within 4x: a chunk split across blocks would be read and decoded once per block."""
+    size = max(1, _BLOCK_BYTES // (n_rows * np.dtype(dtype).itemsize))
+    widest = max(_chunk_sizes(data, axis), default=0) if data is not None else 0
+    return max(size, widest) if widest <= 4 * size else size
 
 
 def _read(data: Any, rows: slice, cols: slice, xp: ModuleType, dtype: str) -> Any:
@@ -91,7 +97,7 @@ def _prefetched(reads: Sequence[Callable[[], Any]]) -> Iterator[Any]:
 def _centred_column_blocks(data: Any, xp: ModuleType, dtype: str, block_size: int | None
                            ) -> Iterator[tuple[slice, Any, Any]]:
     """Yield ``(columns, centred block, block column means)`` over consecutive column blocks of ``data``."""
-    block_size = block_size or _default_block_size(data.shape[0], dtype)
+    block_size = block_size or _default_block_size(data.shape[0], dtype, data)
     columns = [slice(start, stop) for start, stop in _axis_edges(data, 1, block_size)]
     reads = [partial(_read, data, slice(None), cols, xp, dtype) for cols in columns]
     for cols, block in zip(columns, _prefetched(reads), strict=True):
@@ -157,7 +163,7 @@ def cross_gram_matrix(X_new: Any, X: Any, mean: np.ndarray, *, block_size: int |
     if new.shape[1] != data.shape[1] or len(mean) != data.shape[1]:
         raise ValueError(f"X_new has {new.shape[1]} features, X has {data.shape[1]} and mean has {len(mean)}; "
                          "they must match")
-    block_size = block_size or _default_block_size(data.shape[0] + new.shape[0], dtype)
+    block_size = block_size or _default_block_size(data.shape[0] + new.shape[0], dtype, data)
     cross = xp.zeros((new.shape[0], data.shape[0]), dtype)
     for start, stop in _axis_edges(data, 1, block_size):
         cols = slice(start, stop)
@@ -286,7 +292,7 @@ class PCA(BaseEstimator):
         xp = get_backend(self.backend)
         components = xp.asarray(self.components_, self.dtype)
         scores = xp.zeros((data.shape[0], self.n_components_), self.dtype)
-        block_size = self.block_size or _default_block_size(data.shape[0], self.dtype)
+        block_size = self.block_size or _default_block_size(data.shape[0], self.dtype, data)
         for start, stop in _axis_edges(data, 1, block_size):
             cols = slice(start, stop)
             block = _read(data, slice(None), cols, xp, self.dtype) - xp.asarray(self.mean_[cols], self.dtype)
@@ -373,7 +379,7 @@ class PCA(BaseEstimator):
         """Eigenvalues (descending), axes (columns), column means and total sum of squares from the p x p scatter
         matrix accumulated over row blocks (shifted by the first block's mean against cancellation)."""
         n, p = data.shape
-        block_size = self.block_size or _default_block_size(p, self.dtype)
+        block_size = self.block_size or _default_block_size(p, self.dtype, data, axis=0)
         scatter = xp.zeros((p, p), self.dtype)
         offset_sum = xp.zeros(p, self.dtype)
         shift = None

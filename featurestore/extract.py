@@ -153,6 +153,13 @@ def _chunk_batches(rows: RowPlan, batch_size: int) -> Iterator[tuple[int, list[i
             yield position, list(range(begin, end))
 
 
+def _padded(images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A short batch padded to ``batch_size`` by repeating its last image: every forward pass then has one shape,
+    so a row's float bits do not depend on where a (possibly resumed) run's batches happened to end."""
+    missing = batch_size - images.shape[0]
+    return torch.cat([images, images[-1:].expand(missing, *images.shape[1:])]) if missing > 0 else images
+
+
 def _finite_rows(values: torch.Tensor, dtype: str, entry: CatalogEntry, layer: str, device: torch.device) -> np.ndarray:
     """Rows as a numpy array of the storage dtype; NonFiniteFeaturesError naming the layer if any is not finite."""
     as_float = values.float().cpu().numpy()
@@ -231,13 +238,14 @@ def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, la
                file=sys.stderr)
     with bar, torch.inference_mode():
         for index, (images, _) in enumerate(loader):
+            n_images = images.shape[0]
             with autocast:
-                outputs = extractor(images.to(device, non_blocking=True))
+                outputs = extractor(_padded(images, batch_size).to(device, non_blocking=True))
             for name in names:
-                reduced = reducers[name](outputs[name])
+                reduced = reducers[name](outputs[name][:n_images])
                 buffers[name].append(_finite_rows(reduced, dtype, backbone.entry, name, device))
-            computed += images.shape[0]
-            bar.update(images.shape[0])
+            computed += n_images
+            bar.update(n_images)
             position = batches[index][0]
             if last_batch_of_task[position] != index:
                 continue
