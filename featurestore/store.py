@@ -74,7 +74,8 @@ ID_ARRAY = "nsd_id"
 DONE_GROUP = "_done"
 DTYPES = ("float16", "float32")
 VERSIONED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "zarr", "numpy", "nsd-featurestore")
-_COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+# zstd level 1: level 5 compressed AlexNet activations at 15 MB/s, slower than the forward pass (BENCHMARKS.md)
+_COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 _MISSING_ID = -1
 INNER_CHUNK_BYTES = 2**20  # target uncompressed size of one inner chunk (chunk_rows x feature_block) of a wide layer
 SHARD_MIN_BLOCKS = 4  # a layer is sharded when its rows span more than this many feature blocks
