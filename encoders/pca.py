@@ -343,10 +343,11 @@ class PCA(BaseEstimator):
         return left * self.singular_values_
 
     def _gram_eigh(self, data: Any, xp: ModuleType) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Eigenvalues (descending), eigenvectors, column means and total sum of squares from the Gram matrix."""
+        """The leading eigenvalues (descending) and eigenvectors, column means and total sum of squares from the
+        Gram matrix (only n_components eigenpairs are computed)."""
         gram, mean = _streamed_gram(data, xp, self.dtype, self.block_size)
         total = float(xp.to_numpy(xp.sum(gram.diagonal())))
-        eigvals, eigvecs = xp.eigh(gram)
+        eigvals, eigvecs = xp.eigh_top(gram, self.n_components)
         return (np.clip(xp.to_numpy(xp.flip(eigvals, 0)), 0.0, None), xp.to_numpy(xp.flip(eigvecs, 1)),
                 mean, total)
 

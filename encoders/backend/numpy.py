@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 name = "numpy"
 device = "cpu"
@@ -51,6 +52,15 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix."""
     return np.linalg.eigh(a)
+
+
+def eigh_top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenpairs (ascending) of a symmetric matrix; LAPACK's subset driver skips the rest,
+    several times faster than a full `eigh` when k is much smaller than the matrix."""
+    n = a.shape[0]
+    if k >= n:
+        return eigh(a)
+    return scipy.linalg.eigh(a, subset_by_index=[n - k, n - 1], driver="evr")
 
 
 def svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -94,3 +94,14 @@ def test_elementwise_and_reductions_agree_with_numpy(name):
     np.testing.assert_array_equal(xp.to_numpy(xp.take(x, idx[:3] % 12, 1)), A[:, idx[:3] % 12])
     np.testing.assert_array_equal(xp.to_numpy(xp.flip(x, 1)), A[:, ::-1])
     assert xp.dtype_name(x) == "float64"
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_eigh_top_is_the_top_of_numpys_full_eigh(name, k):
+    xp = get_backend(name)
+    values, vectors = (xp.to_numpy(x) for x in xp.eigh_top(xp.asarray(SYM, "float64"), k))
+    full_values, full_vectors = np.linalg.eigh(SYM)
+    np.testing.assert_allclose(values, full_values[-k:], rtol=1e-10)
+    alignment = np.abs(np.sum(vectors * full_vectors[:, -k:], axis=0))       # eigenvectors up to sign
+    np.testing.assert_allclose(alignment, 1.0, rtol=1e-8)
