@@ -1,0 +1,94 @@
+"""Floating-point operations our encoders must do (encoders.pca + encoders.ridge), step by step, and the devkit's.
+
+Dividing by the machine's measured matmul throughput gives the time a perfectly efficient run of the same
+algorithm would take: the limit our measured times are compared with. Dense products count 2 m n k; a symmetric
+eigendecomposition with vectors counts 4 n^3 (tridiagonal reduction 4/3 n^3, divide and conquer and
+back-transformation about 8/3 n^3), only the top k pairs (LAPACK's subset driver) 4/3 n^3 + 2 n^2 k; a thin SVD of
+an m x n matrix (m >= n) counts 4 m n^2 + 8 n^3. O(n t) work (centring, scaling, scoring) is left out: it is
+memory-bound, not flop-bound.
+"""
+
+from __future__ import annotations
+
+
+def eigh_flops(n: int) -> float:
+    """Symmetric eigendecomposition of an n x n matrix, eigenvectors included."""
+    return 4.0 * n**3
+
+
+def eigh_top_flops(n: int, k: int) -> float:
+    """The k largest eigenpairs of an n x n symmetric matrix: tridiagonal reduction and k back-transformed vectors."""
+    return 4.0 / 3.0 * n**3 + 2.0 * n**2 * k
+
+
+def svd_flops(m: int, n: int) -> float:
+    """Thin SVD of an m x n matrix with singular vectors."""
+    m, n = max(m, n), min(m, n)
+    return 4.0 * m * n**2 + 8.0 * n**3
+
+
+def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n_alphas: int, cv: int,
+                   kernel: bool) -> dict[str, float]:
+    """K-fold ridge as in ``encoders.ridge._solvers``: per fold one decomposition, U^T Y once, one product per
+    alpha; then the refit on all rows and the prediction of ``n_val`` rows.
+
+    ``design_width`` is the number of features (primal, SVD) or ignored (kernel, eigh of the training kernel).
+    """
+    train, held = n_rows * (cv - 1) // cv, n_rows // cv
+    rank = train if kernel else min(train, design_width)
+    rank_full = n_rows if kernel else min(n_rows, design_width)
+    decompose = (lambda m: eigh_flops(m)) if kernel else (lambda m: svd_flops(m, design_width))
+    design = 2.0 * held * (train if kernel else design_width) * rank
+    return {
+        "cv_decompositions": cv * decompose(train),
+        "cv_validation_designs": cv * design,
+        "cv_projections_UtY": cv * 2.0 * train * rank * n_targets,
+        "cv_alpha_predictions": cv * n_alphas * 2.0 * held * rank * n_targets,
+        "refit_decomposition": decompose(n_rows),
+        "refit_projection_and_coef": 2.0 * n_rows * rank_full * n_targets
+        + 2.0 * (n_rows if kernel else design_width) * rank_full * n_targets,
+        "predict": 2.0 * n_val * (n_rows if kernel else design_width) * n_targets,
+    }
+
+
+def pca_flops(n_train: int, n_val: int, n_features: int, components: int) -> dict[str, float]:
+    """``PCA(components, method="auto")`` fitted on ``n_train`` rows, then ``n_val`` rows transformed: the n x n
+    Gram matrix when features outnumber rows (scores of the training rows come free, the axes take one more
+    pass), else the p x p covariance."""
+    if n_features > n_train:
+        return {"gram": 2.0 * n_train**2 * n_features, "eigh_top": eigh_top_flops(n_train, components),
+                "components": 2.0 * components * n_train * n_features,
+                "transform_val": 2.0 * n_val * n_features * components}
+    return {"covariance": 2.0 * n_train * n_features**2, "eigh": eigh_flops(n_features),
+            "transform_train_and_val": 2.0 * (n_train + n_val) * n_features * components}
+
+
+def ours_flops(method: str, *, n_train: int, n_val: int, n_features: int, n_targets: int, n_alphas: int, cv: int,
+               components: int) -> dict[str, float]:
+    """Flops of one benchmark run of ``method`` ("ours.pca_ridge" or "ours.kernel_ridge"), by step and "total"."""
+    if method == "ours.pca_ridge":
+        steps = {f"pca_{k}": v for k, v in pca_flops(n_train, n_val, n_features, components).items()}
+        ridge = ridge_cv_flops(n_train, n_val, components, n_targets, n_alphas, cv, kernel=False)
+    elif method == "ours.kernel_ridge":
+        steps = {"gram": 2.0 * n_train**2 * n_features, "cross_gram_val": 2.0 * n_val * n_train * n_features}
+        ridge = ridge_cv_flops(n_train, n_val, n_train, n_targets, n_alphas, cv, kernel=True)
+    else:
+        raise ValueError(f"Unknown method={method!r}; expected 'ours.pca_ridge' or 'ours.kernel_ridge'")
+    steps |= {f"ridge_{k}": v for k, v in ridge.items()}
+    steps["total"] = sum(steps.values())
+    return steps
+
+
+def devkit_flops(*, n_train: int, n_val: int, n_features: int, n_targets: int, components: int = 100,
+                 batch_size: int = 300) -> dict[str, float]:
+    """The devkit recipe: IncrementalPCA (one thin SVD of the (components + batch) x p stacked matrix per batch),
+    transform of all rows, least squares on the components, predictions."""
+    stacked = components + batch_size
+    steps = {
+        "ipca_partial_fits": -(-n_train // batch_size) * svd_flops(stacked, n_features),
+        "ipca_transform": 2.0 * (n_train + n_val) * n_features * components,
+        "linear_regression": 2.0 * n_train * components * (components + n_targets),
+        "predict": 2.0 * n_val * components * n_targets,
+    }
+    steps["total"] = sum(steps.values())
+    return steps

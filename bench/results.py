@@ -1,0 +1,53 @@
+"""Benchmark results: the shared command-line flags, a plain-text table, and the JSON file written to ``--out``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, repeats: int = 3) -> None:
+    """Add ``--quick``, ``--repeats``, ``--device`` and ``--out`` (default ``bench/results/<name>.json``)."""
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes: a smoke run that checks the script end to end")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per method; tables show the median")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch computations run")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR / f"{name}.json", help="JSON file of results (default: %(default)s)"
+    )
+
+
+def check_device(device: str) -> None:
+    """Refuse ``--device cuda`` on a machine without CUDA, naming what torch sees."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda was requested but torch.cuda.is_available() is False on this machine")
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Left-aligned text table of ``columns`` from ``rows``; floats get 4 significant digits."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    cells = [[cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(value.ljust(width) for value, width in zip(line, widths)) for line in cells]
+    return "\n".join(lines)
+
+
+def write_results(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON, creating the folder; return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path
