@@ -17,6 +17,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,6 +37,7 @@ from featurestore.reduction import Reducer, make_reducer
 from featurestore.stimuli import StimulusSource, open_stimuli
 from featurestore.store import (
     DTYPES,
+    ChunkTask,
     FeatureStore,
     LayerLayout,
     RowPlan,
@@ -153,6 +155,12 @@ def _chunk_batches(rows: RowPlan, batch_size: int) -> Iterator[tuple[int, list[i
             yield position, list(range(begin, end))
 
 
+def _write_chunk_layers(store: FeatureStore, backbone: str, task: ChunkTask, chunk: Mapping[str, np.ndarray]) -> None:
+    """Write every computed layer of one chunk (each layer's marker follows its own data)."""
+    for name, rows in chunk.items():
+        store.write_chunk(backbone, name, task, rows)
+
+
 def _padded(images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """A short batch padded to ``batch_size`` by repeating its last image: every forward pass then has one shape,
     so a row's float bits do not depend on where a (possibly resumed) run's batches happened to end."""
@@ -236,7 +244,11 @@ def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, la
     last_batch_of_task = {position: index for index, (position, _) in enumerate(batches)}
     bar = tqdm(total=rows.ids_to_compute.size, unit="img", desc=backbone.entry.name, disable=not progress,
                file=sys.stderr)
-    with bar, torch.inference_mode():
+    # compressing and writing a chunk overlaps the next chunk's forward passes (the write cost about as much as the
+    # forward pass in BENCHMARKS.md); chunks still go out in order, each marked done only after its data
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-writer")
+    writing: Future | None = None
+    with bar, torch.inference_mode(), writer:
         for index, (images, _) in enumerate(loader):
             n_images = images.shape[0]
             with autocast:
@@ -250,10 +262,15 @@ def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, la
             if last_batch_of_task[position] != index:
                 continue
             task = rows.tasks[position]
-            for name in task.layers:
-                store.write_chunk(backbone.entry.name, name, task, np.concatenate(buffers[name]))
+            chunk = {name: np.concatenate(buffers[name]) for name in task.layers}
+            if writing is not None:
+                writing.result()  # at most one chunk in flight; re-raises a failed write here
+                lock.refresh()
+            writing = writer.submit(_write_chunk_layers, store, backbone.entry.name, task, chunk)
             buffers = {name: [] for name in names}
             written += 1
+        if writing is not None:
+            writing.result()
             lock.refresh()
     return computed, written
 
