@@ -47,7 +47,13 @@ from sklearn.decomposition import IncrementalPCA  # noqa: E402
 
 from bench.encoder_flops import devkit_flops, ours_flops  # noqa: E402
 from bench.isolated import run_isolated  # noqa: E402
-from bench.results import add_common_arguments, check_device, format_table, write_results  # noqa: E402
+from bench.results import (  # noqa: E402
+    add_common_arguments,
+    check_device,
+    format_table,
+    parse_with_quick,
+    write_results,
+)
 from bench.synthetic import PlantedTruth, write_feature_store  # noqa: E402
 from bench.timing import describe_machine, machine_info, matmul_gflops, synchronize  # noqa: E402
 from encoders.pca import PCA  # noqa: E402
@@ -242,11 +248,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="synthetic data (default: %(default)s)")
     add_common_arguments(parser, "encoders")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.n_train, args.n_val, args.targets, args.ref_targets = 300, 100, 1000, 300
-        args.features = [512, 2048]
-        args.out = args.out.with_name(args.out.stem + "_quick.json")
+    args = parse_with_quick(parser, argv, "encoders", {"n_train": 300, "n_val": 100, "targets": 1000,
+                                                        "ref_targets": 300, "features": [512, 2048]})
     args.ref_targets = min(args.ref_targets or args.targets, args.targets)
     return args
 

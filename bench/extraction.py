@@ -32,7 +32,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.results import add_common_arguments, check_device, format_table, write_results  # noqa: E402
+from bench.results import (  # noqa: E402
+    add_common_arguments,
+    check_device,
+    format_table,
+    parse_with_quick,
+    write_results,
+)
 from bench.timing import describe_machine, machine_info, measure  # noqa: E402
 
 LAYERS = ("features.2", "features.5", "features.7", "features.9", "features.12", "classifier.2", "classifier.5")
@@ -228,10 +234,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-root", type=Path, default=DEFAULT_IMAGE_ROOT,
                         help="image cache (default: %(default)s)")
     add_common_arguments(parser, "extraction")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.images, args.limit_images = min(args.images, 120), min(args.limit_images, 64)
-        args.out = args.out.with_name(args.out.stem + "_quick.json")
+    args = parse_with_quick(parser, argv, "extraction", {"images": 120, "limit_images": 64})
     args.limit_images = min(args.limit_images, args.images)
     return args
 

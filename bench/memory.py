@@ -33,7 +33,13 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from bench.isolated import run_isolated  # noqa: E402
-from bench.results import add_common_arguments, check_device, format_table, write_results  # noqa: E402
+from bench.results import (  # noqa: E402
+    add_common_arguments,
+    check_device,
+    format_table,
+    parse_with_quick,
+    write_results,
+)
 from bench.synthetic import PlantedTruth, write_feature_store  # noqa: E402
 from bench.timing import describe_machine, machine_info  # noqa: E402
 
@@ -130,10 +136,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="synthetic data (default: %(default)s)")
     add_common_arguments(parser, "memory", repeats=1)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rows, args.features, args.fit_rows, args.val_rows, args.targets = 3000, 4096, 1000, 200, 2000
-        args.out = args.out.with_name(args.out.stem + "_quick.json")
+    args = parse_with_quick(parser, argv, "memory", {"rows": 3000, "features": 4096, "fit_rows": 1000,
+                                                      "val_rows": 200, "targets": 2000})
     if args.fit_rows + args.val_rows > args.rows:
         parser.error(f"--fit-rows + --val-rows = {args.fit_rows + args.val_rows} exceeds --rows {args.rows}")
     return args

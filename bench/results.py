@@ -14,12 +14,24 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, repeats: int = 3) -> None:
     """Add ``--quick``, ``--repeats``, ``--device`` and ``--out`` (default ``bench/results/<name>.json``)."""
     parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes: a smoke run that checks the script end to end")
+                        help="tiny sizes (flags given explicitly still win): a smoke run that checks the script "
+                             "end to end; writes bench/results/<name>_quick.json unless --out is given")
     parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per method; tables show the median")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch computations run")
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR / f"{name}.json", help="JSON file of results (default: %(default)s)"
     )
+
+
+def parse_with_quick(parser: argparse.ArgumentParser, argv: Sequence[str] | None, name: str,
+                     quick: dict[str, Any]) -> argparse.Namespace:
+    """Parse ``argv``; with ``--quick``, ``quick`` (and ``--out`` ``bench/results/<name>_quick.json``) become the
+    defaults, so flags given explicitly still win."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        parser.set_defaults(**quick, out=RESULTS_DIR / f"{name}_quick.json")
+        args = parser.parse_args(argv)
+    return args
 
 
 def check_device(device: str) -> None:

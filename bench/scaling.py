@@ -24,7 +24,13 @@ import numpy as np  # noqa: E402
 
 from bench.encoder_flops import ours_flops  # noqa: E402
 from bench.encoders import DEFAULT_CACHE, OURS, Problem, prepare_data, time_method  # noqa: E402
-from bench.results import add_common_arguments, check_device, format_table, write_results  # noqa: E402
+from bench.results import (  # noqa: E402
+    add_common_arguments,
+    check_device,
+    format_table,
+    parse_with_quick,
+    write_results,
+)
 from bench.timing import describe_machine, machine_info, matmul_gflops  # noqa: E402
 
 
@@ -48,10 +54,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=None,
                         help="PNG plot (default: the --out path with .png)")
     add_common_arguments(parser, "scaling")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.n_train, args.targets, args.n_val, args.features = [200, 400], [300, 600], 100, 512
-        args.out = args.out.with_name(args.out.stem + "_quick.json")
+    args = parse_with_quick(parser, argv, "scaling", {"n_train": [200, 400], "targets": [300, 600], "n_val": 100,
+                                                       "features": 512})
     args.plot = args.plot or args.out.with_suffix(".png")
     return args
 
