@@ -4,7 +4,7 @@ VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nsd-featurestore-installed
 
-.PHONY: install demo test bench
+.PHONY: install demo test
 
 install: $(STAMP)
 
