@@ -68,12 +68,12 @@ def _pca(text: str) -> int | None:
 
 
 def _cv(text: str) -> int | str:
-    if text == "loo":
+    if text in ("loo", "gcv"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--cv takes a number of folds or 'loo'; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--cv takes a number of folds, 'loo' or 'gcv'; got {text!r}") from None
 
 
 def _alphas(text: str) -> list[float]:
@@ -98,7 +98,8 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alphas", type=_alphas, default=list(DEFAULT_ALPHAS), metavar="A,B,...",
                        help="ridge penalties tried per vertex; 0 alone is least squares "
                             "(default: 1e-2 ... 1e8, 11 values)")
-    group.add_argument("--cv", type=_cv, default=5, help="folds for choosing alpha, or 'loo' (default: 5)")
+    group.add_argument("--cv", type=_cv, default=5, help="folds for choosing alpha, 'loo' (exact leave-one-out) or 'gcv' (generalised "
+                       "cross-validation, the fastest) (default: 5)")
 
 
 def _settings(args: argparse.Namespace) -> list[dict]:

@@ -78,8 +78,8 @@ class EncoderSetting:
         features outnumber images).
     alphas : tuple of float, default=DEFAULT_ALPHAS
         Ridge penalties tried per vertex; ``(0.0,)`` is ordinary least squares (the devkit's LinearRegression).
-    cv : int or "loo", default=5
-        Folds for choosing alpha, or closed-form leave-one-out.
+    cv : int, "loo" or "gcv", default=5
+        Folds for choosing alpha, closed-form leave-one-out, or generalised cross-validation.
     name : str or None, default=None
         Label in model names; None builds one such as ``"pca100-ridge-cv5"`` or ``"pca50-ols"``.
     """
@@ -98,8 +98,9 @@ class EncoderSetting:
             raise ValueError(f"Unknown solver={self.solver!r} in EncoderSetting; expected one of {list(SOLVERS)}")
         if not self.alphas or min(self.alphas) < 0 or not np.all(np.isfinite(self.alphas)):
             raise ValueError(f"Invalid alphas={self.alphas!r} in EncoderSetting; expected finite values >= 0")
-        if self.cv != "loo" and (isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2):
-            raise ValueError(f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2 or 'loo'")
+        if self.cv not in ("loo", "gcv") and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
+                                             or self.cv < 2):
+            raise ValueError(f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'")
         if self.name is not None and not re.fullmatch(r"[\w.+-]+", self.name):
             raise ValueError(f"Invalid name={self.name!r} in EncoderSetting; use letters, digits, '.', '+', '-', '_'")
 
@@ -123,7 +124,7 @@ class EncoderSetting:
         features = f"pca{self.pca}" if self.pca else "full"
         if self.alphas == (0.0,):
             return f"{features}-ols"
-        fold = "loo" if self.cv == "loo" else f"cv{self.cv}"
+        fold = self.cv if isinstance(self.cv, str) else f"cv{self.cv}"
         return f"{features}-{'ridge' if self.solver == 'primal' else 'kernel'}-{fold}"
 
     def to_dict(self) -> dict[str, Any]:

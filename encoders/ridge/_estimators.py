@@ -28,7 +28,7 @@ DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
 _SHARED_CONSTRAINTS: dict = {
     "alphas": ["array-like"],
-    "cv": [StrOptions({"loo"}), "cv_object"],
+    "cv": [StrOptions({"loo", "gcv"}), "cv_object"],
     "fit_intercept": ["boolean"],
     "alpha_per_target": ["boolean"],
     "solver": [str],
@@ -40,7 +40,7 @@ _SHARED_CONSTRAINTS: dict = {
 
 
 def _resolve_cv(cv: Any, n_samples: int) -> Folds:
-    """``"loo"`` (also for None, as in sklearn) or explicit (train, val) pairs from an int (seeded shuffled
+    """``"loo"`` (also for None, as in sklearn), ``"gcv"`` or explicit (train, val) pairs from an int (seeded shuffled
     k-fold), a splitter with ``split`` or an iterable of pairs."""
     if cv is None or isinstance(cv, str):
         return check_folds("loo" if cv is None else cv, n_samples)
@@ -112,9 +112,12 @@ class RidgeCV(_BaseRidgeCV):
     ----------
     alphas : array-like of shape (n_alphas,), default=(0.1, 1, ..., 1e6)
         Penalties to try, >= 0 (0 is least squares).
-    cv : int, "loo", splitter or iterable of (train, val), default=5
+    cv : int, "loo", "gcv", splitter or iterable of (train, val), default=5
         An int k is a shuffled k-fold with seed 0 (:func:`encoders.splits.kfold`); "loo" (or None) is exact
-        closed-form leave-one-out, as ``sklearn.linear_model.RidgeCV(cv=None)``.
+        closed-form leave-one-out, as ``sklearn.linear_model.RidgeCV(cv=None)``; "gcv" is generalised
+        cross-validation (Golub, Heath & Wahba 1979): leave-one-out with every leverage set to the mean, from one
+        decomposition at O(rank x targets) per alpha, the cheapest choice for many vertices (``scoring="neg_mse"``
+        only).
     fit_intercept : bool, default=True
         Fit an unpenalised intercept.
     alpha_per_target : bool, default=True

@@ -3,8 +3,9 @@
 Per fold: one thin SVD of the centred training features (or one eigendecomposition of the centred training kernel,
 K = U diag(lam) U^T); the training targets are projected once, U^T Y; every alpha is then a diagonal rescaling,
 ``prediction = my + M diag(1 / (lam + alpha)) U^T Y`` with M the validation rows' cross-kernel times U. Alphas are
-picked per target by k-fold CV or by exact leave-one-out (hat-matrix diagonal in closed form), then every target is
-refit on all rows with its alpha, targets grouped by alpha. Targets are processed in batches to bound memory.
+picked per target by k-fold CV, by exact leave-one-out (hat-matrix diagonal in closed form) or by generalised
+cross-validation (GCV: one decomposition, O(r t) per alpha), then every target is refit on all rows with its alpha,
+targets grouped by alpha. Targets are processed in batches to bound memory.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ..backend import get_backend
 from ..scoring import pearson_r
 
 SCORINGS = ("neg_mse", "r")
-Folds = Literal["loo"] | Sequence[tuple[np.ndarray, np.ndarray]]
+CLOSED_FORM_CV = ("loo", "gcv")
+Folds = Literal["loo", "gcv"] | Sequence[tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,10 @@ def check_alphas(alphas: Any) -> np.ndarray:
 
 
 def check_folds(cv: Any, n_samples: int) -> Folds:
-    """``"loo"`` or a list of (train, val) integer index arrays checked against ``n_samples`` rows."""
+    """``"loo"``, ``"gcv"`` or a list of (train, val) integer index arrays checked against ``n_samples`` rows."""
     if isinstance(cv, str):
-        if cv != "loo":
-            raise ValueError(f"Unknown cv={cv!r}; expected 'loo', an int or (train, val) index pairs")
+        if cv not in CLOSED_FORM_CV:
+            raise ValueError(f"Unknown cv={cv!r}; expected 'loo', 'gcv', an int or (train, val) index pairs")
         return cv
     folds = []
     for i, pair in enumerate(cv):
@@ -206,25 +208,68 @@ def _select_alphas(scores: np.ndarray, alphas: np.ndarray, alpha_per_target: boo
     return np.full(scores.shape[1], np.argmax(shared))
 
 
+def _coef_block(spectrum: _Spectrum, projected: Any, alphas: np.ndarray, best: np.ndarray, xp: ModuleType,
+                dtype: str) -> np.ndarray:
+    """Coefficients of one target batch from its projection ``U^T Y``, each target with alpha ``alphas[best]``:
+    primal ``V diag(s / (s^2 + a)) U^T Y`` when the spectrum has right vectors, else dual
+    ``U diag(1 / (lam + a)) U^T Y``."""
+    primal = spectrum.right is not None
+    basis = spectrum.right if primal else spectrum.left
+    coef = np.empty((basis.shape[0], best.size), dtype=dtype)
+    for i in np.unique(best):
+        members = np.flatnonzero(best == i)
+        scale = spectrum.inverse(alphas[i], xp)
+        if primal:
+            scale = xp.sqrt(spectrum.eigvals) * scale
+        coef[:, members] = xp.to_numpy(xp.matmul(basis, xp.take(projected, members, 1) * scale[:, None]))
+    return coef
+
+
 def _refit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, best: np.ndarray, *, fit_intercept: bool,
            xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
-    """Coefficients on all rows, each target with its alpha: primal ``V diag(s / (s^2 + a)) U^T Y`` when the
-    spectrum has right vectors, else dual ``U diag(1 / (lam + a)) U^T Y``."""
-    primal = spectrum.right is not None
-    coef = np.empty(((spectrum.right if primal else spectrum.left).shape[0], y.shape[1]), dtype=dtype)
+    """Coefficients on all rows, each target with its alpha (see :func:`_coef_block`)."""
+    coef = np.empty(((spectrum.left if spectrum.right is None else spectrum.right).shape[0], y.shape[1]),
+                    dtype=dtype)
     for cols in _target_batches(y.shape[1], y.shape[0], batch_size):
         y_centred, _ = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
-        projected = xp.matmul(spectrum.left.T, y_centred)
-        for i in np.unique(best[cols]):
-            members = np.flatnonzero(best[cols] == i)
-            if primal:
-                scale = xp.sqrt(spectrum.eigvals) * spectrum.inverse(alphas[i], xp)
-                weights = xp.matmul(spectrum.right, xp.take(projected, members, 1) * scale[:, None])
-            else:
-                scale = spectrum.inverse(alphas[i], xp)
-                weights = xp.matmul(spectrum.left, xp.take(projected, members, 1) * scale[:, None])
-            coef[:, cols.start + members] = xp.to_numpy(weights)
+        coef[:, cols] = _coef_block(spectrum, xp.matmul(spectrum.left.T, y_centred), alphas, best[cols], xp, dtype)
     return coef
+
+
+def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_intercept: bool,
+             alpha_per_target: bool, xp: ModuleType, dtype: str, batch_size: int | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generalised cross-validation (Golub, Heath & Wahba 1979): the score of alpha is ``-n RSS / (n - df)^2``,
+    the leave-one-out error with every leverage replaced by the mean leverage ``df / n``. From ``Z = U^T Y``:
+    ``RSS = sum_j (1 - lam_j g_j)^2 Z_j^2 + (|Y|^2 - |Z|^2)`` and ``df = sum_j lam_j g_j (+ 1 for the intercept)``
+    with ``g_j = 1 / (lam_j + alpha)``, so each alpha costs O(r t) instead of the O(n r t) of exact LOO, and with
+    an alpha per target the same ``Z`` also gives the coefficients (one ``U^T Y`` product in all). NaN where
+    ``df >= n`` (e.g. alpha = 0 with n <= p)."""
+    n = y.shape[0]
+    shrinks = [spectrum.eigvals * spectrum.inverse(alpha, xp) for alpha in alphas]
+    slack = np.array([n - float(xp.to_numpy(xp.sum(shrink))) - (1.0 if fit_intercept else 0.0)
+                      for shrink in shrinks])
+    scores = np.empty((alphas.size, y.shape[1]))
+    coef = None
+    for cols in _target_batches(y.shape[1], n, batch_size):
+        y_centred, _ = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
+        projected = xp.matmul(spectrum.left.T, y_centred)
+        squared = projected * projected
+        outside = np.clip(xp.to_numpy(xp.sum(y_centred * y_centred, axis=0) - xp.sum(squared, axis=0)), 0.0, None)
+        for i, shrink in enumerate(shrinks):
+            keep = 1.0 - shrink
+            rss = xp.to_numpy(xp.matmul(keep * keep, squared)) + outside
+            scores[i, cols] = -n * rss / slack[i] ** 2 if slack[i] > 0 else np.nan
+        if alpha_per_target:
+            block = _coef_block(spectrum, projected, alphas, _select_alphas(scores[:, cols], alphas, True), xp,
+                                dtype)
+            coef = np.empty((block.shape[0], y.shape[1]), dtype=dtype) if coef is None else coef
+            coef[:, cols] = block
+    best = _select_alphas(scores, alphas, alpha_per_target)
+    if not alpha_per_target:
+        coef = _refit(spectrum, y, alphas, best, fit_intercept=fit_intercept, xp=xp, dtype=dtype,
+                      batch_size=batch_size)
+    return scores, best, coef
 
 
 def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -248,6 +293,11 @@ def _cross_validate(fold: Callable, full_spectrum: Callable[[], _Spectrum], y: n
                     dtype: str, batch_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CV scores, chosen alpha indices and refit coefficients (shared by the primal and kernel solvers)."""
     options = dict(fit_intercept=fit_intercept, xp=xp, dtype=dtype, batch_size=batch_size)
+    if cv == "gcv":
+        if scoring != "neg_mse":
+            raise ValueError(f"cv='gcv' estimates the mean squared error and needs scoring='neg_mse'; got "
+                             f"scoring={scoring!r}")
+        return _gcv_fit(full_spectrum(), y, alphas, alpha_per_target=alpha_per_target, **options)
     if cv == "loo":
         spectrum = full_spectrum()
         scores = _loo_scores(spectrum, y, alphas, scoring=scoring, **options)
@@ -265,7 +315,8 @@ def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_in
 
     Costs, with r = min(n_train, p): per fold an SVD (n_train p r), the validation design (n_val p r), the
     projection U^T Y (n_train r t) and per alpha one (n_val r t) product; refit: one SVD plus (n + p) r t.
-    Leave-one-out needs only the full-data SVD and (2 n r t) per alpha.
+    Leave-one-out needs only the full-data SVD and (2 n r t) per alpha; GCV the full-data SVD, one n r t
+    projection and O(r t) per alpha.
 
     Parameters
     ----------
@@ -273,7 +324,8 @@ def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_in
     Y : array-like of shape (n_samples, n_targets)
     alphas : array-like of shape (n_alphas,)
         Penalties >= 0; 0 gives least squares (minimum-norm through the SVD rank cut).
-    cv : "loo" or sequence of (train_idx, val_idx)
+    cv : "loo", "gcv" or sequence of (train_idx, val_idx)
+        Exact leave-one-out, generalised cross-validation (needs ``scoring="neg_mse"``) or explicit folds.
     fit_intercept : bool, default=True
         Centre on the training rows of each fold; the intercept is not penalised.
     scoring : {"neg_mse", "r"}, default="neg_mse"

@@ -42,18 +42,18 @@ def test_subcommand_help(command, phrase, capsys):
 def test_fit_options_become_settings():
     args = _build_parser().parse_args(
         ["fit", "--store", "s.zarr", "--data", "d", "--models", "a:l1,a:l2", "--pca", "100", "none",
-         "--solver", "kernel", "--alphas", "1,10", "--cv", "loo", "--subjects", "1", "2"]
+         "--solver", "kernel", "--alphas", "1,10", "--cv", "gcv", "--subjects", "1", "2"]
     )
     assert _settings(args) == [
-        dict(pca=100, solver="kernel", alphas=[1.0, 10.0], cv="loo"),
-        dict(pca=None, solver="kernel", alphas=[1.0, 10.0], cv="loo"),
+        dict(pca=100, solver="kernel", alphas=[1.0, 10.0], cv="gcv"),
+        dict(pca=None, solver="kernel", alphas=[1.0, 10.0], cv="gcv"),
     ]
     assert args.models == [["a:l1", "a:l2"]] and args.subjects == [["1"], ["2"]]
 
 
 @pytest.mark.parametrize("option, value, message", [
     ("--pca", "-3", "--pca must be >= 1"),
-    ("--cv", "five", "--cv takes a number of folds or 'loo'"),
+    ("--cv", "five", "--cv takes a number of folds, 'loo' or 'gcv'"),
     ("--alphas", "1,x", "--alphas takes comma-separated numbers"),
 ])
 def test_bad_option_values(option, value, message, capsys):

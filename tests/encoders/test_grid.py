@@ -282,6 +282,7 @@ def test_setting_labels_and_model_parsing():
     assert EncoderSetting().label == "pca100-ridge-cv5"
     assert EncoderSetting(pca=50, alphas=(0,)).label == "pca50-ols"
     assert EncoderSetting(pca=None, solver="kernel", cv="loo").label == "full-kernel-loo"
+    assert EncoderSetting(pca=None, solver="kernel", cv="gcv").label == "full-kernel-gcv"
     assert EncoderSetting(name="mine").label == "mine"
     assert parse_model("ViT-B-32.openai:transformer.resblocks.5") == ("ViT-B-32.openai", "transformer.resblocks.5")
     with pytest.raises(ValueError, match="expected 'backbone:layer'"):

@@ -85,6 +85,16 @@ def test_kernel_ridgecv_streams_dask_and_xarray_and_matches_precomputed():
     np.testing.assert_allclose(expected, reference.predict(X_new), rtol=1e-4, atol=1e-8)
 
 
+def test_gcv_primal_and_streamed_kernel_estimators_agree():
+    X, Y = make_problem(70, 260, 8, seed=3)
+    X_new = np.random.default_rng(4).standard_normal((9, 260))
+    kernel = KernelRidgeCV(ALPHAS, cv="gcv", backend="torch", block_size=100).fit(da.from_array(X, chunks=(70, 50)), Y)
+    primal = RidgeCV(ALPHAS, cv="gcv", backend="numpy").fit(X, Y)
+    np.testing.assert_array_equal(kernel.best_alphas_, primal.best_alphas_)
+    np.testing.assert_allclose(kernel.cv_scores_, primal.cv_scores_, rtol=1e-8)
+    np.testing.assert_allclose(kernel.predict(X_new), primal.predict(X_new), rtol=1e-6, atol=1e-8)
+
+
 def test_precomputed_raw_kernel_gives_the_same_model():
     """The intercept absorbs the kernel convention: raw X X^T and the centred Gram give the same predictions."""
     X, Y = make_problem(60, 30, 5, seed=5)

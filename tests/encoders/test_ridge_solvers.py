@@ -65,6 +65,57 @@ def test_shared_alpha_equals_sklearn(backend, solver):
     np.testing.assert_allclose(predict(X), reference.predict(X), rtol=1e-4, atol=1e-8)
 
 
+def gcv_reference(X, Y, alphas, fit_intercept):
+    """Generalised CV straight from its definition, ``n |(I - H) y|^2 / tr(I - H)^2``, with the explicit hat
+    matrix ``H = Xc (Xc^T Xc + a I)^-1 Xc^T (+ 1 1^T / n)``; returns the score ``-GCV`` of shape (n_alphas, t)."""
+    n = X.shape[0]
+    Xc = X - X.mean(axis=0) if fit_intercept else X
+    scores = []
+    for alpha in alphas:
+        hat = Xc @ np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T)
+        hat = hat + np.full((n, n), 1.0 / n) if fit_intercept else hat
+        residual = Y - hat @ Y
+        scores.append(-n * np.sum(residual**2, axis=0) / np.trace(np.eye(n) - hat) ** 2)
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize(("n", "p"), [(200, 50), (80, 300)])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_gcv_equals_its_definition_and_refits_like_sklearn_ridge(backend, solver, n, p, fit_intercept):
+    X, Y = make_problem(n, p, 20, seed=3)
+    reference = gcv_reference(X, Y, ALPHAS, fit_intercept)
+    solution, predict = solve(solver, X, Y, ALPHAS, "gcv", fit_intercept=fit_intercept, backend=backend)
+    np.testing.assert_allclose(solution.cv_scores, reference, rtol=1e-6)
+    np.testing.assert_array_equal(solution.best_alphas, ALPHAS[np.argmax(reference, axis=0)])
+    assert len(np.unique(solution.best_alphas)) > 2, "the problem should make different targets pick different alphas"
+    X_new = np.random.default_rng(9).standard_normal((25, p))
+    for alpha in np.unique(solution.best_alphas):
+        members = solution.best_alphas == alpha
+        ridge = Ridge(alpha=alpha, fit_intercept=fit_intercept).fit(X, Y[:, members])
+        np.testing.assert_allclose(predict(X_new)[:, members], ridge.predict(X_new).reshape(25, -1), rtol=1e-4,
+                                   atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_gcv_shared_alpha_maximises_the_mean_score(solver):
+    X, Y = make_problem(150, 40, 30, seed=2)
+    solution, predict = solve(solver, X, Y, ALPHAS, "gcv", alpha_per_target=False, backend="numpy")
+    best = ALPHAS[np.argmax(gcv_reference(X, Y, ALPHAS, True).mean(axis=1))]
+    assert np.all(solution.best_alphas == best)
+    np.testing.assert_allclose(predict(X), Ridge(alpha=best).fit(X, Y).predict(X), rtol=1e-4, atol=1e-8)
+
+
+def test_gcv_alpha_zero_without_residual_degrees_of_freedom_is_never_chosen():
+    X, Y = make_problem(30, 60, 4, seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solution, _ = solve("svd", X, Y, [0.0, 1.0, 10.0], "gcv", backend="numpy")
+    assert np.all(np.isnan(solution.cv_scores[0]))
+    assert np.all(solution.best_alphas > 0)
+
+
 @functools.cache
 def grid_search_reference(n, p):
     """sklearn's k-fold search, one target at a time: (X, Y, folds, X_new, mean fold scores, alphas, predictions)."""
@@ -125,10 +176,10 @@ def test_leave_one_out_alpha_zero_with_full_leverage_is_never_chosen():
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
-@pytest.mark.parametrize("cv", ["loo", "kfold"])
+@pytest.mark.parametrize("cv", ["loo", "gcv", "kfold"])
 def test_target_batches_and_backends_give_the_same_answer(solver, cv):
     X, Y = make_problem(90, 25, 23, seed=7)
-    folds = "loo" if cv == "loo" else kfold(90, 3)
+    folds = kfold(90, 3) if cv == "kfold" else cv
     whole, predict_whole = solve(solver, X, Y, ALPHAS, folds, backend="numpy")
     batched, predict_batched = solve(solver, X, Y, ALPHAS, folds, backend="torch", batch_size=4)
     np.testing.assert_array_equal(whole.best_alphas, batched.best_alphas)
@@ -170,6 +221,8 @@ def test_input_errors_are_explicit():
         svd(X, Y, [1.0], [(np.arange(10), np.arange(15, 25))])
     with pytest.raises(ValueError, match="Unknown cv='kfold'"):
         svd(X, Y, [1.0], "kfold")
+    with pytest.raises(ValueError, match="cv='gcv' estimates the mean squared error and needs scoring='neg_mse'"):
+        svd(X, Y, [1.0], "gcv", scoring="r")
     bad = Y.copy()
     bad[0, 0] = np.inf
     with pytest.raises(ValueError, match="Y contains 1 NaN or infinite"):
