@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.stimuli.algonauts import parse_image_name
+# subject_number is also imported from here by grid, leaderboard and submission
+from featurestore.stimuli.algonauts import parse_image_name, subject_folder_name, subject_number
 
 HEMISPHERES = ("lh", "rh")
 ROI_CLASSES = (
@@ -49,17 +50,6 @@ class ChallengeDataError(ValueError):
     """The challenge data on disk is missing or inconsistent (message names file, expected and got)."""
 
 
-def subject_number(subject: int | str) -> int:
-    """Normalise ``1``, ``"1"``, ``"01"`` or ``"subj01"`` to the subject number ``1``."""
-    text = str(subject).strip()
-    match = re.fullmatch(r"(?:subj)?0*(\d+)", text)
-    if isinstance(subject, bool) or match is None or int(match.group(1)) < 1:
-        raise ChallengeDataError(
-            f"Unknown subject={subject!r}; expected a positive number or 'subjXX' (e.g. 1 or 'subj01')"
-        )
-    return int(match.group(1))
-
-
 def list_subjects(data_dir: str | Path) -> list[int]:
     """Subject numbers with a ``subjXX`` folder in ``data_dir``, sorted."""
     data_dir = Path(data_dir)
@@ -78,7 +68,7 @@ def list_subjects(data_dir: str | Path) -> list[int]:
 def subject_dir(data_dir: str | Path, subject: int | str) -> Path:
     """The ``subjXX`` folder of one subject (error lists the subjects that exist)."""
     number = subject_number(subject)
-    path = Path(data_dir) / f"subj{number:02d}"
+    path = Path(data_dir) / subject_folder_name(number)
     if not path.is_dir():
         raise ChallengeDataError(
             f"No folder {path} for subject {number}; subjects in {data_dir}: {list_subjects(data_dir)}"

@@ -98,7 +98,8 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alphas", type=_alphas, default=list(DEFAULT_ALPHAS), metavar="A,B,...",
                        help="ridge penalties tried per vertex; 0 alone is least squares "
                             "(default: 1e-2 ... 1e8, 11 values)")
-    group.add_argument("--cv", type=_cv, default=5, help="folds for choosing alpha, 'loo' (exact leave-one-out) or 'gcv' (generalised "
+    group.add_argument("--cv", type=_cv, default=5,
+                       help="folds for choosing alpha, 'loo' (exact leave-one-out) or 'gcv' (generalised "
                        "cross-validation, the fastest) (default: 5)")
 
 

@@ -22,6 +22,8 @@ IMAGE_NAME_PATTERN = (
     "e.g. 'train-0001_nsd-00013.png' or 'test-0001_nsd-00845.png'"
 )
 SUBJECT_FOLDER = re.compile(r"subj\d\d")
+SUBJECT_TEXT = re.compile(r"(?:subj)?(\d{1,2})")
+MAX_SUBJECT = 99
 N_NSD_IMAGES = 73000
 
 
@@ -42,15 +44,27 @@ def parse_image_name(name: str | os.PathLike) -> tuple[str, int, int]:
     return split, row, nsd_id
 
 
-def subject_folder_name(subject: int | str) -> str:
-    """Normalise a subject given as ``1``, ``"1"``, ``"01"`` or ``"subj01"`` to ``"subj01"``."""
+def subject_number(subject: int | str) -> int:
+    """The number of a subject given as ``1``, ``"01"`` or ``"subj01"``: one parser, so every module accepts the same.
+
+    Numbers run 1..99, what ``subjXX`` folders hold: the challenge has subj01..subj08, demo data may have more.
+    """
     if isinstance(subject, (int, np.integer)) and not isinstance(subject, bool):
         number = int(subject)
-    elif isinstance(subject, str) and re.fullmatch(r"(subj)?\d{1,2}", subject):
-        number = int(subject.removeprefix("subj"))
+    elif isinstance(subject, str) and (match := SUBJECT_TEXT.fullmatch(subject)):
+        number = int(match.group(1))
     else:
-        raise StimulusError(f"bad subject {subject!r}: expected an int like 1 or a name like 'subj01'")
-    return f"subj{number:02d}"
+        number = None
+    if number is None or not 1 <= number <= MAX_SUBJECT:
+        raise StimulusError(
+            f"Unknown subject={subject!r}; expected a number 1..{MAX_SUBJECT} as an int, '1', '01' or 'subj01'"
+        )
+    return number
+
+
+def subject_folder_name(subject: int | str) -> str:
+    """The ``subjXX`` folder name of a subject given in any form :func:`subject_number` accepts."""
+    return f"subj{subject_number(subject):02d}"
 
 
 def _is_subject_folder(path: Path) -> bool:
@@ -73,7 +87,9 @@ def _subject_folders(data_dir: Path, subjects: int | str | Sequence[int | str] |
             )
     if subjects is None:
         return list(available.values())
-    wanted = [subject_folder_name(s) for s in ([subjects] if isinstance(subjects, (int, str)) else subjects)]
+    if isinstance(subjects, (int, np.integer, str)):
+        subjects = [subjects]
+    wanted = [subject_folder_name(s) for s in subjects]
     missing = [name for name in wanted if name not in available]
     if missing:
         raise StimulusError(f"subjects {missing} not found in {data_dir}; found {sorted(available)}")
