@@ -27,17 +27,25 @@ def svd_flops(m: int, n: int) -> float:
     return 4.0 * m * n**2 + 8.0 * n**3
 
 
-def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n_alphas: int, cv: int,
+def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n_alphas: int, cv: int | str,
                    kernel: bool) -> dict[str, float]:
-    """K-fold ridge as in ``encoders.ridge._solvers``: per fold one decomposition, U^T Y once, one product per
-    alpha; then the refit on all rows and the prediction of ``n_val`` rows.
+    """Ridge as in ``encoders.ridge._solvers``, then the prediction of ``n_val`` rows. K-fold (``cv`` an int): per
+    fold one decomposition, U^T Y once, one product per alpha, then the refit on all rows. ``"gcv"``: one
+    decomposition of all rows, U^T Y once, the coefficients from the same projection (per-alpha work is O(r t)).
 
     ``design_width`` is the number of features (primal, SVD) or ignored (kernel, eigh of the training kernel).
     """
-    train, held = n_rows * (cv - 1) // cv, n_rows // cv
-    rank = train if kernel else min(train, design_width)
     rank_full = n_rows if kernel else min(n_rows, design_width)
     decompose = (lambda m: eigh_flops(m)) if kernel else (lambda m: svd_flops(m, design_width))
+    coef_rows = n_rows if kernel else design_width
+    predict = {"predict": 2.0 * n_val * coef_rows * n_targets}
+    if cv == "gcv":
+        return {"decomposition": decompose(n_rows), "projection_UtY": 2.0 * n_rows * rank_full * n_targets,
+                "coef": 2.0 * coef_rows * rank_full * n_targets, **predict}
+    if cv == "loo":
+        raise ValueError("flops of cv='loo' are not counted; use 'gcv' or a number of folds")
+    train, held = n_rows * (cv - 1) // cv, n_rows // cv
+    rank = train if kernel else min(train, design_width)
     design = 2.0 * held * (train if kernel else design_width) * rank
     return {
         "cv_decompositions": cv * decompose(train),
@@ -45,29 +53,35 @@ def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n
         "cv_projections_UtY": cv * 2.0 * train * rank * n_targets,
         "cv_alpha_predictions": cv * n_alphas * 2.0 * held * rank * n_targets,
         "refit_decomposition": decompose(n_rows),
-        "refit_projection_and_coef": 2.0 * n_rows * rank_full * n_targets
-        + 2.0 * (n_rows if kernel else design_width) * rank_full * n_targets,
-        "predict": 2.0 * n_val * (n_rows if kernel else design_width) * n_targets,
+        "refit_projection_and_coef": 2.0 * n_rows * rank_full * n_targets + 2.0 * coef_rows * rank_full * n_targets,
+        **predict,
     }
 
 
-def pca_flops(n_train: int, n_val: int, n_features: int, components: int) -> dict[str, float]:
-    """``PCA(components, method="auto")`` fitted on ``n_train`` rows, then ``n_val`` rows transformed: the n x n
-    Gram matrix when features outnumber rows (scores of the training rows come free, the axes take one more
-    pass), else the p x p covariance."""
-    if n_features > n_train:
+def pca_flops(n_train: int, n_val: int, n_features: int, components: int, method: str = "gram",
+              n_oversamples: int = 10, n_iter: int = 4) -> dict[str, float]:
+    """``PCA(components, method)`` fitted on ``n_train`` rows, then ``n_val`` rows transformed. "gram": the n x n
+    Gram matrix and its top eigenpairs (scores of the training rows come free, the axes take one more pass);
+    "randomized": ``n_iter + 2`` passes of two (n x p x width) products; "covariance": the p x p scatter."""
+    width = components + n_oversamples
+    axes_and_val = {"components": 2.0 * components * n_train * n_features,
+                    "transform_val": 2.0 * n_val * n_features * components}
+    if method == "gram":
         return {"gram": 2.0 * n_train**2 * n_features, "eigh_top": eigh_top_flops(n_train, components),
-                "components": 2.0 * components * n_train * n_features,
-                "transform_val": 2.0 * n_val * n_features * components}
+                **axes_and_val}
+    if method == "randomized":
+        return {"sketch": 2.0 * n_train * n_features * width,
+                "power_iterations": (n_iter + 1) * 4.0 * n_train * n_features * width, **axes_and_val}
     return {"covariance": 2.0 * n_train * n_features**2, "eigh": eigh_flops(n_features),
             "transform_train_and_val": 2.0 * (n_train + n_val) * n_features * components}
 
 
-def ours_flops(method: str, *, n_train: int, n_val: int, n_features: int, n_targets: int, n_alphas: int, cv: int,
-               components: int) -> dict[str, float]:
-    """Flops of one benchmark run of ``method`` ("ours.pca_ridge" or "ours.kernel_ridge"), by step and "total"."""
+def ours_flops(method: str, *, n_train: int, n_val: int, n_features: int, n_targets: int, n_alphas: int,
+               cv: int | str, components: int, pca_method: str = "gram") -> dict[str, float]:
+    """Flops of one benchmark run of ``method`` ("ours.pca_ridge" or "ours.kernel_ridge"), by step and "total";
+    ``pca_method`` is the method ``encoders.pca.PCA`` resolved to."""
     if method == "ours.pca_ridge":
-        steps = {f"pca_{k}": v for k, v in pca_flops(n_train, n_val, n_features, components).items()}
+        steps = {f"pca_{k}": v for k, v in pca_flops(n_train, n_val, n_features, components, pca_method).items()}
         ridge = ridge_cv_flops(n_train, n_val, components, n_targets, n_alphas, cv, kernel=False)
     elif method == "ours.kernel_ridge":
         steps = {"gram": 2.0 * n_train**2 * n_features, "cross_gram_val": 2.0 * n_val * n_train * n_features}

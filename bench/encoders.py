@@ -7,9 +7,10 @@ training rows, predict the validation rows, score every vertex. Each (method, re
 (spawned, so nothing is shared or warm; libraries are imported before the clock starts) with a time limit; a run
 that hits the limit is reported as "> limit".
 
-Methods (one alpha per vertex, the same alpha grid, 5-fold CV unless said):
+Methods (one alpha per vertex, the same alpha grid, 5-fold CV for the references; ours chooses alphas by
+``--ours-cv``, generalised cross-validation by default):
 
-- ours.pca_ridge: ``encoders.pca.PCA(k)`` (Gram matrix streamed from the store) + ``encoders.ridge.RidgeCV``;
+- ours.pca_ridge: ``encoders.pca.PCA(k)`` (streamed from the store) + ``encoders.ridge.RidgeCV``;
 - ours.kernel_ridge: ``encoders.ridge.KernelRidgeCV`` on the full features (dual, Gram matrix, no PCA);
 - sklearn.ridge_loo: ``sklearn.linear_model.RidgeCV(alpha_per_target=True)`` on the full features (its only CV
   with alpha per target is efficient leave-one-out);
@@ -82,6 +83,8 @@ class Problem:
     n_targets: int
     alphas: tuple[float, ...]
     cv: int
+    ours_cv: int | str
+    pca_method: str
     components: int
     dtype: str
     device: str
@@ -104,38 +107,40 @@ def _alpha_edges(best_alphas: np.ndarray, alphas: Sequence[float]) -> dict[str, 
 
 
 def ours_pca_ridge(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-                   ) -> tuple[np.ndarray, dict[str, float]]:
-    """Our PCA (Gram matrix streamed from the store) + RidgeCV with one alpha per vertex, our vectorised r."""
+                   ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Our PCA (streamed from the store) + RidgeCV with one alpha per vertex, our vectorised r."""
     backend = _torch_backend(problem.device)
-    pca = PCA(n_components=problem.components, backend=backend, dtype=problem.dtype)
+    pca = PCA(n_components=problem.components, method=problem.pca_method, backend=backend, dtype=problem.dtype)
     z_train = pca.fit_transform(train)
     z_val = pca.transform(val)
-    ridge = RidgeCV(alphas=problem.alphas, cv=problem.cv, backend=backend, dtype=problem.dtype).fit(z_train, y_train)
-    return pearson_r(y_val, ridge.predict(z_val)), _alpha_edges(ridge.best_alphas_, problem.alphas)
+    ridge = RidgeCV(alphas=problem.alphas, cv=problem.ours_cv, backend=backend, dtype=problem.dtype)
+    ridge.fit(z_train, y_train)
+    facts = {**_alpha_edges(ridge.best_alphas_, problem.alphas), "pca_method": pca.method_}
+    return pearson_r(y_val, ridge.predict(z_val)), facts
 
 
 def ours_kernel_ridge(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-                      ) -> tuple[np.ndarray, dict[str, float]]:
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
     """Our KernelRidgeCV on the full features (dual: Gram matrix streamed from the store, no PCA)."""
     backend = _torch_backend(problem.device)
-    ridge = KernelRidgeCV(alphas=problem.alphas, cv=problem.cv, backend=backend, dtype=problem.dtype)
+    ridge = KernelRidgeCV(alphas=problem.alphas, cv=problem.ours_cv, backend=backend, dtype=problem.dtype)
     ridge.fit(train, y_train)
     return pearson_r(y_val, ridge.predict(val)), _alpha_edges(ridge.best_alphas_, problem.alphas)
 
 
 def sklearn_ridge_loo(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-                      ) -> tuple[np.ndarray, dict[str, float]]:
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
     """scikit-learn RidgeCV(alpha_per_target=True): efficient leave-one-out, its only CV with alpha per target."""
     model = linear_model.RidgeCV(alphas=np.asarray(problem.alphas), alpha_per_target=True)
     model.fit(_dense(train), y_train)
     return pearsonr(y_val, model.predict(_dense(val)), axis=0).statistic, _alpha_edges(model.alpha_, problem.alphas)
 
 
-def _himalaya(estimator: str, backend_name: str) -> Callable[..., tuple[np.ndarray, dict[str, float]]]:
+def _himalaya(estimator: str, backend_name: str) -> Callable[..., tuple[np.ndarray, dict[str, Any]]]:
     """A method running himalaya's ``estimator`` ("ridge" or "kernel_ridge") on backend ``backend_name``."""
 
     def run(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-            ) -> tuple[np.ndarray, dict[str, float]]:
+            ) -> tuple[np.ndarray, dict[str, Any]]:
         name = _torch_backend(problem.device) if backend_name == "torch" else backend_name
         backend = himalaya.backend.set_backend(name, on_error="raise")
         estimator_class = himalaya.ridge.RidgeCV if estimator == "ridge" else himalaya.kernel_ridge.KernelRidgeCV
@@ -150,7 +155,7 @@ def _himalaya(estimator: str, backend_name: str) -> Callable[..., tuple[np.ndarr
 
 
 def devkit(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-           ) -> tuple[np.ndarray, dict[str, float]]:
+           ) -> tuple[np.ndarray, dict[str, Any]]:
     """The Algonauts 2023 devkit: IncrementalPCA(100) in 300-row batches, LinearRegression, pearsonr per vertex."""
     pca = IncrementalPCA(n_components=DEVKIT_COMPONENTS, batch_size=DEVKIT_BATCH_SIZE)
     starts = list(range(0, problem.n_train, DEVKIT_BATCH_SIZE))
@@ -166,7 +171,7 @@ def devkit(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: n
     return correlation, {}
 
 
-METHODS: dict[str, Callable[..., tuple[np.ndarray, dict[str, float]]]] = {
+METHODS: dict[str, Callable[..., tuple[np.ndarray, dict[str, Any]]]] = {
     "ours.pca_ridge": ours_pca_ridge,
     "ours.kernel_ridge": ours_kernel_ridge,
     "sklearn.ridge_loo": sklearn_ridge_loo,
@@ -223,6 +228,11 @@ def prepare_data(cache: Path, *, n_rows: int, n_features: int, n_targets: int, s
     return store, str(fmri_file)
 
 
+def _ours_cv(text: str) -> int | str:
+    """``--ours-cv``: 'gcv', 'loo' or an int number of folds."""
+    return text if text in ("gcv", "loo") else int(text)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-train", type=int, default=9000, help="training images (default: %(default)s)")
@@ -236,7 +246,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--alphas", type=float, nargs=3, default=[0.0, 8.0, 10],
                         metavar=("LOG10_MIN", "LOG10_MAX", "N"),
                         help="alpha grid np.logspace(min, max, n) (default: %(default)s)")
-    parser.add_argument("--cv", type=int, default=5, help="folds for choosing alpha (default: %(default)s)")
+    parser.add_argument("--cv", type=int, default=5,
+                        help="folds for choosing alpha in the himalaya references; scikit-learn uses leave-one-out "
+                        "(default: %(default)s)")
+    parser.add_argument("--ours-cv", type=_ours_cv, default="gcv",
+                        help="how ours chooses alpha: 'gcv' (generalised cross-validation), 'loo' or a number of "
+                        "folds (default: %(default)s)")
+    parser.add_argument("--pca-method", choices=("auto", "gram", "randomized"), default="auto",
+                        help="encoders.pca.PCA method of ours.pca_ridge (default: %(default)s)")
     parser.add_argument("--components", type=int, default=100, help="PCA components of ours.pca_ridge "
                         "(default: %(default)s, as the project's default encoder setting)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
@@ -267,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                         n_targets=args.targets, seed=args.seed)
         base = Problem(store=store, backbone="synthetic", layer="planted", fmri_file=fmri_file,
                        n_train=args.n_train, val_start=args.n_train, n_val=args.n_val, n_features=n_features,
-                       n_targets=args.targets, alphas=alphas, cv=args.cv, components=args.components,
+                       n_targets=args.targets, alphas=alphas, cv=args.cv, ours_cv=args.ours_cv,
+                       pca_method=args.pca_method, components=args.components,
                        dtype=args.dtype, device=args.device)
         sizes = sorted({args.targets, args.ref_targets}, reverse=True)
         for method in args.methods:
@@ -312,8 +330,8 @@ def _add_ratios(rows: list[dict[str, Any]], args: argparse.Namespace, gflops: di
                 row[f"x_{ours.removeprefix('ours.')}"] = elapsed / match["seconds"]
         if row["method"] in OURS and row["seconds"]:
             flops = ours_flops(row["method"], n_train=args.n_train, n_val=args.n_val, n_features=row["n_features"],
-                               n_targets=row["n_targets"], n_alphas=int(args.alphas[2]), cv=args.cv,
-                               components=args.components)
+                               n_targets=row["n_targets"], n_alphas=int(args.alphas[2]), cv=args.ours_cv,
+                               components=args.components, pca_method=row.get("pca_method", "gram"))
             row["flops"] = flops
             row["limit_s"] = flops["total"] / (gflops[args.dtype] * 1e9)
             row["x_limit"] = row["seconds"] / row["limit_s"]
