@@ -228,7 +228,7 @@ def prepare_data(cache: Path, *, n_rows: int, n_features: int, n_targets: int, s
     return store, str(fmri_file)
 
 
-def _ours_cv(text: str) -> int | str:
+def ours_cv(text: str) -> int | str:
     """``--ours-cv``: 'gcv', 'loo' or an int number of folds."""
     return text if text in ("gcv", "loo") else int(text)
 
@@ -249,7 +249,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cv", type=int, default=5,
                         help="folds for choosing alpha in the himalaya references; scikit-learn uses leave-one-out "
                         "(default: %(default)s)")
-    parser.add_argument("--ours-cv", type=_ours_cv, default="gcv",
+    parser.add_argument("--ours-cv", type=ours_cv, default="gcv",
                         help="how ours chooses alpha: 'gcv' (generalised cross-validation), 'loo' or a number of "
                         "folds (default: %(default)s)")
     parser.add_argument("--pca-method", choices=("auto", "gram", "randomized"), default="auto",

@@ -23,7 +23,7 @@ from typing import Any, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.encoder_flops import ours_flops  # noqa: E402
-from bench.encoders import DEFAULT_CACHE, OURS, Problem, prepare_data, time_method  # noqa: E402
+from bench.encoders import DEFAULT_CACHE, OURS, Problem, ours_cv, prepare_data, time_method  # noqa: E402
 from bench.results import (  # noqa: E402
     add_common_arguments,
     check_device,
@@ -45,7 +45,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--method", choices=OURS, default="ours.pca_ridge", help="encoder (default: %(default)s)")
     parser.add_argument("--components", type=int, default=100, help="PCA components (default: %(default)s)")
     parser.add_argument("--alphas", type=int, default=10, help="alphas, np.logspace(0, 8, n) (default: %(default)s)")
-    parser.add_argument("--cv", type=int, default=5, help="folds (default: %(default)s)")
+    parser.add_argument("--cv", type=ours_cv, default="gcv",
+                        help="how alpha is chosen: 'gcv', 'loo' or a number of folds (default: %(default)s)")
+    parser.add_argument("--pca-method", choices=("auto", "gram", "randomized"), default="auto",
+                        help="encoders.pca.PCA method (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="precision of ours (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run (default: %(default)s)")
@@ -100,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     alphas = tuple(float(a) for a in np.logspace(0, 8, args.alphas))
     base = Problem(store=store, backbone="synthetic", layer="planted", fmri_file=fmri_file, n_train=n_max,
                    val_start=n_max, n_val=args.n_val, n_features=args.features, n_targets=t_max, alphas=alphas,
-                   cv=args.cv, components=args.components, dtype=args.dtype, device=args.device)
+                   cv=5, ours_cv=args.cv, pca_method=args.pca_method, components=args.components, dtype=args.dtype,
+                   device=args.device)
     grid = [("n", n, t_max) for n in sorted(args.n_train)] + [("t", n_max, t) for t in sorted(args.targets)]
     rows, measured = [], {}
     for sweep, n_train, n_targets in grid:
@@ -111,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                        timeout=args.timeout)
         result = measured[n_train, n_targets]
         flops = ours_flops(args.method, n_train=n_train, n_val=args.n_val, n_features=args.features,
-                           n_targets=n_targets, n_alphas=args.alphas, cv=args.cv, components=args.components)
+                           n_targets=n_targets, n_alphas=args.alphas, cv=args.cv, components=args.components,
+                           pca_method=result.get("pca_method", "gram"))
         rows.append({"sweep": sweep, "n_train": n_train, "n_targets": n_targets, "seconds": result["seconds"],
                      "all_s": result.get("all_s"), "median_r": result.get("median_r"),
                      "peak_rss_gb": result.get("peak_rss_gb"), "status": result["status"],
@@ -119,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      "x_limit": result["seconds"] / (flops["total"] / (gflops * 1e9)) if result["seconds"] else None})
     print(format_table(rows, ["sweep", "n_train", "n_targets", "seconds", "limit_s", "x_limit", "median_r",
                               "peak_rss_gb", "status"]))
-    title = (f"{args.method}, p={args.features}, k={args.components}, {args.alphas} alphas, {args.cv}-fold, "
+    selection = f"{args.cv}-fold" if isinstance(args.cv, int) else args.cv.upper()
+    title = (f"{args.method}, p={args.features}, k={args.components}, {args.alphas} alphas, {selection}, "
              f"{args.dtype}; {machine['cpu_model']}, {machine['cores']} cores, {machine['gpu'] or 'no GPU'}"
              f"{' (quick)' if args.quick else ''}")
     results = {"benchmark": "scaling", "quick": args.quick, "machine": machine, "matmul_gflops": gflops,
