@@ -77,11 +77,12 @@ def pca_flops(n_train: int, n_val: int, n_features: int, components: int, method
 
 
 def ours_flops(method: str, *, n_train: int, n_val: int, n_features: int, n_targets: int, n_alphas: int,
-               cv: int | str, components: int, pca_method: str = "gram") -> dict[str, float]:
+               cv: int | str, components: int, pca_method: str = "gram", pca_n_iter: int = 0) -> dict[str, float]:
     """Flops of one benchmark run of ``method`` ("ours.pca_ridge" or "ours.kernel_ridge"), by step and "total";
-    ``pca_method`` is the method ``encoders.pca.PCA`` resolved to."""
+    ``pca_method`` and ``pca_n_iter`` are what ``encoders.pca.PCA`` resolved to (``method_``, ``n_iter_``)."""
     if method == "ours.pca_ridge":
-        steps = {f"pca_{k}": v for k, v in pca_flops(n_train, n_val, n_features, components, pca_method).items()}
+        pca = pca_flops(n_train, n_val, n_features, components, pca_method, n_iter=pca_n_iter)
+        steps = {f"pca_{k}": v for k, v in pca.items()}
         ridge = ridge_cv_flops(n_train, n_val, components, n_targets, n_alphas, cv, kernel=False)
     elif method == "ours.kernel_ridge":
         steps = {"gram": 2.0 * n_train**2 * n_features, "cross_gram_val": 2.0 * n_val * n_train * n_features}

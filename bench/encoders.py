@@ -115,7 +115,7 @@ def ours_pca_ridge(problem: Problem, train: Any, val: Any, y_train: np.ndarray, 
     z_val = pca.transform(val)
     ridge = RidgeCV(alphas=problem.alphas, cv=problem.ours_cv, backend=backend, dtype=problem.dtype)
     ridge.fit(z_train, y_train)
-    facts = {**_alpha_edges(ridge.best_alphas_, problem.alphas), "pca_method": pca.method_}
+    facts = {**_alpha_edges(ridge.best_alphas_, problem.alphas), "pca_method": pca.method_, "pca_n_iter": pca.n_iter_}
     return pearson_r(y_val, ridge.predict(z_val)), facts
 
 
@@ -260,6 +260,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="precision of ours (default: %(default)s, the estimators' default)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="METHOD",
                         help=f"methods to run, of {', '.join(METHODS)} (default: all)")
+    parser.add_argument("--ref-repeats", type=int, default=None,
+                        help="repeats of the references and the devkit (default: --repeats)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds before a run is stopped and reported as a lower bound (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)")
@@ -295,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if not wanted:
                     continue
                 print(f"p={n_features} t={n_targets} {method} ...", flush=True)
-                result = time_method(method, replace(base, n_targets=n_targets), repeats=args.repeats,
+                repeats = args.repeats if method in OURS else (args.ref_repeats or args.repeats)
+                result = time_method(method, replace(base, n_targets=n_targets), repeats=repeats,
                                      timeout=args.timeout)
                 rows.append(result)
                 print(f"  {result['status']}: {result.get('seconds')} s, median r {result.get('median_r')}",
@@ -331,7 +334,8 @@ def _add_ratios(rows: list[dict[str, Any]], args: argparse.Namespace, gflops: di
         if row["method"] in OURS and row["seconds"]:
             flops = ours_flops(row["method"], n_train=args.n_train, n_val=args.n_val, n_features=row["n_features"],
                                n_targets=row["n_targets"], n_alphas=int(args.alphas[2]), cv=args.ours_cv,
-                               components=args.components, pca_method=row.get("pca_method", "gram"))
+                               components=args.components, pca_method=row.get("pca_method", "gram"),
+                               pca_n_iter=row.get("pca_n_iter", 0))
             row["flops"] = flops
             row["limit_s"] = flops["total"] / (gflops[args.dtype] * 1e9)
             row["x_limit"] = row["seconds"] / row["limit_s"]

@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = measured[n_train, n_targets]
         flops = ours_flops(args.method, n_train=n_train, n_val=args.n_val, n_features=args.features,
                            n_targets=n_targets, n_alphas=args.alphas, cv=args.cv, components=args.components,
-                           pca_method=result.get("pca_method", "gram"))
+                           pca_method=result.get("pca_method", "gram"), pca_n_iter=result.get("pca_n_iter", 0))
         rows.append({"sweep": sweep, "n_train": n_train, "n_targets": n_targets, "seconds": result["seconds"],
                      "all_s": result.get("all_s"), "median_r": result.get("median_r"),
                      "peak_rss_gb": result.get("peak_rss_gb"), "status": result["status"],

@@ -11,6 +11,7 @@ import xarray as xr
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.exceptions import NotFittedError
 
+import encoders.pca as pca_module
 from encoders.pca import PCA, _block_edges, cross_gram_matrix, gram_matrix
 
 BACKENDS = ["numpy", "torch"] + (["torch_cuda"] if torch.cuda.is_available() else [])
@@ -28,6 +29,27 @@ def as_input(X, kind):
     if kind == "xarray":
         return xr.DataArray(da.from_array(X, chunks=(-1, 64)), dims=("nsd_id", "feature"))
     return X
+
+
+class RecordingArray:
+    """A numpy array behind a zarr-like interface (``shape``, ``dtype``, one regular ``chunks`` shape) that records
+    every ``(rows, columns)`` range read, as ``((start, stop), (start, stop))``."""
+
+    def __init__(self, array, chunks):
+        self.array, self.chunks, self.reads = array, chunks, []
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    def __getitem__(self, key):
+        rows, cols = key
+        self.reads.append(tuple(part.indices(size)[:2] for part, size in zip(key, self.shape, strict=True)))
+        return self.array[rows, cols]
 
 
 def assert_matches_sklearn(pca, scores, X, X_new, rtol=1e-5):
@@ -55,6 +77,23 @@ def test_matches_sklearn_pca(backend, method, shape):
     assert pca.method_ == ("covariance" if method == "auto" else method)
     assert scores.shape == (shape[0], 8) and pca.components_.shape == (8, shape[1])
     assert_matches_sklearn(pca, scores, X, as_input(X_new, "dask"))
+
+
+@pytest.mark.parametrize(("shape", "k", "method", "iterations"), [
+    ((600, 2000), 10, "randomized", 7), ((600, 2000), 100, "randomized", 4), ((600, 2000), 480, "gram", None),
+    ((2000, 300), 240, "covariance", None), ((300, 400), 5, "gram", None),
+])
+def test_auto_follows_sklearn_svd_solver_auto(shape, k, method, iterations):
+    """scikit-learn's rule: randomized for few components of a matrix with a side > 500 (7 power iterations below
+    a tenth of the smaller side, else 4); exact otherwise. The ``auto`` choice gives what asking for it gives."""
+    X = low_rank_data(*shape)
+    auto = PCA(k, backend="numpy").fit(X)
+    assert auto.method_ == method
+    explicit = PCA(k, method=method, backend="numpy", **({"n_iter": iterations} if iterations else {})).fit(X)
+    np.testing.assert_array_equal(auto.singular_values_, explicit.singular_values_)
+    if iterations:  # another iteration count gives other bits
+        other = PCA(k, method=method, backend="numpy", n_iter=iterations - 1).fit(X)
+        assert not np.array_equal(auto.singular_values_, other.singular_values_)
 
 
 @pytest.mark.parametrize("kind", ["numpy", "xarray"])
@@ -146,3 +185,51 @@ def test_streams_a_lazy_float16_layer_with_bounded_memory():
     assert peak < dense_float32 / 4, f"peak {peak / 2**20:.0f} MiB for a {dense_float32 / 2**20:.0f} MiB layer"
     assert abs(np.corrcoef(scores[:, 0], planted)[0, 1]) > 0.99
     assert pca.explained_variance_ratio_[0] > 0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transform_reads_each_row_once_in_full_width_chunk_aligned_blocks(backend):
+    """A layer stored in (16 rows x 64 columns) chunks: transform reads whole-chunk row blocks of at most
+    ``block_size`` rows, every row once and every column each time (a column block would decode each chunk once
+    per block), and matches sklearn."""
+    X = low_rank_data(90, 300)
+    X_new = low_rank_data(100, 300, seed=5)
+    reference = SkPCA(7, svd_solver="full").fit(X)
+    pca = PCA(7, method="gram", backend=backend, block_size=40).fit(X)
+    signs = np.sign(np.sum(pca.components_ * reference.components_, axis=1))
+    stored = RecordingArray(X_new, chunks=(16, 64))
+    scores = pca.transform(stored)
+    np.testing.assert_allclose(scores * signs, reference.transform(X_new), atol=1e-10)
+    assert stored.reads == [((0, 32), (0, 300)), ((32, 64), (0, 300)), ((64, 100), (0, 300))]
+    stored.reads.clear()
+    np.testing.assert_allclose(PCA(7, backend=backend).fit(X).transform(stored), scores, atol=1e-10)
+    assert stored.reads == [((0, 100), (0, 300))]  # default: one ~64 MiB block holds all rows
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_randomized_in_memory_and_streamed_agree(backend, monkeypatch):
+    """The centred matrix under the in-memory budget is read once; over it each power iteration is one more
+    pass. Both give the same fit, close to sklearn on a decaying spectrum."""
+    rng = np.random.default_rng(2)
+    X = (rng.standard_normal((80, 30)) / np.arange(1, 31)) @ rng.standard_normal((30, 500)) * 3
+    X += rng.standard_normal((80, 500)) * 0.1 + 1
+    X_new = rng.standard_normal((6, 500))
+
+    def fit(budget):
+        monkeypatch.setattr(pca_module, "_IN_MEMORY_BYTES", budget)
+        stored = RecordingArray(X, chunks=(80, 64))
+        pca = PCA(6, method="randomized", backend=backend, block_size=128, n_iter=4)
+        scores = pca.fit_transform(stored)
+        return pca, scores, len(stored.reads)
+
+    in_memory, scores, reads_in_memory = fit(2 * 2**30)
+    streamed, streamed_scores, reads_streamed = fit(1024)
+    assert reads_in_memory == 4 and reads_streamed == 4 * (4 + 2)  # 4 column blocks of <= 128: one pass vs 6
+    for name in ["explained_variance_", "explained_variance_ratio_", "singular_values_", "mean_", "components_"]:
+        np.testing.assert_allclose(getattr(streamed, name), getattr(in_memory, name), rtol=1e-10, atol=1e-10,
+                                   err_msg=name)
+    np.testing.assert_allclose(streamed_scores, scores, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(streamed.transform(X_new), in_memory.transform(X_new), rtol=1e-10, atol=1e-10)
+    reference = SkPCA(6, svd_solver="full").fit(X)
+    np.testing.assert_allclose(in_memory.explained_variance_, reference.explained_variance_, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(in_memory.components_), np.abs(reference.components_), atol=1e-5)
