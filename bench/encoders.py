@@ -50,6 +50,7 @@ from bench.encoder_flops import devkit_flops, ours_flops  # noqa: E402
 from bench.isolated import run_isolated  # noqa: E402
 from bench.results import (  # noqa: E402
     add_common_arguments,
+    alpha_selection,
     check_device,
     format_table,
     parse_with_quick,
@@ -228,11 +229,6 @@ def prepare_data(cache: Path, *, n_rows: int, n_features: int, n_targets: int, s
     return store, str(fmri_file)
 
 
-def ours_cv(text: str) -> int | str:
-    """``--ours-cv``: 'gcv', 'loo' or an int number of folds."""
-    return text if text in ("gcv", "loo") else int(text)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-train", type=int, default=9000, help="training images (default: %(default)s)")
@@ -249,7 +245,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cv", type=int, default=5,
                         help="folds for choosing alpha in the himalaya references; scikit-learn uses leave-one-out "
                         "(default: %(default)s)")
-    parser.add_argument("--ours-cv", type=ours_cv, default="gcv",
+    parser.add_argument("--ours-cv", type=alpha_selection, default="gcv",
                         help="how ours chooses alpha: 'gcv' (generalised cross-validation), 'loo' or a number of "
                         "folds (default: %(default)s)")
     parser.add_argument("--pca-method", choices=("auto", "gram", "randomized"), default="auto",

@@ -35,6 +35,7 @@ import psutil  # noqa: E402
 from bench.isolated import run_isolated  # noqa: E402
 from bench.results import (  # noqa: E402
     add_common_arguments,
+    alpha_selection,
     check_device,
     format_table,
     parse_with_quick,
@@ -58,7 +59,7 @@ class Job:
     val_rows: int
     components: int
     alphas: tuple[float, ...]
-    cv: int
+    cv: int | str
     backend: str
 
 
@@ -128,7 +129,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", type=int, default=40000, help="vertices (default: %(default)s)")
     parser.add_argument("--components", type=int, default=100, help="PCA components (default: %(default)s)")
     parser.add_argument("--alphas", type=int, default=10, help="alphas, np.logspace(0, 8, n) (default: %(default)s)")
-    parser.add_argument("--cv", type=int, default=5, help="folds (default: %(default)s)")
+    parser.add_argument("--cv", type=alpha_selection, default="gcv",
+                        help="how alpha is chosen: 'gcv', 'loo' or a number of folds (default: %(default)s)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="methods to run (default: all)")
     parser.add_argument("--limit-gb", type=float, default=6.0, help="goal for the peak RSS (default: %(default)s)")

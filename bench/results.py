@@ -34,6 +34,11 @@ def parse_with_quick(parser: argparse.ArgumentParser, argv: Sequence[str] | None
     return args
 
 
+def alpha_selection(text: str) -> int | str:
+    """Argument type of ``--cv`` / ``--ours-cv``: 'gcv', 'loo' or a number of folds."""
+    return text if text in ("gcv", "loo") else int(text)
+
+
 def check_device(device: str) -> None:
     """Refuse ``--device cuda`` on a machine without CUDA, naming what torch sees."""
     import torch

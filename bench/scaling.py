@@ -23,9 +23,10 @@ from typing import Any, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.encoder_flops import ours_flops  # noqa: E402
-from bench.encoders import DEFAULT_CACHE, OURS, Problem, ours_cv, prepare_data, time_method  # noqa: E402
+from bench.encoders import DEFAULT_CACHE, OURS, Problem, prepare_data, time_method  # noqa: E402
 from bench.results import (  # noqa: E402
     add_common_arguments,
+    alpha_selection,
     check_device,
     format_table,
     parse_with_quick,
@@ -45,7 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--method", choices=OURS, default="ours.pca_ridge", help="encoder (default: %(default)s)")
     parser.add_argument("--components", type=int, default=100, help="PCA components (default: %(default)s)")
     parser.add_argument("--alphas", type=int, default=10, help="alphas, np.logspace(0, 8, n) (default: %(default)s)")
-    parser.add_argument("--cv", type=ours_cv, default="gcv",
+    parser.add_argument("--cv", type=alpha_selection, default="gcv",
                         help="how alpha is chosen: 'gcv', 'loo' or a number of folds (default: %(default)s)")
     parser.add_argument("--pca-method", choices=("auto", "gram", "randomized"), default="auto",
                         help="encoders.pca.PCA method (default: %(default)s)")
