@@ -31,17 +31,23 @@ def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n
                    kernel: bool) -> dict[str, float]:
     """Ridge as in ``encoders.ridge._solvers``, then the prediction of ``n_val`` rows. K-fold (``cv`` an int): per
     fold one decomposition, U^T Y once, one product per alpha, then the refit on all rows. ``"gcv"``: one
-    decomposition of all rows, U^T Y once, the coefficients from the same projection (per-alpha work is O(r t)).
+    decomposition of all rows, U^T Y once, the weights from the same projection (per-alpha work is O(r t)).
+    Primal: ``RidgeCV`` forms ``coef_`` (p r t); kernel: ``KernelRidgeCV`` keeps the factors and predicts as
+    ``(K_val U) W`` (n_val n r + n_val r t), never forming the dual coefficients.
 
     ``design_width`` is the number of features (primal, SVD) or ignored (kernel, eigh of the training kernel).
     """
     rank_full = n_rows if kernel else min(n_rows, design_width)
     decompose = (lambda m: eigh_flops(m)) if kernel else (lambda m: svd_flops(m, design_width))
-    coef_rows = n_rows if kernel else design_width
-    predict = {"predict": 2.0 * n_val * coef_rows * n_targets}
+    if kernel:
+        coef = {}
+        predict = {"predict": 2.0 * n_val * n_rows * rank_full + 2.0 * n_val * rank_full * n_targets}
+    else:
+        coef = {"coef": 2.0 * design_width * rank_full * n_targets}
+        predict = {"predict": 2.0 * n_val * design_width * n_targets}
     if cv == "gcv":
         return {"decomposition": decompose(n_rows), "projection_UtY": 2.0 * n_rows * rank_full * n_targets,
-                "coef": 2.0 * coef_rows * rank_full * n_targets, **predict}
+                **coef, **predict}
     if cv == "loo":
         raise ValueError("flops of cv='loo' are not counted; use 'gcv' or a number of folds")
     train, held = n_rows * (cv - 1) // cv, n_rows // cv
@@ -53,7 +59,8 @@ def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n
         "cv_projections_UtY": cv * 2.0 * train * rank * n_targets,
         "cv_alpha_predictions": cv * n_alphas * 2.0 * held * rank * n_targets,
         "refit_decomposition": decompose(n_rows),
-        "refit_projection_and_coef": 2.0 * n_rows * rank_full * n_targets + 2.0 * coef_rows * rank_full * n_targets,
+        "refit_projection_UtY": 2.0 * n_rows * rank_full * n_targets,
+        **{f"refit_{k}": v for k, v in coef.items()},
         **predict,
     }
 

@@ -86,9 +86,8 @@ class _BaseRidgeCV(BaseEstimator):
         return dict(fit_intercept=self.fit_intercept, scoring=self.scoring, alpha_per_target=self.alpha_per_target,
                     backend=self.backend, dtype=self.dtype, batch_size=self.batch_size)
 
-    def _set_solution(self, solution: Any, coef_name: str) -> None:
-        """Store a solver's result as learned attributes."""
-        setattr(self, coef_name, solution.coef)
+    def _set_solution(self, solution: Any) -> None:
+        """Store a solver's result (all but the coefficients) as learned attributes."""
         self.intercept_ = solution.intercept
         self.best_alphas_ = solution.best_alphas
         self.cv_scores_ = solution.cv_scores
@@ -186,7 +185,9 @@ class RidgeCV(_BaseRidgeCV):
             raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
         _check_rows(X, Y, "X")
         folds = _resolve_cv(self.cv, X.shape[0])
-        self._set_solution(solver(X, Y, alphas, folds, **self._solver_options()), "coef_")
+        solution = solver(X, Y, alphas, folds, **self._solver_options())
+        self._set_solution(solution)
+        self.coef_ = solution.coef
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -219,6 +220,11 @@ class KernelRidgeCV(_BaseRidgeCV):
     Attributes
     ----------
     dual_coef_ : ndarray of shape (n_samples, n_targets)
+        ``dual_basis_ @ dual_weights_``, formed on access.
+    dual_basis_ : ndarray of shape (n_samples, rank)
+        Eigenvectors of the centred training kernel.
+    dual_weights_ : ndarray of shape (rank, n_targets)
+        Per-target weights on ``dual_basis_`` (the alpha of each target is in them).
     intercept_ : ndarray of shape (n_targets,)
     best_alphas_ : ndarray of shape (n_targets,)
     cv_scores_ : ndarray of shape (n_alphas, n_targets)
@@ -284,12 +290,15 @@ class KernelRidgeCV(_BaseRidgeCV):
             self.X_fit_ = X
         else:
             kernel = np.asarray(X)
-        self._set_solution(solver(kernel, Y, alphas, folds, **self._solver_options()), "dual_coef_")
+        solution = solver(kernel, Y, alphas, folds, **self._solver_options())
+        self._set_solution(solution)
+        self.dual_basis_, self.dual_weights_ = solution.basis, solution.weights
         self.n_samples_fit_ = Y.shape[0]
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted targets ``K(X, X_fit) @ dual_coef_ + intercept_``, ndarray of shape (n_rows, n_targets).
+        """Predicted targets ``K(X, X_fit) @ dual_coef_ + intercept_`` (computed as ``(K dual_basis_)
+        dual_weights_``), ndarray of shape (n_rows, n_targets).
 
         Parameters
         ----------
@@ -305,4 +314,11 @@ class KernelRidgeCV(_BaseRidgeCV):
             if cross.ndim != 2 or cross.shape[1] != self.n_samples_fit_:
                 raise ValueError(f"a precomputed kernel for predict must have shape (n_rows, "
                                  f"{self.n_samples_fit_}); got {cross.shape}")
-        return cross @ self.dual_coef_ + self.intercept_
+        return (cross @ self.dual_basis_) @ self.dual_weights_ + self.intercept_
+
+    @property
+    def dual_coef_(self) -> np.ndarray:
+        """Dual coefficients ``dual_basis_ @ dual_weights_``, shape (n_samples, n_targets), formed on each access
+        (n_samples x rank x n_targets flops; ``predict`` never forms them)."""
+        check_is_fitted(self)
+        return self.dual_basis_ @ self.dual_weights_

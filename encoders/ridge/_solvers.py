@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import ModuleType
 from typing import Any, Literal
 
@@ -27,16 +28,24 @@ Folds = Literal["loo", "gcv"] | Sequence[tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class RidgeSolution:
-    """Result of a cross-validated ridge solver (numpy arrays).
+    """Result of a cross-validated ridge solver (numpy arrays), the coefficients in factored form.
 
-    coef: (n_features, n_targets) primal weights, or (n_samples, n_targets) dual coefficients for kernel solvers;
-    intercept: (n_targets,); best_alphas: (n_targets,); cv_scores: (n_alphas, n_targets), mean validation score.
+    basis: (n_features, rank) primal or (n_samples, rank) dual; weights: (rank, n_targets); intercept:
+    (n_targets,); best_alphas: (n_targets,); cv_scores: (n_alphas, n_targets), mean validation score.
+    Predicting m new rows as ``(new @ basis) @ weights`` costs m rank (width + t) instead of forming ``coef``
+    (width x rank x t, the largest product of a kernel fit with many targets).
     """
 
-    coef: np.ndarray
+    basis: np.ndarray
+    weights: np.ndarray
     intercept: np.ndarray
     best_alphas: np.ndarray
     cv_scores: np.ndarray
+
+    @cached_property
+    def coef(self) -> np.ndarray:
+        """``basis @ weights``: (n_features, n_targets) primal weights or (n_samples, n_targets) dual coefficients."""
+        return self.basis @ self.weights
 
 
 @dataclass(frozen=True)
@@ -208,32 +217,30 @@ def _select_alphas(scores: np.ndarray, alphas: np.ndarray, alpha_per_target: boo
     return np.full(scores.shape[1], np.argmax(shared))
 
 
-def _coef_block(spectrum: _Spectrum, projected: Any, alphas: np.ndarray, best: np.ndarray, xp: ModuleType,
-                dtype: str) -> np.ndarray:
-    """Coefficients of one target batch from its projection ``U^T Y``, each target with alpha ``alphas[best]``:
-    primal ``V diag(s / (s^2 + a)) U^T Y`` when the spectrum has right vectors, else dual
-    ``U diag(1 / (lam + a)) U^T Y``."""
-    primal = spectrum.right is not None
-    basis = spectrum.right if primal else spectrum.left
-    coef = np.empty((basis.shape[0], best.size), dtype=dtype)
-    for i in np.unique(best):
-        members = np.flatnonzero(best == i)
-        scale = spectrum.inverse(alphas[i], xp)
-        if primal:
-            scale = xp.sqrt(spectrum.eigvals) * scale
-        coef[:, members] = xp.to_numpy(xp.matmul(basis, xp.take(projected, members, 1) * scale[:, None]))
-    return coef
+def _weights_block(spectrum: _Spectrum, projected: Any, alphas: np.ndarray, best: np.ndarray, xp: ModuleType,
+                   dtype: str) -> np.ndarray:
+    """Weights of one target batch from its projection ``Z = U^T Y``, each target with alpha ``alphas[best]``:
+    ``diag(s / (s^2 + a)) Z`` on the primal basis V, ``diag(1 / (lam + a)) Z`` on the dual basis U."""
+    scales = xp.asarray(np.stack([xp.to_numpy(spectrum.inverse(alpha, xp)) for alpha in alphas], axis=1), dtype)
+    if spectrum.right is not None:
+        scales = scales * xp.sqrt(spectrum.eigvals)[:, None]
+    return xp.to_numpy(projected * xp.take(scales, best, 1))
+
+
+def _basis(spectrum: _Spectrum, xp: ModuleType) -> np.ndarray:
+    """The basis the weights multiply: right singular vectors (primal) or kernel eigenvectors (dual)."""
+    return xp.to_numpy(spectrum.left if spectrum.right is None else spectrum.right)
 
 
 def _refit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, best: np.ndarray, *, fit_intercept: bool,
            xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
-    """Coefficients on all rows, each target with its alpha (see :func:`_coef_block`)."""
-    coef = np.empty(((spectrum.left if spectrum.right is None else spectrum.right).shape[0], y.shape[1]),
-                    dtype=dtype)
+    """Weights on all rows, each target with its alpha (see :func:`_weights_block`)."""
+    weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype)
     for cols in _target_batches(y.shape[1], y.shape[0], batch_size):
         y_centred, _ = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
-        coef[:, cols] = _coef_block(spectrum, xp.matmul(spectrum.left.T, y_centred), alphas, best[cols], xp, dtype)
-    return coef
+        projected = xp.matmul(spectrum.left.T, y_centred)
+        weights[:, cols] = _weights_block(spectrum, projected, alphas, best[cols], xp, dtype)
+    return weights
 
 
 def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_intercept: bool,
@@ -243,14 +250,14 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
     the leave-one-out error with every leverage replaced by the mean leverage ``df / n``. From ``Z = U^T Y``:
     ``RSS = sum_j (1 - lam_j g_j)^2 Z_j^2 + (|Y|^2 - |Z|^2)`` and ``df = sum_j lam_j g_j (+ 1 for the intercept)``
     with ``g_j = 1 / (lam_j + alpha)``, so each alpha costs O(r t) instead of the O(n r t) of exact LOO, and with
-    an alpha per target the same ``Z`` also gives the coefficients (one ``U^T Y`` product in all). NaN where
+    an alpha per target the same ``Z`` also gives the weights (one ``U^T Y`` product in all). NaN where
     ``df >= n`` (e.g. alpha = 0 with n <= p)."""
     n = y.shape[0]
     shrinks = [spectrum.eigvals * spectrum.inverse(alpha, xp) for alpha in alphas]
     slack = np.array([n - float(xp.to_numpy(xp.sum(shrink))) - (1.0 if fit_intercept else 0.0)
                       for shrink in shrinks])
     scores = np.empty((alphas.size, y.shape[1]))
-    coef = None
+    weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype)
     for cols in _target_batches(y.shape[1], n, batch_size):
         y_centred, _ = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
         projected = xp.matmul(spectrum.left.T, y_centred)
@@ -261,15 +268,13 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
             rss = xp.to_numpy(xp.matmul(keep * keep, squared)) + outside
             scores[i, cols] = -n * rss / slack[i] ** 2 if slack[i] > 0 else np.nan
         if alpha_per_target:
-            block = _coef_block(spectrum, projected, alphas, _select_alphas(scores[:, cols], alphas, True), xp,
-                                dtype)
-            coef = np.empty((block.shape[0], y.shape[1]), dtype=dtype) if coef is None else coef
-            coef[:, cols] = block
+            best = _select_alphas(scores[:, cols], alphas, True)
+            weights[:, cols] = _weights_block(spectrum, projected, alphas, best, xp, dtype)
     best = _select_alphas(scores, alphas, alpha_per_target)
     if not alpha_per_target:
-        coef = _refit(spectrum, y, alphas, best, fit_intercept=fit_intercept, xp=xp, dtype=dtype,
-                      batch_size=batch_size)
-    return scores, best, coef
+        weights = _refit(spectrum, y, alphas, best, fit_intercept=fit_intercept, xp=xp, dtype=dtype,
+                         batch_size=batch_size)
+    return scores, best, weights
 
 
 def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -288,16 +293,27 @@ def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarra
     return x, y
 
 
+def _intercept(y: np.ndarray, row_mean: np.ndarray, basis: np.ndarray, weights: np.ndarray, fit_intercept: bool,
+               dtype: str) -> np.ndarray:
+    """``mean(Y) - mean_row @ coef``, with ``coef = basis @ weights`` never formed; zeros without intercept."""
+    if not fit_intercept:
+        return np.zeros(y.shape[1], dtype=dtype)
+    return (y.mean(axis=0) - (row_mean @ basis) @ weights).astype(dtype)
+
+
 def _cross_validate(fold: Callable, full_spectrum: Callable[[], _Spectrum], y: np.ndarray, alphas: np.ndarray,
                     cv: Folds, *, fit_intercept: bool, scoring: str, alpha_per_target: bool, xp: ModuleType,
-                    dtype: str, batch_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CV scores, chosen alpha indices and refit coefficients (shared by the primal and kernel solvers)."""
+                    dtype: str, batch_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CV scores, chosen alpha indices, and the basis and weights of the refit on all rows (shared by the primal
+    and kernel solvers)."""
     options = dict(fit_intercept=fit_intercept, xp=xp, dtype=dtype, batch_size=batch_size)
     if cv == "gcv":
         if scoring != "neg_mse":
             raise ValueError(f"cv='gcv' estimates the mean squared error and needs scoring='neg_mse'; got "
                              f"scoring={scoring!r}")
-        return _gcv_fit(full_spectrum(), y, alphas, alpha_per_target=alpha_per_target, **options)
+        spectrum = full_spectrum()
+        scores, best, weights = _gcv_fit(spectrum, y, alphas, alpha_per_target=alpha_per_target, **options)
+        return scores, best, _basis(spectrum, xp), weights
     if cv == "loo":
         spectrum = full_spectrum()
         scores = _loo_scores(spectrum, y, alphas, scoring=scoring, **options)
@@ -305,7 +321,7 @@ def _cross_validate(fold: Callable, full_spectrum: Callable[[], _Spectrum], y: n
         scores = _kfold_scores(fold, y, alphas, cv, scoring=scoring, **options)
         spectrum = full_spectrum()
     best = _select_alphas(scores, alphas, alpha_per_target)
-    return scores, best, _refit(spectrum, y, alphas, best, **options)
+    return scores, best, _basis(spectrum, xp), _refit(spectrum, y, alphas, best, **options)
 
 
 def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
@@ -350,11 +366,11 @@ def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_in
     def fold(train: np.ndarray, val: np.ndarray) -> tuple[_Spectrum, Any]:
         return _primal_fold(x, train, val, fit_intercept, xp)
 
-    scores, best, coef = _cross_validate(
+    scores, best, basis, weights = _cross_validate(
         fold, lambda: _svd_spectrum(x - x_mean, xp), Y, alphas, cv, fit_intercept=fit_intercept,
         scoring=scoring, alpha_per_target=alpha_per_target, xp=xp, dtype=dtype, batch_size=batch_size)
-    intercept = (Y.mean(axis=0) - xp.to_numpy(x_mean) @ coef) if fit_intercept else np.zeros(Y.shape[1])
-    return RidgeSolution(coef, intercept.astype(dtype), alphas[best], scores)
+    return RidgeSolution(basis, weights, _intercept(Y, xp.to_numpy(x_mean), basis, weights, fit_intercept, dtype),
+                         alphas[best], scores)
 
 
 def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
@@ -379,7 +395,7 @@ def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *
     Returns
     -------
     RidgeSolution
-        ``coef`` holds the dual coefficients, shape (n_samples, n_targets).
+        ``coef`` (``basis @ weights``) holds the dual coefficients, shape (n_samples, n_targets).
     """
     K, Y = _check_problem(K, Y, scoring, "K")
     if K.shape[0] != K.shape[1]:
@@ -393,11 +409,11 @@ def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *
     def full_spectrum() -> _Spectrum:
         return _kernel_spectrum(_centre_kernel(kernel, None, xp)[0] if fit_intercept else kernel, xp)
 
-    scores, best, dual = _cross_validate(
+    scores, best, basis, weights = _cross_validate(
         fold, full_spectrum, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
         alpha_per_target=alpha_per_target, xp=xp, dtype=dtype, batch_size=batch_size)
-    intercept = (Y.mean(axis=0) - K.mean(axis=0) @ dual) if fit_intercept else np.zeros(Y.shape[1])
-    return RidgeSolution(dual, intercept.astype(dtype), alphas[best], scores)
+    return RidgeSolution(basis, weights, _intercept(Y, K.mean(axis=0), basis, weights, fit_intercept, dtype),
+                         alphas[best], scores)
 
 
 def solve_ridge_cv_gram(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
@@ -414,11 +430,9 @@ def solve_ridge_cv_gram(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_i
     solution = solve_kernel_ridge_cv_eigh(kernel, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
                                           alpha_per_target=alpha_per_target, backend=xp, dtype=dtype,
                                           batch_size=batch_size)
-    coef = np.empty((X.shape[1], Y.shape[1]), dtype=dtype)
-    for cols in _target_batches(Y.shape[1], X.shape[1], batch_size):
-        coef[:, cols] = xp.to_numpy(xp.matmul(x.T, xp.asarray(solution.coef[:, cols], dtype)))
-    intercept = (Y.mean(axis=0) - xp.to_numpy(x_mean) @ coef) if fit_intercept else np.zeros(Y.shape[1])
-    return RidgeSolution(coef, intercept.astype(dtype), solution.best_alphas, solution.cv_scores)
+    basis = xp.to_numpy(xp.matmul(x.T, xp.asarray(solution.basis, dtype)))
+    intercept = _intercept(Y, xp.to_numpy(x_mean), basis, solution.weights, fit_intercept, dtype)
+    return RidgeSolution(basis, solution.weights, intercept, solution.best_alphas, solution.cv_scores)
 
 
 RIDGE_SOLVERS: dict[str, Callable[..., RidgeSolution]] = {

@@ -76,7 +76,10 @@ def test_kernel_ridgecv_streams_dask_and_xarray_and_matches_precomputed():
     from_xarray = KernelRidgeCV(ALPHAS, cv="loo", backend="torch").fit(labelled, Y)
     gram, mean = gram_matrix(X, backend="numpy")
     precomputed = KernelRidgeCV(ALPHAS, kernel="precomputed", cv="loo", backend="numpy").fit(gram, Y)
-    expected = precomputed.predict(cross_gram_matrix(X_new, X, mean, backend="numpy"))
+    cross = cross_gram_matrix(X_new, X, mean, backend="numpy")
+    expected = precomputed.predict(cross)
+    assert precomputed.dual_coef_.shape == (70, 8)
+    np.testing.assert_allclose(cross @ precomputed.dual_coef_ + precomputed.intercept_, expected, rtol=1e-8)
     np.testing.assert_allclose(from_dask.predict(da.from_array(X_new, chunks=(9, 50))), expected, rtol=1e-8)
     np.testing.assert_allclose(from_xarray.predict(xr.DataArray(X_new, dims=("nsd_id", "feature"))), expected,
                                rtol=1e-8)
