@@ -257,7 +257,7 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
     slack = np.array([n - float(xp.to_numpy(xp.sum(shrink))) - (1.0 if fit_intercept else 0.0)
                       for shrink in shrinks])
     scores = np.empty((alphas.size, y.shape[1]))
-    weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype)
+    weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype) if alpha_per_target else None
     for cols in _target_batches(y.shape[1], n, batch_size):
         y_centred, _ = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
         projected = xp.matmul(spectrum.left.T, y_centred)
