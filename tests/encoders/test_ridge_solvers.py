@@ -107,15 +107,6 @@ def test_gcv_shared_alpha_maximises_the_mean_score(solver):
     np.testing.assert_allclose(predict(X), Ridge(alpha=best).fit(X, Y).predict(X), rtol=1e-4, atol=1e-8)
 
 
-def test_gcv_alpha_zero_without_residual_degrees_of_freedom_is_never_chosen():
-    X, Y = make_problem(30, 60, 4, seed=6)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        solution, _ = solve("svd", X, Y, [0.0, 1.0, 10.0], "gcv", backend="numpy")
-    assert np.all(np.isnan(solution.cv_scores[0]))
-    assert np.all(solution.best_alphas > 0)
-
-
 @functools.cache
 def grid_search_reference(n, p):
     """sklearn's k-fold search, one target at a time: (X, Y, folds, X_new, mean fold scores, alphas, predictions)."""
@@ -166,11 +157,13 @@ def test_alpha_zero_is_least_squares(backend, solver, n, p):
     np.testing.assert_allclose(predict(X_new), reference.predict(X_new), rtol=1e-6, atol=1e-8)
 
 
-def test_leave_one_out_alpha_zero_with_full_leverage_is_never_chosen():
+@pytest.mark.parametrize("cv", ["loo", "gcv"])
+def test_closed_form_cv_never_chooses_alpha_zero_with_full_leverage(cv):
+    """n <= p: alpha = 0 interpolates (leverage 1 for LOO, no residual degrees of freedom for GCV), scored NaN."""
     X, Y = make_problem(30, 60, 4, seed=6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        solution, _ = solve("svd", X, Y, [0.0, 1.0, 10.0], "loo", backend="numpy")
+        solution, _ = solve("svd", X, Y, [0.0, 1.0, 10.0], cv, backend="numpy")
     assert np.all(np.isnan(solution.cv_scores[0]))
     assert np.all(solution.best_alphas > 0)
 
