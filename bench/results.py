@@ -36,7 +36,9 @@ def parse_with_quick(parser: argparse.ArgumentParser, argv: Sequence[str] | None
 
 def alpha_selection(text: str) -> int | str:
     """Argument type of ``--cv`` / ``--ours-cv``: 'gcv', 'loo' or a number of folds."""
-    return text if text in ("gcv", "loo") else int(text)
+    from encoders.ridge import CLOSED_FORM_CV
+
+    return text if text in CLOSED_FORM_CV else int(text)
 
 
 def check_device(device: str) -> None:

@@ -68,7 +68,9 @@ def _pca(text: str) -> int | None:
 
 
 def _cv(text: str) -> int | str:
-    if text in ("loo", "gcv"):
+    from encoders.ridge import CLOSED_FORM_CV
+
+    if text in CLOSED_FORM_CV:
         return text
     try:
         return int(text)

@@ -34,7 +34,7 @@ from encoders.challenge import (
     subject_number,
 )
 from encoders.pca import PCA
-from encoders.ridge import KernelRidgeCV, RidgeCV
+from encoders.ridge import CLOSED_FORM_CV, KernelRidgeCV, RidgeCV
 from encoders.scoring import noise_normalized_score, pearson_r, roi_medians
 from encoders.splits import devkit_split
 from featurestore.store import open_features, open_store
@@ -98,7 +98,7 @@ class EncoderSetting:
             raise ValueError(f"Unknown solver={self.solver!r} in EncoderSetting; expected one of {list(SOLVERS)}")
         if not self.alphas or min(self.alphas) < 0 or not np.all(np.isfinite(self.alphas)):
             raise ValueError(f"Invalid alphas={self.alphas!r} in EncoderSetting; expected finite values >= 0")
-        if self.cv not in ("loo", "gcv") and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
+        if self.cv not in CLOSED_FORM_CV and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
                                              or self.cv < 2):
             raise ValueError(f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'")
         if self.name is not None and not re.fullmatch(r"[\w.+-]+", self.name):

@@ -2,6 +2,7 @@
 
 from ._estimators import DEFAULT_ALPHAS, KernelRidgeCV, RidgeCV
 from ._solvers import (
+    CLOSED_FORM_CV,
     KERNEL_RIDGE_SOLVERS,
     RIDGE_SOLVERS,
     RidgeSolution,
@@ -11,6 +12,7 @@ from ._solvers import (
 )
 
 __all__ = [
+    "CLOSED_FORM_CV",
     "DEFAULT_ALPHAS",
     "KERNEL_RIDGE_SOLVERS",
     "KernelRidgeCV",

@@ -16,6 +16,7 @@ from ..pca import cross_gram_matrix, gram_matrix
 from ..scoring import pearson_r
 from ..splits import kfold
 from ._solvers import (
+    CLOSED_FORM_CV,
     KERNEL_RIDGE_SOLVERS,
     RIDGE_SOLVERS,
     SCORINGS,
@@ -28,7 +29,7 @@ DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
 _SHARED_CONSTRAINTS: dict = {
     "alphas": ["array-like"],
-    "cv": [StrOptions({"loo", "gcv"}), "cv_object"],
+    "cv": [StrOptions(set(CLOSED_FORM_CV)), "cv_object"],
     "fit_intercept": ["boolean"],
     "alpha_per_target": ["boolean"],
     "solver": [str],
@@ -40,8 +41,8 @@ _SHARED_CONSTRAINTS: dict = {
 
 
 def _resolve_cv(cv: Any, n_samples: int) -> Folds:
-    """``"loo"`` (also for None, as in sklearn), ``"gcv"`` or explicit (train, val) pairs from an int (seeded shuffled
-    k-fold), a splitter with ``split`` or an iterable of pairs."""
+    """``"loo"`` (also for None, as in sklearn), ``"gcv"`` or explicit (train, val) pairs from an int (seeded
+    shuffled k-fold), a splitter with ``split`` or an iterable of pairs."""
     if cv is None or isinstance(cv, str):
         return check_folds("loo" if cv is None else cv, n_samples)
     if isinstance(cv, Integral):

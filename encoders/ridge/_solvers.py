@@ -22,7 +22,7 @@ from ..backend import get_backend
 from ..scoring import pearson_r
 
 SCORINGS = ("neg_mse", "r")
-CLOSED_FORM_CV = ("loo", "gcv")
+CLOSED_FORM_CV = ("loo", "gcv")  # alpha selection without folds: exact leave-one-out, generalised CV
 Folds = Literal["loo", "gcv"] | Sequence[tuple[np.ndarray, np.ndarray]]
 
 
