@@ -79,6 +79,10 @@ _COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 _MISSING_ID = -1
 INNER_CHUNK_BYTES = 2**20  # target uncompressed size of one inner chunk (chunk_rows x feature_block) of a wide layer
 SHARD_MIN_BLOCKS = 4  # a layer is sharded when its rows span more than this many feature blocks
+# A dask task that reads a layer covers whole stored row chunks, grouped while a full-width band stays within this
+# many bytes: each zarr read call has a fixed cost of a few ms, so one task per 1 MB inner chunk read a 9,000 x
+# 9,216 float16 layer at half the speed of 1,536-row tasks.
+READ_TASK_BYTES = 32 * 2**20
 
 
 class ProvenanceError(ValueError):
@@ -203,6 +207,14 @@ def storage_chunking(n_features: int, chunk_rows: int, dtype: str) -> dict[str, 
         return {"layout": "plain", "chunks": [chunk_rows, n_features]}
     return {"layout": "sharded", "shards": [chunk_rows, math.ceil(n_features / feature_block) * feature_block],
             "chunks": [chunk_rows, feature_block]}
+
+
+def _read_chunks(array: zarr.Array) -> tuple[int, int]:
+    """Dask chunks for reading a layer: the stored (inner, when sharded) chunk's columns, so a column block decodes
+    only its own chunks, and as many whole row chunks as fit in a full-width band of ``READ_TASK_BYTES``."""
+    rows, cols = array.chunks
+    band = rows * array.shape[1] * array.dtype.itemsize
+    return rows * max(1, READ_TASK_BYTES // max(band, 1)), cols
 
 
 def _object_rows(array: zarr.Array) -> int:
@@ -390,7 +402,7 @@ class FeatureStore:
         """The layer as a lazy (dask) DataArray of finished rows; see ``open_features``."""
         array = self._layer_array(backbone, layer)
         rows = self._finished_rows(backbone, layer)
-        data = da.from_zarr(array, chunks=array.chunks)  # inner chunks when sharded: column blocks decode alone
+        data = da.from_zarr(array, chunks=_read_chunks(array))
         data = data[: rows.size] if np.array_equal(rows, np.arange(rows.size)) else data[rows]
         layout = self.layout(backbone, layer)
         attrs = {"backbone": backbone, "layer": layer, "feature_shape": list(layout.feature_shape),

@@ -44,6 +44,21 @@ def zeros(shape: int | tuple[int, ...], dtype: str = "float64") -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
+def ascontiguous(x: np.ndarray) -> np.ndarray:
+    """``x`` in row-major memory order (copied only when it is not already, e.g. for a transposed view)."""
+    return np.ascontiguousarray(x)
+
+
+def subtract(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a - b`` (broadcasting), written into ``out`` when given (no new allocation)."""
+    return np.subtract(a, b, out=out)
+
+
+def multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a * b`` (broadcasting), written into ``out`` when given (``out=a`` squares in place)."""
+    return np.multiply(a, b, out=out)
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Matrix product."""
     return np.matmul(a, b)

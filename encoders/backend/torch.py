@@ -56,6 +56,21 @@ def zeros(shape: int | tuple[int, ...], dtype: str = "float64") -> torch.Tensor:
     return torch.zeros(shape, dtype=getattr(torch, dtype), device=device)
 
 
+def ascontiguous(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in row-major memory order (copied only when it is not already, e.g. for a transposed view)."""
+    return x.contiguous()
+
+
+def subtract(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a - b`` (broadcasting), written into ``out`` when given (no new allocation)."""
+    return torch.sub(a, b, out=out)
+
+
+def multiply(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a * b`` (broadcasting), written into ``out`` when given (``out=a`` squares in place)."""
+    return torch.mul(a, b, out=out)
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Matrix product."""
     return torch.matmul(a, b)

@@ -131,7 +131,7 @@ class RidgeCV(_BaseRidgeCV):
     dtype : {"float64", "float32"}, default="float64"
         Precision of the computation and of the learned arrays.
     batch_size : int or None, default=None
-        Targets solved together; None bounds a batch to about 16 M elements.
+        Targets solved together; None bounds the (n_samples, batch) block of targets to 64 MiB.
 
     Attributes
     ----------
@@ -198,7 +198,9 @@ class RidgeCV(_BaseRidgeCV):
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X must have shape (n_samples, {self.n_features_in_}); got {X.shape}")
-        return X @ self.coef_ + self.intercept_
+        prediction = X @ self.coef_
+        prediction += self.intercept_  # in place: no second (n_samples, n_targets) array
+        return prediction
 
 
 class KernelRidgeCV(_BaseRidgeCV):
@@ -315,7 +317,9 @@ class KernelRidgeCV(_BaseRidgeCV):
             if cross.ndim != 2 or cross.shape[1] != self.n_samples_fit_:
                 raise ValueError(f"a precomputed kernel for predict must have shape (n_rows, "
                                  f"{self.n_samples_fit_}); got {cross.shape}")
-        return (cross @ self.dual_basis_) @ self.dual_weights_ + self.intercept_
+        prediction = (cross @ self.dual_basis_) @ self.dual_weights_
+        prediction += self.intercept_
+        return prediction
 
     @property
     def dual_coef_(self) -> np.ndarray:

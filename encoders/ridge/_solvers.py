@@ -22,6 +22,7 @@ from ..backend import get_backend
 from ..scoring import pearson_r
 
 SCORINGS = ("neg_mse", "r")
+_BATCH_BYTES = 2**26
 CLOSED_FORM_CV = ("loo", "gcv")  # alpha selection without folds: exact leave-one-out, generalised CV
 Folds = Literal["loo", "gcv"] | Sequence[tuple[np.ndarray, np.ndarray]]
 
@@ -98,11 +99,28 @@ def check_folds(cv: Any, n_samples: int) -> Folds:
     return folds
 
 
-def _target_batches(n_targets: int, n_rows: int, batch_size: int | None) -> Iterator[slice]:
-    """Consecutive target slices; by default about 16 M elements of an (n_rows, batch) block each."""
-    batch_size = batch_size or max(1, 2**24 // max(n_rows, 1))
+def _target_batches(n_targets: int, n_rows: int, batch_size: int | None, itemsize: int) -> Iterator[slice]:
+    """Consecutive target slices; by default 64 MiB of an (n_rows, batch) block each, whatever the dtype (each
+    batch holds a few blocks of that size: the targets, their projection and the weights)."""
+    batch_size = batch_size or max(1, _BATCH_BYTES // max(n_rows * itemsize, 1))
     for start in range(0, n_targets, batch_size):
         yield slice(start, min(start + batch_size, n_targets))
+
+
+def _centred_batches(y: np.ndarray, rows: Any, fit_intercept: bool, xp: ModuleType, dtype: str,
+                     batch_size: int | None) -> Iterator[tuple[slice, Any, Any]]:
+    """``(cols, block, offset)`` over target batches of ``y[rows]``: the block on the backend, centred if
+    ``fit_intercept`` (offset = column means, else zeros). Every block is written into one scratch buffer, which the
+    caller may overwrite until the next batch: a fresh block of tens of MB per batch would be page-faulted in anew
+    each time, which costs more than the arithmetic on it."""
+    n_rows = len(range(y.shape[0])[rows]) if isinstance(rows, slice) else len(rows)
+    scratch = None
+    for cols in _target_batches(y.shape[1], n_rows, batch_size, np.dtype(dtype).itemsize):
+        block = xp.asarray(y[rows, cols], dtype)
+        if scratch is None:
+            scratch = xp.zeros(tuple(block.shape), dtype)
+        offset = xp.mean(block, axis=0) if fit_intercept else xp.zeros(block.shape[1], dtype)
+        yield cols, xp.subtract(block, offset, out=scratch[:, : block.shape[1]]), offset
 
 
 def _svd_spectrum(x: Any, xp: ModuleType) -> _Spectrum:
@@ -160,14 +178,6 @@ def _score(y_true: Any, y_pred: Any, scoring: str, xp: ModuleType) -> np.ndarray
     return xp.to_numpy(pearson_r(y_true, y_pred, backend=xp))
 
 
-def _centred_targets(y: np.ndarray, rows: Any, cols: slice, fit_intercept: bool, xp: ModuleType, dtype: str
-                     ) -> tuple[Any, Any]:
-    """Targets ``y[rows, cols]`` on the backend, centred if ``fit_intercept``, and the removed offset."""
-    block = xp.asarray(y[rows, cols], dtype)
-    offset = xp.mean(block, axis=0) if fit_intercept else xp.zeros(block.shape[1], dtype)
-    return block - offset, offset
-
-
 def _kfold_scores(fold: Callable[[np.ndarray, np.ndarray], tuple[_Spectrum, Any]], y: np.ndarray,
                   alphas: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], *, fit_intercept: bool,
                   scoring: str, xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
@@ -175,8 +185,7 @@ def _kfold_scores(fold: Callable[[np.ndarray, np.ndarray], tuple[_Spectrum, Any]
     scores = np.zeros((alphas.size, y.shape[1]))
     for train, val in folds:
         spectrum, design = fold(train, val)
-        for cols in _target_batches(y.shape[1], y.shape[0], batch_size):
-            y_train, offset = _centred_targets(y, train, cols, fit_intercept, xp, dtype)
+        for cols, y_train, offset in _centred_batches(y, train, fit_intercept, xp, dtype, batch_size):
             y_val = xp.asarray(y[val, cols], dtype)
             projected = xp.matmul(spectrum.left.T, y_train)
             for i, alpha in enumerate(alphas):
@@ -192,8 +201,7 @@ def _loo_scores(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_i
     n = y.shape[0]
     squared_left = spectrum.left * spectrum.left
     scores = np.empty((alphas.size, y.shape[1]))
-    for cols in _target_batches(y.shape[1], n, batch_size):
-        y_centred, offset = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
+    for cols, y_centred, offset in _centred_batches(y, slice(None), fit_intercept, xp, dtype, batch_size):
         projected = xp.matmul(spectrum.left.T, y_centred)
         for i, alpha in enumerate(alphas):
             shrink = spectrum.eigvals * spectrum.inverse(alpha, xp)
@@ -219,12 +227,13 @@ def _select_alphas(scores: np.ndarray, alphas: np.ndarray, alpha_per_target: boo
 
 def _weights_block(spectrum: _Spectrum, projected: Any, alphas: np.ndarray, best: np.ndarray, xp: ModuleType,
                    dtype: str) -> np.ndarray:
-    """Weights of one target batch from its projection ``Z = U^T Y``, each target with alpha ``alphas[best]``:
+    """Weights of one target batch from its projection ``Z = U^T Y`` (overwritten), each target with alpha
+    ``alphas[best]``:
     ``diag(s / (s^2 + a)) Z`` on the primal basis V, ``diag(1 / (lam + a)) Z`` on the dual basis U."""
     scales = xp.asarray(np.stack([xp.to_numpy(spectrum.inverse(alpha, xp)) for alpha in alphas], axis=1), dtype)
     if spectrum.right is not None:
         scales = scales * xp.sqrt(spectrum.eigvals)[:, None]
-    return xp.to_numpy(projected * xp.take(scales, best, 1))
+    return xp.to_numpy(xp.multiply(projected, xp.take(scales, best, 1), out=projected))
 
 
 def _basis(spectrum: _Spectrum, xp: ModuleType) -> np.ndarray:
@@ -236,8 +245,7 @@ def _refit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, best: np.ndar
            xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
     """Weights on all rows, each target with its alpha (see :func:`_weights_block`)."""
     weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype)
-    for cols in _target_batches(y.shape[1], y.shape[0], batch_size):
-        y_centred, _ = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
+    for cols, y_centred, _ in _centred_batches(y, slice(None), fit_intercept, xp, dtype, batch_size):
         projected = xp.matmul(spectrum.left.T, y_centred)
         weights[:, cols] = _weights_block(spectrum, projected, alphas, best[cols], xp, dtype)
     return weights
@@ -258,11 +266,11 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
                       for shrink in shrinks])
     scores = np.empty((alphas.size, y.shape[1]))
     weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype) if alpha_per_target else None
-    for cols in _target_batches(y.shape[1], n, batch_size):
-        y_centred, _ = _centred_targets(y, slice(None), cols, fit_intercept, xp, dtype)
+    for cols, y_centred, _ in _centred_batches(y, slice(None), fit_intercept, xp, dtype, batch_size):
         projected = xp.matmul(spectrum.left.T, y_centred)
         squared = projected * projected
-        outside = np.clip(xp.to_numpy(xp.sum(y_centred * y_centred, axis=0) - xp.sum(squared, axis=0)), 0.0, None)
+        y_squared = xp.multiply(y_centred, y_centred, out=y_centred)  # the scratch block is not read again
+        outside = np.clip(xp.to_numpy(xp.sum(y_squared, axis=0) - xp.sum(squared, axis=0)), 0.0, None)
         for i, shrink in enumerate(shrinks):
             keep = 1.0 - shrink
             rss = xp.to_numpy(xp.matmul(keep * keep, squared)) + outside
@@ -277,6 +285,16 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
     return scores, best, weights
 
 
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every value is finite. As in scikit-learn, one sum first (O(1) memory: NaN and infinities
+    propagate into it); the element-wise test runs only when the sum is not finite, which an overflow can also
+    cause."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(array)):
+            return True
+    return bool(np.isfinite(array).all())
+
+
 def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarray, np.ndarray]:
     """``x`` (2-D) and ``y`` (2-D) as numpy arrays with matching rows and finite values; a known scoring."""
     x, y = np.asarray(x), np.asarray(y)
@@ -286,7 +304,7 @@ def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarra
         raise ValueError(f"{x_name} has {x.shape[0]} rows (shape {x.shape}) but Y has {y.shape[0]} "
                          f"(shape {y.shape})")
     for name, array in ((x_name, x), ("Y", y)):
-        if not np.all(np.isfinite(array)):
+        if not _all_finite(array):
             raise ValueError(f"{name} contains {np.size(array) - np.isfinite(array).sum()} NaN or infinite values")
     if scoring not in SCORINGS:
         raise ValueError(f"Unknown scoring={scoring!r}; expected one of {list(SCORINGS)}")
@@ -351,7 +369,7 @@ def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_in
     backend : str or module, default="auto"
     dtype : {"float64", "float32"}, default="float64"
     batch_size : int or None, default=None
-        Targets per batch; None bounds a batch to about 16 M elements.
+        Targets per batch; None bounds the (n_samples, batch) block of targets to 64 MiB.
 
     Returns
     -------

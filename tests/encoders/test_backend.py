@@ -97,6 +97,24 @@ def test_elementwise_and_reductions_agree_with_numpy(name):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
+def test_subtract_multiply_and_ascontiguous(name):
+    xp = get_backend(name)
+    x, row = xp.asarray(A), xp.asarray(A[0])
+    np.testing.assert_array_equal(xp.to_numpy(xp.subtract(x, row)), A - A[0])
+    scratch = xp.zeros((30, 20), "float64")
+    window = scratch[:, :12]
+    written = xp.subtract(x, row, out=window)            # into a column window of a wider buffer, as the solvers do
+    np.testing.assert_array_equal(xp.to_numpy(scratch[:, :12]), A - A[0])
+    np.testing.assert_array_equal(xp.to_numpy(scratch[:, 12:]), 0.0)
+    xp.multiply(written, written, out=written)           # squared in place
+    np.testing.assert_array_equal(xp.to_numpy(scratch[:, :12]), (A - A[0]) ** 2)
+    np.testing.assert_array_equal(xp.to_numpy(x), A)     # the inputs are untouched
+    transposed = xp.ascontiguous(x.T)
+    np.testing.assert_array_equal(xp.to_numpy(transposed), A.T)
+    assert xp.to_numpy(transposed).flags.c_contiguous
+
+
+@pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("k", [1, 5, 12])
 def test_eigh_top_is_the_top_of_numpys_full_eigh(name, k):
     xp = get_backend(name)

@@ -180,6 +180,30 @@ def test_target_batches_and_backends_give_the_same_answer(solver, cv):
     np.testing.assert_allclose(predict_whole(X), predict_batched(X), rtol=1e-9)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cv", ["loo", "gcv", "kfold"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_inputs_are_left_untouched(backend, cv, fit_intercept):
+    """Target batches are centred and squared in a scratch buffer, never in the caller's arrays (which the
+    backends may share memory with)."""
+    X, Y = make_problem(40, 6, 9, seed=3)
+    X_before, Y_before = X.copy(), Y.copy()
+    folds = kfold(40, 4) if cv == "kfold" else cv
+    RIDGE_SOLVERS["svd"](X, Y, ALPHAS, folds, fit_intercept=fit_intercept, backend=backend, batch_size=4)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(Y, Y_before)
+
+
+def test_huge_finite_targets_are_not_mistaken_for_infinite():
+    """The finite check sums first; a sum that overflows falls back to the element-wise test."""
+    X, _ = make_problem(20, 5, 3)
+    large = np.random.default_rng(0).uniform(20000, 30000, size=(20, 2)).astype(np.float16)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.sum(large))                 # float16 sums overflow at 65,504
+    solution = RIDGE_SOLVERS["svd"](X, large, [1.0], "loo", backend="numpy", dtype="float64")
+    np.testing.assert_allclose(solution.intercept, large.astype(np.float64).mean(axis=0), rtol=0.05)
+
+
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_planted_truth_reaches_the_noise_ceiling(solver):
     """Y = X W + noise with var(signal) = var(noise) = 1 per target: held-out r approaches the ceiling sqrt(1/2),

@@ -116,7 +116,7 @@ def test_roundtrip_layout_and_lazy_reads(tmp_path) -> None:
     assert conv.dims == ("nsd_id", "feature") and conv.dtype == np.float16 and conv.nsd_id.dtype == np.int64
     np.testing.assert_array_equal(conv.nsd_id, [2, 7, 13, 29, 40])
     np.testing.assert_array_equal(conv.values, expected([2, 7, 13, 29, 40], LAYOUTS[0]))
-    assert conv.data.chunks[0] == (2, 2, 1)  # one dask chunk per store chunk
+    assert conv.data.chunks[0] == (5,)  # a tiny layer: all row chunks in one read task
     asked = [29, 2, 40]
     np.testing.assert_array_equal(conv.sel(nsd_id=asked).values, expected(asked, LAYOUTS[0]))
     assert conv.attrs["feature_shape"] == [2, 3, 3]
@@ -257,7 +257,11 @@ def test_wide_layers_are_sharded_and_read_like_plain_ones(tmp_path, tiny_shards,
     assert raw["conv"].shards == (2, 20) and raw["conv"].chunks == (2, 4) and raw["fc"].shards is None
     assert sorted(p.name for p in (tmp_path / "sharded.zarr/toy/conv/c").iterdir()) == ["0", "1", "2"]  # 1 per row chunk
     conv = open_features(sharded, "toy", "conv")
-    assert conv.data.chunks == ((2, 2, 1), (4, 4, 4, 4, 2))   # one dask chunk per inner chunk
+    assert conv.data.chunks == ((5,), (4, 4, 4, 4, 2))   # read tasks: an inner chunk's columns, all rows
+    monkeypatch.setattr(store_module, "READ_TASK_BYTES", 2 * 18 * 2 * 2)  # two full-width bands of 2 rows
+    grouped = open_features(sharded, "toy", "conv")
+    assert grouped.data.chunks == ((4, 1), (4, 4, 4, 4, 2))   # whole row chunks, two per task
+    np.testing.assert_array_equal(grouped.values, expected([2, 7, 13, 29, 40], LAYOUTS[0]))
     np.testing.assert_array_equal(conv.values, expected([2, 7, 13, 29, 40], LAYOUTS[0]))
     np.testing.assert_array_equal(conv.sel(nsd_id=[29, 2]).values, expected([29, 2], LAYOUTS[0]))
     assert sharded.summary().set_index("layer")["storage"].to_dict() == {"conv": "sharded", "fc": "plain"}
