@@ -8,8 +8,8 @@ size (VmHWM) is reported, together with its size after imports and after loading
 
 - pca: ``PCA(k)`` fitted on the first ``--fit-rows`` rows of the layer (a subject's training images), then the
   ``--val-rows`` validation rows transformed;
-- pca_ridge: the same, then ``RidgeCV`` (one alpha per vertex, k-fold) on the scores for ``--targets`` vertices
-  and the validation rows predicted;
+- pca_ridge: the same, then ``RidgeCV`` (one alpha per vertex, chosen by ``--cv``) on the scores for ``--targets``
+  vertices and the validation rows predicted;
 - kernel_ridge: ``KernelRidgeCV`` on the full features of the fitted rows (Gram matrix streamed from the store);
 - pca_transform_all: ``PCA(k)`` fitted as in pca, then every row of the layer transformed (one pass over the whole
   73,000-row layer).
@@ -61,6 +61,7 @@ class Job:
     alphas: tuple[float, ...]
     cv: int | str
     backend: str
+    dtype: str
 
 
 def _rss_gb() -> float:
@@ -82,10 +83,10 @@ def _run(job: Job) -> dict[str, Any]:
     with_inputs = _rss_gb()
     start = time.perf_counter()
     if job.method == "kernel_ridge":
-        model = KernelRidgeCV(alphas=job.alphas, cv=job.cv, backend=job.backend).fit(train, y_train)
+        model = KernelRidgeCV(alphas=job.alphas, cv=job.cv, backend=job.backend, dtype=job.dtype).fit(train, y_train)
         output_shape = model.predict(val).shape
     else:
-        pca = PCA(n_components=job.components, backend=job.backend)
+        pca = PCA(n_components=job.components, backend=job.backend, dtype=job.dtype)
         scores = pca.fit_transform(train)
         if job.method == "pca_transform_all":
             output_shape = pca.transform(layer).shape
@@ -93,7 +94,8 @@ def _run(job: Job) -> dict[str, Any]:
             val_scores = pca.transform(val)
             output_shape = val_scores.shape
             if job.method == "pca_ridge":
-                ridge = RidgeCV(alphas=job.alphas, cv=job.cv, backend=job.backend).fit(scores, y_train)
+                ridge = RidgeCV(alphas=job.alphas, cv=job.cv, backend=job.backend, dtype=job.dtype).fit(
+                    scores, y_train)
                 output_shape = ridge.predict(val_scores).shape
     facts = {"seconds": time.perf_counter() - start, "rss_after_imports_gb": after_imports,
              "rss_with_inputs_gb": with_inputs, "layer_shape": list(layer.shape), "output_shape": list(output_shape)}
@@ -131,6 +133,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--alphas", type=int, default=10, help="alphas, np.logspace(0, 8, n) (default: %(default)s)")
     parser.add_argument("--cv", type=alpha_selection, default="gcv",
                         help="how alpha is chosen: 'gcv', 'loo' or a number of folds (default: %(default)s)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="precision the estimators compute in (default: %(default)s, theirs)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="methods to run (default: all)")
     parser.add_argument("--limit-gb", type=float, default=6.0, help="goal for the peak RSS (default: %(default)s)")
@@ -156,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     alphas = tuple(float(a) for a in np.logspace(0, 8, args.alphas))
     rows = []
     for method in args.methods:
-        job = Job(method, store, fmri_file, args.fit_rows, args.val_rows, args.components, alphas, args.cv, backend)
+        job = Job(method, store, fmri_file, args.fit_rows, args.val_rows, args.components, alphas, args.cv, backend,
+                  args.dtype)
         runs = []
         for _ in range(args.repeats):
             print(f"{method} ...", flush=True)
