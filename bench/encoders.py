@@ -54,6 +54,7 @@ from bench.results import (  # noqa: E402
     check_device,
     format_table,
     parse_with_quick,
+    power_iterations,
     write_results,
 )
 from bench.synthetic import PlantedTruth, write_feature_store  # noqa: E402
@@ -86,6 +87,7 @@ class Problem:
     cv: int
     ours_cv: int | str
     pca_method: str
+    pca_iter: int | str
     components: int
     dtype: str
     device: str
@@ -111,7 +113,8 @@ def ours_pca_ridge(problem: Problem, train: Any, val: Any, y_train: np.ndarray, 
                    ) -> tuple[np.ndarray, dict[str, Any]]:
     """Our PCA (streamed from the store) + RidgeCV with one alpha per vertex, our vectorised r."""
     backend = _torch_backend(problem.device)
-    pca = PCA(n_components=problem.components, method=problem.pca_method, backend=backend, dtype=problem.dtype)
+    pca = PCA(n_components=problem.components, method=problem.pca_method, n_iter=problem.pca_iter, backend=backend,
+              dtype=problem.dtype)
     z_train = pca.fit_transform(train)
     z_val = pca.transform(val)
     ridge = RidgeCV(alphas=problem.alphas, cv=problem.ours_cv, backend=backend, dtype=problem.dtype)
@@ -250,6 +253,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "folds (default: %(default)s)")
     parser.add_argument("--pca-method", choices=("auto", "gram", "randomized"), default="auto",
                         help="encoders.pca.PCA method of ours.pca_ridge (default: %(default)s)")
+    parser.add_argument("--pca-iter", type=power_iterations, default="auto",
+                        help="power iterations of the randomized PCA of ours.pca_ridge: a number or 'auto', "
+                        "scikit-learn's rule (default: %(default)s)")
     parser.add_argument("--components", type=int, default=100, help="PCA components of ours.pca_ridge "
                         "(default: %(default)s, as the project's default encoder setting)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
@@ -283,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         base = Problem(store=store, backbone="synthetic", layer="planted", fmri_file=fmri_file,
                        n_train=args.n_train, val_start=args.n_train, n_val=args.n_val, n_features=n_features,
                        n_targets=args.targets, alphas=alphas, cv=args.cv, ours_cv=args.ours_cv,
-                       pca_method=args.pca_method, components=args.components,
+                       pca_method=args.pca_method, pca_iter=args.pca_iter, components=args.components,
                        dtype=args.dtype, device=args.device)
         sizes = sorted({args.targets, args.ref_targets}, reverse=True)
         for method in args.methods:

@@ -41,6 +41,16 @@ def alpha_selection(text: str) -> int | str:
     return text if text in CLOSED_FORM_CV else int(text)
 
 
+def power_iterations(text: str) -> int | str:
+    """Argument type of ``--pca-iter``: 'auto' or a number of power iterations (>= 0)."""
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"power iterations must be >= 0; got {value}")
+    return value
+
+
 def check_device(device: str) -> None:
     """Refuse ``--device cuda`` on a machine without CUDA, naming what torch sees."""
     import torch

@@ -30,6 +30,7 @@ from bench.results import (  # noqa: E402
     check_device,
     format_table,
     parse_with_quick,
+    power_iterations,
     write_results,
 )
 from bench.timing import describe_machine, machine_info, matmul_gflops  # noqa: E402
@@ -50,6 +51,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="how alpha is chosen: 'gcv', 'loo' or a number of folds (default: %(default)s)")
     parser.add_argument("--pca-method", choices=("auto", "gram", "randomized"), default="auto",
                         help="encoders.pca.PCA method (default: %(default)s)")
+    parser.add_argument("--pca-iter", type=power_iterations, default="auto",
+                        help="power iterations of the randomized PCA: a number or 'auto', scikit-learn's rule "
+                        "(default: %(default)s)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="precision of ours (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run (default: %(default)s)")
@@ -104,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     alphas = tuple(float(a) for a in np.logspace(0, 8, args.alphas))
     base = Problem(store=store, backbone="synthetic", layer="planted", fmri_file=fmri_file, n_train=n_max,
                    val_start=n_max, n_val=args.n_val, n_features=args.features, n_targets=t_max, alphas=alphas,
-                   cv=5, ours_cv=args.cv, pca_method=args.pca_method, components=args.components, dtype=args.dtype,
+                   cv=5, ours_cv=args.cv, pca_method=args.pca_method, pca_iter=args.pca_iter, components=args.components,
+                   dtype=args.dtype,
                    device=args.device)
     grid = [("n", n, t_max) for n in sorted(args.n_train)] + [("t", n_max, t) for t in sorted(args.targets)]
     rows, measured = [], {}
