@@ -64,8 +64,12 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a, b)
 
 
-def eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix."""
+def eigh(a: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix. ``overwrite=True`` lets LAPACK
+    write the eigenvectors into ``a``'s memory (``a`` is destroyed; no n x n copy)."""
+    if overwrite and a.flags.c_contiguous:
+        # a is symmetric, so a.T (Fortran order, no copy) is the same matrix in the layout LAPACK overwrites
+        return scipy.linalg.eigh(a.T, overwrite_a=True, check_finite=False, driver="evd")
     return np.linalg.eigh(a)
 
 

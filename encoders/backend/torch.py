@@ -76,8 +76,14 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a, b)
 
 
-def eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix."""
+def eigh(a: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix. ``overwrite=True`` on the CPU lets
+    LAPACK (through scipy) write the eigenvectors into ``a``'s memory (``a`` is destroyed; no n x n copy)."""
+    if overwrite and a.device.type == "cpu" and a.is_contiguous():
+        # a is symmetric, so its transpose (Fortran order, no copy) is the same matrix in the layout LAPACK
+        # overwrites
+        values, vectors = scipy.linalg.eigh(a.numpy().T, overwrite_a=True, check_finite=False, driver="evd")
+        return torch.from_numpy(values), torch.from_numpy(vectors)
     return torch.linalg.eigh(a)
 
 

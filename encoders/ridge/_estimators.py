@@ -293,7 +293,8 @@ class KernelRidgeCV(_BaseRidgeCV):
             self.X_fit_ = X
         else:
             kernel = np.asarray(X)
-        solution = solver(kernel, Y, alphas, folds, **self._solver_options())
+        # a Gram matrix computed here is the solver's to overwrite: its eigenvectors take its memory
+        solution = solver(kernel, Y, alphas, folds, overwrite_k=self.kernel == "linear", **self._solver_options())
         self._set_solution(solution)
         self.dual_basis_, self.dual_weights_ = solution.basis, solution.weights
         self.n_samples_fit_ = Y.shape[0]

@@ -130,19 +130,28 @@ def _svd_spectrum(x: Any, xp: ModuleType) -> _Spectrum:
     return _Spectrum(left, singular**2, ranked, right_t.T)
 
 
-def _kernel_spectrum(kernel: Any, xp: ModuleType) -> _Spectrum:
-    """Eigendecomposition of a centred kernel (round-off negatives set to 0); rank cut at ``n * eps * lam_max``."""
-    eigvals, eigvecs = xp.eigh(kernel)
+def _kernel_spectrum(kernel: Any, xp: ModuleType, overwrite: bool = False) -> _Spectrum:
+    """Eigendecomposition of a centred kernel (round-off negatives set to 0); rank cut at ``n * eps * lam_max``.
+    ``overwrite`` lets the eigenvectors take the kernel's memory."""
+    eigvals, eigvecs = xp.eigh(kernel, overwrite)
     eigvals = xp.clip(eigvals, 0.0, None)
     ranked = eigvals > xp.max(eigvals) * kernel.shape[0] * xp.eps(kernel)
     return _Spectrum(eigvecs, eigvals, ranked, None)
 
 
-def _centre_kernel(train_kernel: Any, cross_kernel: Any | None, xp: ModuleType) -> tuple[Any, Any | None]:
-    """Kernels of the features centred on the training mean: ``(Xtr - m)(Xtr - m)^T`` and ``(Xva - m)(Xtr - m)^T``."""
+def _centre_kernel(train_kernel: Any, cross_kernel: Any | None, xp: ModuleType, in_place: bool = False
+                   ) -> tuple[Any, Any | None]:
+    """Kernels of the features centred on the training mean: ``(Xtr - m)(Xtr - m)^T`` and ``(Xva - m)(Xtr - m)^T``
+    (the first written over ``train_kernel`` if ``in_place``)."""
     col = xp.mean(train_kernel, axis=0)
     grand = xp.mean(col)
-    centred = train_kernel - col[:, None] - col[None, :] + grand
+    if in_place:
+        centred = train_kernel
+        centred -= col[:, None]
+        centred -= col[None, :]
+        centred += grand
+    else:
+        centred = train_kernel - col[:, None] - col[None, :] + grand
     if cross_kernel is None:
         return centred, None
     return centred, cross_kernel - xp.mean(cross_kernel, axis=1)[:, None] - col[None, :] + grand
@@ -394,7 +403,7 @@ def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_in
 def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
                                scoring: str = "neg_mse", alpha_per_target: bool = True,
                                backend: str | ModuleType = "auto", dtype: str = "float64",
-                               batch_size: int | None = None) -> RidgeSolution:
+                               batch_size: int | None = None, overwrite_k: bool = False) -> RidgeSolution:
     """Kernel (dual) ridge with alpha chosen by CV, from one eigendecomposition of the centred training kernel per
     fold.
 
@@ -409,6 +418,9 @@ def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *
         Symmetric positive semi-definite kernel of the training rows (e.g. the Gram matrix X X^T).
     Y, alphas, cv, fit_intercept, scoring, alpha_per_target, backend, dtype, batch_size
         As in :func:`solve_ridge_cv_svd`.
+    overwrite_k : bool, default=False
+        Centre and eigendecompose ``K`` in its own memory (as scipy's ``overwrite_a``): ``K`` is destroyed, and a
+        caller that computed it for this call saves two n x n arrays (the centred copy and the eigenvectors).
 
     Returns
     -------
@@ -420,17 +432,19 @@ def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *
         raise ValueError(f"K must be square (n_samples, n_samples); got shape {K.shape}")
     alphas, cv, xp = check_alphas(alphas), check_folds(cv, K.shape[0]), get_backend(backend)
     kernel = xp.asarray(K, dtype)
+    row_mean = K.mean(axis=0)  # before K may be overwritten
 
     def fold(train: np.ndarray, val: np.ndarray) -> tuple[_Spectrum, Any]:
         return _kernel_fold(kernel, train, val, fit_intercept, xp)
 
-    def full_spectrum() -> _Spectrum:
-        return _kernel_spectrum(_centre_kernel(kernel, None, xp)[0] if fit_intercept else kernel, xp)
+    def full_spectrum() -> _Spectrum:  # after the folds, which read the kernel
+        centred = _centre_kernel(kernel, None, xp, in_place=overwrite_k)[0] if fit_intercept else kernel
+        return _kernel_spectrum(centred, xp, overwrite=overwrite_k or centred is not kernel)
 
     scores, best, basis, weights = _cross_validate(
         fold, full_spectrum, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
         alpha_per_target=alpha_per_target, xp=xp, dtype=dtype, batch_size=batch_size)
-    return RidgeSolution(basis, weights, _intercept(Y, K.mean(axis=0), basis, weights, fit_intercept, dtype),
+    return RidgeSolution(basis, weights, _intercept(Y, row_mean, basis, weights, fit_intercept, dtype),
                          alphas[best], scores)
 
 
@@ -447,7 +461,7 @@ def solve_ridge_cv_gram(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_i
     kernel = xp.to_numpy(xp.matmul(x, x.T))
     solution = solve_kernel_ridge_cv_eigh(kernel, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
                                           alpha_per_target=alpha_per_target, backend=xp, dtype=dtype,
-                                          batch_size=batch_size)
+                                          batch_size=batch_size, overwrite_k=True)
     basis = xp.to_numpy(xp.matmul(x.T, xp.asarray(solution.basis, dtype)))
     intercept = _intercept(Y, xp.to_numpy(x_mean), basis, solution.weights, fit_intercept, dtype)
     return RidgeSolution(basis, solution.weights, intercept, solution.best_alphas, solution.cv_scores)

@@ -115,6 +115,19 @@ def test_subtract_multiply_and_ascontiguous(name):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
+def test_eigh_overwrite_agrees_and_reuses_the_input_memory(name):
+    xp = get_backend(name)
+    full_values, full_vectors = np.linalg.eigh(SYM)
+    scratch = xp.asarray(SYM.copy())
+    values, vectors = xp.eigh(scratch, True)
+    np.testing.assert_allclose(xp.to_numpy(values), full_values, rtol=1e-10)
+    alignment = np.abs(np.sum(xp.to_numpy(vectors) * full_vectors, axis=0))       # eigenvectors up to sign
+    np.testing.assert_allclose(alignment, 1.0, rtol=1e-8)
+    if name != "torch_cuda":
+        assert np.shares_memory(xp.to_numpy(vectors), xp.to_numpy(scratch))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("k", [1, 5, 12])
 def test_eigh_top_is_the_top_of_numpys_full_eigh(name, k):
     xp = get_backend(name)

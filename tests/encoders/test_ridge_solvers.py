@@ -194,6 +194,29 @@ def test_inputs_are_left_untouched(backend, cv, fit_intercept):
     np.testing.assert_array_equal(Y, Y_before)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cv", ["loo", "gcv", "kfold"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_kernel_overwritten_in_place_gives_the_same_fit(backend, cv, fit_intercept):
+    """overwrite_k lets the eigenvectors take K's memory; the fit is the one computed on a kept K, and K is only
+    touched when asked."""
+    X, Y = make_problem(60, 80, 7, seed=4)
+    folds = kfold(60, 3) if cv == "kfold" else cv
+    kernel = X @ X.T
+    kept = kernel.copy()
+    reference = solve_kernel_ridge_cv_eigh(kernel, Y, ALPHAS, folds, fit_intercept=fit_intercept, backend=backend)
+    np.testing.assert_array_equal(kernel, kept)
+    scratch = kernel.copy()
+    overwritten = solve_kernel_ridge_cv_eigh(scratch, Y, ALPHAS, folds, fit_intercept=fit_intercept,
+                                             backend=backend, overwrite_k=True)
+    np.testing.assert_array_equal(overwritten.best_alphas, reference.best_alphas)
+    np.testing.assert_allclose(overwritten.cv_scores, reference.cv_scores, rtol=1e-8)
+    np.testing.assert_allclose(kept @ overwritten.coef + overwritten.intercept,
+                               kept @ reference.coef + reference.intercept, rtol=1e-8, atol=1e-8)
+    if backend != "torch_cuda":
+        assert np.shares_memory(overwritten.basis, scratch)  # the eigenvectors live where K was
+
+
 def test_huge_finite_targets_are_not_mistaken_for_infinite():
     """The finite check sums first; a sum that overflows falls back to the element-wise test."""
     X, _ = make_problem(20, 5, 3)
