@@ -366,7 +366,7 @@ class PCA(BaseEstimator):
             self._scaled_left = left / np.where(singular > 0, singular, np.inf)
             # with the centred matrix still in memory the axes cost one small product instead of a later pass
             self._components = None if centred is None else xp.to_numpy(
-                xp.matmul(xp.asarray(np.ascontiguousarray(self._scaled_left.T), self.dtype), centred))
+                xp.matmul(xp.ascontiguous(xp.asarray(self._scaled_left.T, self.dtype)), centred))
         self.method_, self.X_fit_, self.mean_ = method, X, mean
         self.n_samples_, self.n_features_in_, self.n_components_ = n, p, k
         self.singular_values_ = np.sqrt(eigvals[:k])

@@ -439,7 +439,7 @@ def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *
 
     def full_spectrum() -> _Spectrum:  # after the folds, which read the kernel
         centred = _centre_kernel(kernel, None, xp, in_place=overwrite_k)[0] if fit_intercept else kernel
-        return _kernel_spectrum(centred, xp, overwrite=overwrite_k or centred is not kernel)
+        return _kernel_spectrum(centred, xp, overwrite=overwrite_k or centred is not kernel)  # a copy is ours too
 
     scores, best, basis, weights = _cross_validate(
         fold, full_spectrum, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
