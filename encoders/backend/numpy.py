@@ -44,6 +44,12 @@ def zeros(shape: int | tuple[int, ...], dtype: str = "float64") -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
+def copyto(dst: np.ndarray, src: Any) -> np.ndarray:
+    """Write ``src`` (a numpy array) into ``dst``, cast to ``dst``'s dtype; returns ``dst`` (no new allocation)."""
+    np.copyto(dst, src, casting="unsafe")
+    return dst
+
+
 def ascontiguous(x: np.ndarray) -> np.ndarray:
     """``x`` in row-major memory order (copied only when it is not already, e.g. for a transposed view)."""
     return np.ascontiguousarray(x)
@@ -142,9 +148,14 @@ def where(condition: np.ndarray, a: np.ndarray | float, b: np.ndarray | float) -
     return np.where(condition, a, b)
 
 
-def take(x: np.ndarray, indices: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Entries of ``x`` at integer ``indices`` (a numpy array) along ``axis``."""
-    return np.take(x, indices, axis=axis)
+def take(x: np.ndarray, indices: np.ndarray, axis: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """Entries of ``x`` at integer ``indices`` (a numpy array) along ``axis``, written into ``out`` when given."""
+    if out is None:
+        return np.take(x, indices, axis=axis)
+    # mode="raise" would buffer the result before copying it to out; check the bounds here instead
+    if indices.size and (indices.min() < -x.shape[axis] or indices.max() >= x.shape[axis]):
+        raise IndexError(f"take: indices out of range for axis {axis} of size {x.shape[axis]}")
+    return np.take(x, indices, axis=axis, out=out, mode="wrap")
 
 
 def flip(x: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -56,6 +56,13 @@ def zeros(shape: int | tuple[int, ...], dtype: str = "float64") -> torch.Tensor:
     return torch.zeros(shape, dtype=getattr(torch, dtype), device=device)
 
 
+def copyto(dst: torch.Tensor, src: Any) -> torch.Tensor:
+    """Write ``src`` (a numpy array or tensor) into ``dst``, cast to ``dst``'s dtype and moved to its device;
+    returns ``dst`` (no new allocation on ``dst``'s device)."""
+    source = src if isinstance(src, torch.Tensor) else _tensor_on(src, None, "cpu")
+    return dst.copy_(source)
+
+
 def ascontiguous(x: torch.Tensor) -> torch.Tensor:
     """``x`` in row-major memory order (copied only when it is not already, e.g. for a transposed view)."""
     return x.contiguous()
@@ -160,10 +167,10 @@ def where(condition: torch.Tensor, a: torch.Tensor | float, b: torch.Tensor | fl
     return torch.where(condition, a, b)
 
 
-def take(x: torch.Tensor, indices: np.ndarray, axis: int = 0) -> torch.Tensor:
-    """Entries of ``x`` at integer ``indices`` (a numpy array) along ``axis``."""
+def take(x: torch.Tensor, indices: np.ndarray, axis: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Entries of ``x`` at integer ``indices`` (a numpy array) along ``axis``, written into ``out`` when given."""
     index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=x.device)
-    return torch.index_select(x, axis, index)
+    return torch.index_select(x, axis, index, out=out)
 
 
 def flip(x: torch.Tensor, axis: int = 0) -> torch.Tensor:

@@ -110,17 +110,18 @@ def _target_batches(n_targets: int, n_rows: int, batch_size: int | None, itemsiz
 def _centred_batches(y: np.ndarray, rows: Any, fit_intercept: bool, xp: ModuleType, dtype: str,
                      batch_size: int | None) -> Iterator[tuple[slice, Any, Any]]:
     """``(cols, block, offset)`` over target batches of ``y[rows]``: the block on the backend, centred if
-    ``fit_intercept`` (offset = column means, else zeros). Every block is written into one scratch buffer, which the
-    caller may overwrite until the next batch: a fresh block of tens of MB per batch would be page-faulted in anew
-    each time, which costs more than the arithmetic on it."""
+    ``fit_intercept`` (offset = column means, else zeros). Every block is copied and centred in one scratch buffer,
+    which the caller may overwrite until the next batch: a fresh block of tens of MB per batch would be
+    page-faulted in anew each time, which costs more than the arithmetic on it."""
     n_rows = len(range(y.shape[0])[rows]) if isinstance(rows, slice) else len(rows)
     scratch = None
     for cols in _target_batches(y.shape[1], n_rows, batch_size, np.dtype(dtype).itemsize):
-        block = xp.asarray(y[rows, cols], dtype)
+        width = cols.stop - cols.start
         if scratch is None:
-            scratch = xp.zeros(tuple(block.shape), dtype)
-        offset = xp.mean(block, axis=0) if fit_intercept else xp.zeros(block.shape[1], dtype)
-        yield cols, xp.subtract(block, offset, out=scratch[:, : block.shape[1]]), offset
+            scratch = xp.zeros((n_rows, width), dtype)
+        block = xp.copyto(scratch[:, :width], y[rows, cols])
+        offset = xp.mean(block, axis=0) if fit_intercept else xp.zeros(width, dtype)
+        yield cols, xp.subtract(block, offset, out=block), offset
 
 
 def _svd_spectrum(x: Any, xp: ModuleType) -> _Spectrum:
@@ -235,14 +236,16 @@ def _select_alphas(scores: np.ndarray, alphas: np.ndarray, alpha_per_target: boo
 
 
 def _weights_block(spectrum: _Spectrum, projected: Any, alphas: np.ndarray, best: np.ndarray, xp: ModuleType,
-                   dtype: str) -> np.ndarray:
+                   dtype: str, scratch: Any) -> np.ndarray:
     """Weights of one target batch from its projection ``Z = U^T Y`` (overwritten), each target with alpha
     ``alphas[best]``:
-    ``diag(s / (s^2 + a)) Z`` on the primal basis V, ``diag(1 / (lam + a)) Z`` on the dual basis U."""
+    ``diag(s / (s^2 + a)) Z`` on the primal basis V, ``diag(1 / (lam + a)) Z`` on the dual basis U.
+    ``scratch`` (a free block at least the shape of ``Z``) holds each target's scale column."""
     scales = xp.asarray(np.stack([xp.to_numpy(spectrum.inverse(alpha, xp)) for alpha in alphas], axis=1), dtype)
     if spectrum.right is not None:
         scales = scales * xp.sqrt(spectrum.eigvals)[:, None]
-    return xp.to_numpy(xp.multiply(projected, xp.take(scales, best, 1), out=projected))
+    per_target = xp.take(scales, best, 1, out=scratch[: projected.shape[0]])
+    return xp.to_numpy(xp.multiply(projected, per_target, out=projected))
 
 
 def _basis(spectrum: _Spectrum, xp: ModuleType) -> np.ndarray:
@@ -256,7 +259,7 @@ def _refit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, best: np.ndar
     weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype)
     for cols, y_centred, _ in _centred_batches(y, slice(None), fit_intercept, xp, dtype, batch_size):
         projected = xp.matmul(spectrum.left.T, y_centred)
-        weights[:, cols] = _weights_block(spectrum, projected, alphas, best[cols], xp, dtype)
+        weights[:, cols] = _weights_block(spectrum, projected, alphas, best[cols], xp, dtype, scratch=y_centred)
     return weights
 
 
@@ -277,16 +280,17 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
     weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype) if alpha_per_target else None
     for cols, y_centred, _ in _centred_batches(y, slice(None), fit_intercept, xp, dtype, batch_size):
         projected = xp.matmul(spectrum.left.T, y_centred)
-        squared = projected * projected
-        y_squared = xp.multiply(y_centred, y_centred, out=y_centred)  # the scratch block is not read again
-        outside = np.clip(xp.to_numpy(xp.sum(y_squared, axis=0) - xp.sum(squared, axis=0)), 0.0, None)
+        # from here the scratch block y_centred is free: it holds Y^2, then Z^2, then the weights' scales
+        y_total = xp.sum(xp.multiply(y_centred, y_centred, out=y_centred), axis=0)
+        squared = xp.multiply(projected, projected, out=y_centred[: projected.shape[0]])
+        outside = np.clip(xp.to_numpy(y_total - xp.sum(squared, axis=0)), 0.0, None)
         for i, shrink in enumerate(shrinks):
             keep = 1.0 - shrink
             rss = xp.to_numpy(xp.matmul(keep * keep, squared)) + outside
             scores[i, cols] = -n * rss / slack[i] ** 2 if slack[i] > 0 else np.nan
         if alpha_per_target:
             best = _select_alphas(scores[:, cols], alphas, True)
-            weights[:, cols] = _weights_block(spectrum, projected, alphas, best, xp, dtype)
+            weights[:, cols] = _weights_block(spectrum, projected, alphas, best, xp, dtype, scratch=y_centred)
     best = _select_alphas(scores, alphas, alpha_per_target)
     if not alpha_per_target:
         weights = _refit(spectrum, y, alphas, best, fit_intercept=fit_intercept, xp=xp, dtype=dtype,

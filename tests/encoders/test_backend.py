@@ -114,6 +114,24 @@ def test_subtract_multiply_and_ascontiguous(name):
     assert xp.to_numpy(transposed).flags.c_contiguous
 
 
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_copyto_and_take_write_into_a_window_of_a_wider_buffer(name):
+    xp = get_backend(name)
+    scratch = xp.zeros((30, 20), "float64")
+    strided = A.astype(np.float32)[:, ::2]                 # a float32 column view, as a batch of targets is
+    written = xp.copyto(scratch[:, :6], strided)
+    np.testing.assert_array_equal(xp.to_numpy(scratch[:, :6]), strided.astype(np.float64))
+    np.testing.assert_array_equal(xp.to_numpy(scratch[:, 6:]), 0.0)
+    assert xp.dtype_name(written) == "float64"
+    indices = np.array([3, 0, 11, 3, 7])
+    taken = xp.take(xp.asarray(A), indices, 1, out=scratch[:, :5])
+    np.testing.assert_array_equal(xp.to_numpy(scratch[:, :5]), np.take(A, indices, axis=1))
+    np.testing.assert_array_equal(xp.to_numpy(taken), np.take(A, indices, axis=1))
+    np.testing.assert_array_equal(xp.to_numpy(scratch[:, 6:]), 0.0)
+    with pytest.raises(IndexError):
+        xp.take(xp.asarray(A), np.array([12]), 1, out=scratch[:, :1])
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_eigh_overwrite_agrees_and_reuses_the_input_memory(name):
     xp = get_backend(name)

@@ -24,7 +24,8 @@ from torchvision import transforms as T
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import featurestore.backbones
-from featurestore.extract import NonFiniteFeaturesError, extract
+from featurestore import extract as extract_module
+from featurestore.extract import NonFiniteFeaturesError, default_num_workers, extract
 from featurestore.reduction import make_reducer
 from featurestore.store import ProvenanceError, StoreLockedError, open_features, open_store
 
@@ -201,6 +202,14 @@ def test_new_layer_joins_an_existing_group_via_worker_processes(tmp_path, extrac
     after = stored_arrays(store)
     np.testing.assert_array_equal(after["classifier.5"].view(np.uint16), before.view(np.uint16))
     assert_same_store(after, stored_arrays(extracted[0]))
+
+
+@pytest.mark.parametrize(("cores", "cpu_workers", "cuda_workers"), [(1, 0, 1), (2, 1, 1), (8, 4, 7), (16, 4, 15)])
+def test_default_decoders_leave_the_cpu_to_the_forward_pass_and_feed_a_gpu_from_every_core(
+        monkeypatch, cores, cpu_workers, cuda_workers) -> None:
+    monkeypatch.setattr(extract_module, "usable_cores", lambda: cores)
+    assert default_num_workers(torch.device("cpu")) == cpu_workers
+    assert default_num_workers(torch.device("cuda")) == cuda_workers
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, algonauts_dir, tiny_catalog) -> None:
