@@ -16,8 +16,11 @@ from typing import Any, Callable
 import psutil
 
 
+GB = 1e9  # memory figures are in decimal GB, the unit of issue 6's goal (runs before 2026-12-02 recorded GiB)
+
+
 def peak_rss_gb() -> float:
-    """Peak resident set size of this process so far, in GiB.
+    """Peak resident set size of this process so far, in GB (10^9 bytes).
 
     Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this process image alone (``ru_maxrss`` of a
     spawned child also counts the parent's size at fork time, as Linux carries it across exec). Elsewhere
@@ -27,11 +30,11 @@ def peak_rss_gb() -> float:
         with open("/proc/self/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20
+                    return int(line.split()[1]) * 1024 / GB
     except OSError:
         pass
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**30 if sys.platform == "darwin" else maxrss / 2**20
+    return maxrss / GB if sys.platform == "darwin" else maxrss * 1024 / GB
 
 
 def _child(target: Callable[..., dict[str, Any]], args: tuple, results: Any) -> None:
@@ -76,8 +79,8 @@ def run_isolated(target: Callable[..., dict[str, Any]], args: tuple, *, timeout:
 
 
 def _rss_of(pid: int | None) -> float:
-    """Current resident set size of process ``pid`` in GiB (0 once it is gone)."""
+    """Current resident set size of process ``pid`` in GB (0 once it is gone)."""
     try:
-        return psutil.Process(pid).memory_info().rss / 2**30
+        return psutil.Process(pid).memory_info().rss / GB
     except (psutil.NoSuchProcess, ValueError):
         return 0.0

@@ -32,7 +32,7 @@ from typing import Any, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from bench.isolated import run_isolated  # noqa: E402
+from bench.isolated import GB, run_isolated  # noqa: E402
 from bench.results import (  # noqa: E402
     add_common_arguments,
     alpha_selection,
@@ -65,7 +65,7 @@ class Job:
 
 
 def _rss_gb() -> float:
-    return psutil.Process().memory_info().rss / 2**30
+    return psutil.Process().memory_info().rss / GB
 
 
 def _run(job: Job) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def _run(job: Job) -> dict[str, Any]:
     if job.backend == "torch_cuda":
         import torch
 
-        facts["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        facts["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / GB
     return facts
 
 

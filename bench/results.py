@@ -76,7 +76,8 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def write_results(path: Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as indented JSON, creating the folder; return the path."""
+    """Write ``payload`` as indented JSON, creating the folder; return the path. Every ``*_gb`` figure is in GB
+    (10^9 bytes), which the file says; files without ``memory_unit`` hold GiB."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    path.write_text(json.dumps({**payload, "memory_unit": "GB (1e9 bytes)"}, indent=2, default=str) + "\n")
     return path

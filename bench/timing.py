@@ -111,7 +111,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "device": device,
         "cpu_model": _cpu_model(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "gpu": gpu,
         "torch_threads": torch.get_num_threads(),
         "numpy_blas": _numpy_blas(),
@@ -125,7 +125,7 @@ def describe_machine(info: dict[str, Any]) -> str:
     """One line for the top of a printed table."""
     gpu = info["gpu"] or "no GPU"
     return (
-        f"{info['cpu_model']}, {info['cores']} cores, {info['ram_gb']} GiB RAM, {gpu}; device={info['device']}; "
+        f"{info['cpu_model']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, {gpu}; device={info['device']}; "
         f"torch {info['versions']['torch']} ({info['torch_blas']}, {info['torch_threads']} threads), "
         f"numpy {info['versions']['numpy']} ({info['numpy_blas']}); load average {info['load_average_1_5_15']}"
     )

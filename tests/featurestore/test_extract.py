@@ -204,7 +204,8 @@ def test_new_layer_joins_an_existing_group_via_worker_processes(tmp_path, extrac
     assert_same_store(after, stored_arrays(extracted[0]))
 
 
-@pytest.mark.parametrize(("cores", "cpu_workers", "cuda_workers"), [(1, 0, 1), (2, 1, 1), (8, 4, 7), (16, 4, 15)])
+@pytest.mark.parametrize(("cores", "cpu_workers", "cuda_workers"), [(1, 0, 1), (2, 1, 1), (8, 4, 7), (16, 4, 15),
+                                                                  (64, 4, 16)])
 def test_default_decoders_leave_the_cpu_to_the_forward_pass_and_feed_a_gpu_from_every_core(
         monkeypatch, cores, cpu_workers, cuda_workers) -> None:
     monkeypatch.setattr(extract_module, "usable_cores", lambda: cores)
