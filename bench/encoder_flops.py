@@ -10,6 +10,8 @@ memory-bound, not flop-bound.
 
 from __future__ import annotations
 
+from encoders.pca import sketch_width
+
 
 def eigh_flops(n: int) -> float:
     """Symmetric eigendecomposition of an n x n matrix, eigenvectors included."""
@@ -70,7 +72,7 @@ def pca_flops(n_train: int, n_val: int, n_features: int, components: int, method
     """``PCA(components, method)`` fitted on ``n_train`` rows, then ``n_val`` rows transformed. "gram": the n x n
     Gram matrix and its top eigenpairs (scores of the training rows come free, the axes take one more pass);
     "randomized": ``n_iter + 2`` passes of two (n x p x width) products; "covariance": the p x p scatter."""
-    width = components + n_oversamples
+    width = sketch_width(components, n_oversamples, n_train, n_features)
     axes_and_val = {"components": 2.0 * components * n_train * n_features,
                     "transform_val": 2.0 * n_val * n_features * components}
     if method == "gram":

@@ -24,6 +24,10 @@ from .backend import ALL_BACKENDS, get_backend
 
 _BLOCK_BYTES = 64 * 2**20  # one block in the accumulation dtype
 _IN_MEMORY_BYTES = 2 * 2**30  # "randomized" keeps the centred matrix (compute dtype) in memory up to this size
+# "randomized" rounds its sketch up to a multiple of this many columns: thin products run at the full matmul rate
+# only when their width fills whole SIMD / GEMM tiles (MKL, 9,000 x 9,216 float32: 110 columns 221 GFLOP/s, 112
+# columns 280), and the extra columns can only make the subspace more accurate
+SKETCH_MULTIPLE = 16
 
 
 def _matrix_source(X: Any, name: str = "X") -> Any:
@@ -183,6 +187,13 @@ def _auto_method(n: int, p: int, k: int) -> str:
     return "covariance" if p <= n else "gram"
 
 
+def sketch_width(n_components: int, n_oversamples: int, n_samples: int, n_features: int) -> int:
+    """Columns of the randomized sketch: ``n_components + n_oversamples`` rounded up to a multiple of
+    ``SKETCH_MULTIPLE``, at most ``min(n_samples, n_features)``."""
+    wanted = -(-(n_components + n_oversamples) // SKETCH_MULTIPLE) * SKETCH_MULTIPLE
+    return min(wanted, n_samples, n_features)
+
+
 def _auto_iterations(n: int, p: int, k: int) -> int:
     """scikit-learn's ``iterated_power="auto"``: 7 power iterations for few components, else 4."""
     return 7 if k < 0.1 * min(n, p) else 4
@@ -205,7 +216,7 @@ class PCA(BaseEstimator):
         "gram": eigendecomposition of the n x n Gram matrix of the centred data, accumulated in one pass over
         column blocks (exact; cost n^2 p). "covariance": eigendecomposition of the p x p covariance accumulated
         over row blocks (exact; only when n_features <= n_samples). "randomized": subspace iteration on the
-        implicit Gram matrix, ``n_iter + 2`` products of cost 4 n p (n_components + n_oversamples) each; the
+        implicit Gram matrix, ``n_iter + 2`` products of cost 4 n p w each (w: the sketch width, below); the
         centred matrix is read once and kept in memory when it takes at most 2 GiB in ``dtype``, else each
         product is one more pass over the data.
         "auto": as scikit-learn's ``PCA(svd_solver="auto")``: "randomized" when max(n_samples, n_features) > 500
@@ -222,7 +233,8 @@ class PCA(BaseEstimator):
     dtype : {"float64", "float32"}, default="float64"
         Accumulation and output precision.
     n_oversamples : int, default=10
-        Extra random directions for "randomized".
+        Extra random directions for "randomized", at least: the sketch (``n_components + n_oversamples`` columns)
+        is rounded up to a multiple of 16, at which its thin products run at the full matrix-multiply rate.
     n_iter : int or "auto", default="auto"
         Power (subspace) iterations for "randomized"; "auto" is 7 when n_components < 0.1 min(n_samples,
         n_features), else 4 (scikit-learn's rule).
@@ -391,7 +403,7 @@ class PCA(BaseEstimator):
         iteration then multiplies by ``Xc Xc^T``: in memory when the centred matrix fits in
         ``_IN_MEMORY_BYTES`` (kept from the first pass), else by one more pass ``sum_b Xc_b (Xc_b^T Q)``."""
         n, p = data.shape
-        width = min(self.n_components + self.n_oversamples, n, p)
+        width = sketch_width(self.n_components, self.n_oversamples, n, p)
         rng = np.random.default_rng(self.random_state)
         mean = np.empty(p, dtype=self.dtype)
         total = 0.0

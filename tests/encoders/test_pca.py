@@ -12,7 +12,7 @@ from sklearn.decomposition import PCA as SkPCA
 from sklearn.exceptions import NotFittedError
 
 import encoders.pca as pca_module
-from encoders.pca import PCA, _block_edges, cross_gram_matrix, gram_matrix
+from encoders.pca import PCA, _block_edges, cross_gram_matrix, gram_matrix, sketch_width
 
 BACKENDS = ["numpy", "torch"] + (["torch_cuda"] if torch.cuda.is_available() else [])
 
@@ -233,3 +233,15 @@ def test_randomized_in_memory_and_streamed_agree(backend, monkeypatch):
     reference = SkPCA(6, svd_solver="full").fit(X)
     np.testing.assert_allclose(in_memory.explained_variance_, reference.explained_variance_, rtol=1e-6)
     np.testing.assert_allclose(np.abs(in_memory.components_), np.abs(reference.components_), atol=1e-5)
+
+
+def test_randomized_sketch_is_rounded_up_to_whole_tiles():
+    """The sketch width is n_components + n_oversamples rounded up to a multiple of 16 (at most min(n, p)): two
+    oversampling counts that round to the same width draw the same test matrix and give the same fit."""
+    assert sketch_width(100, 10, 9000, 9216) == 112
+    assert sketch_width(96, 0, 9000, 9216) == 96
+    assert sketch_width(6, 10, 80, 12) == 12
+    X = low_rank_data(80, 500)
+    fits = [PCA(6, method="randomized", backend="numpy", n_oversamples=m, n_iter=2).fit(X) for m in (3, 10, 11)]
+    np.testing.assert_array_equal(fits[0].singular_values_, fits[1].singular_values_)     # both 16 wide
+    assert not np.array_equal(fits[1].singular_values_, fits[2].singular_values_)          # 16 against 32
