@@ -4,6 +4,8 @@ Run ``python bench/extraction.py --help``. Three pipelines see the same 425x425 
 generated once and cached):
 
 - ours: ``featurestore.extract.extract`` of 7 AlexNet layers into a fresh Zarr store (one forward pass per batch);
+  afterwards the first stored chunk of every layer is written again through zarr, to time the writes alone
+  (wall and CPU per image);
 - the limit: the same model's forward pass on tensors already decoded in memory. On a CPU-only machine decoding
   shares the cores, so the limit per image is forward time + decode time / cores; on a GPU, the slower of the two;
 - the devkit recipe (Algonauts 2023 tutorial): for each layer, ``create_feature_extractor`` on that layer, one pass
@@ -25,6 +27,7 @@ import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
@@ -123,7 +126,31 @@ def measure_ours(
         raise RuntimeError(f"store {store} holds {counts} rows per layer; expected {n_images} for each of "
                            f"{list(layers)}")
     rerun, _ = measure(run, repeats=1, device=device)
-    return {"timing": timing.to_dict(), "images_per_s": n_images / timing.median, "rerun_cached_s": rerun.median}
+    return {"timing": timing.to_dict(), "images_per_s": n_images / timing.median, "rerun_cached_s": rerun.median,
+            "store_writes": measure_writes(store, layers, backbone=backbone, repeats=repeats)}
+
+
+def measure_writes(store: Path, layers: Sequence[str], *, backbone: str, repeats: int) -> dict[str, Any]:
+    """Wall and CPU time per image of writing the first stored chunk of every layer again through zarr (the codec
+    and the object writes alone, no model): with decoding, what sets the pace once a GPU runs the forward pass."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+")[backbone]
+    arrays = [group[layer] for layer in layers]
+    rows = min(arrays[0].shape[0], (arrays[0].shards or arrays[0].chunks)[0])
+    blocks = [array[:rows] for array in arrays]
+    cpu = []
+
+    def write() -> None:
+        start = time.process_time()  # every thread of the process: zarr encodes a shard's chunks in threads
+        for array, block in zip(arrays, blocks, strict=True):
+            array[:rows] = block
+        cpu.append(time.process_time() - start)
+
+    timing, _ = measure(write, repeats=repeats)
+    return {"rows": rows, "bytes_per_image": sum(block.nbytes for block in blocks) / rows,
+            "timing": timing.to_dict(), "images_per_s": rows / timing.median,
+            "cpu_s_per_image": float(np.median(cpu)) / rows}
 
 
 def measure_limit(
@@ -256,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ours = measure_ours(data_dir, args.layers, backbone=args.backbone, device=args.device,
                             batch_size=args.batch_size, num_workers=args.num_workers, repeats=args.repeats,
                             work_dir=Path(work))
-    print(f"ours: {ours['images_per_s']:.1f} images/s", flush=True)
+    writes = ours["store_writes"]
+    print(f"ours: {ours['images_per_s']:.1f} images/s; its chunk writes alone: {writes['images_per_s']:.0f} images/s "
+          f"({writes['cpu_s_per_image'] * 1e3:.2f} ms of CPU per image)", flush=True)
     rows = [
         {"pipeline": "limit (forward-only + decode/cores)", "images/s": limit["images_per_s"],
          "s/image": 1 / limit["images_per_s"], "ours/this": ours["images_per_s"] / limit["images_per_s"],

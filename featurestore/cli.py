@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(default: all)")
     extract.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     extract.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    extract.add_argument("--workers", type=int, help="image-decoding worker processes (default: min(16, cores - 1) "
-                                                     "on a GPU, min(4, cores - 1) on the CPU)")
+    extract.add_argument("--workers", type=int, help="image-decoding worker processes (default: min(16, cores - 1), "
+                                                     "at least 1, on a GPU; min(4, cores - 1) on the CPU)")
     extract.add_argument("--chunk-rows", type=int, help="rows per stored chunk (default: the store's, else 256)")
     extract.add_argument("--dtype", choices=["float16", "float32"],
                          help="storage dtype (default: the store's, else the entry's, float16)")

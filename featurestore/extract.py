@@ -182,6 +182,8 @@ def _finite_rows(values: torch.Tensor, dtype: str, entry: CatalogEntry, layer: s
     as_float = values.float()
     stored = as_float.to(getattr(torch, dtype))
     if bool(torch.isfinite(stored).all()):
+        # for float32 rows on the CPU this is a view of the model's output (nothing writes to it after the forward
+        # pass; layers that a later operation modifies in place are cloned by the extractor)
         return stored.cpu().numpy()
     if bool(torch.isfinite(as_float).all()):
         raise NonFiniteFeaturesError(
@@ -333,8 +335,8 @@ def extract(
     batch_size : int, default=32
         Images per forward pass (batches never cross a chunk boundary).
     num_workers : int, default=None
-        DataLoader worker processes decoding images (``spawn``); 0 decodes inline. None gives min(16, cores - 1) on
-        a GPU, where decoding is the bottleneck, and min(4, cores - 1) on the CPU.
+        DataLoader worker processes decoding images (``spawn``); 0 decodes inline. None gives min(16, cores - 1)
+        (at least 1) on a GPU, where decoding is the bottleneck, and min(4, cores - 1) on the CPU.
     chunk_rows : int, default=None
         Rows per stored chunk; None keeps an existing group's, else 256.
     dtype : {"float16", "float32"}, default=None

@@ -152,7 +152,9 @@ def take(x: np.ndarray, indices: np.ndarray, axis: int = 0, out: np.ndarray | No
     """Entries of ``x`` at integer ``indices`` (a numpy array) along ``axis``, written into ``out`` when given."""
     if out is None:
         return np.take(x, indices, axis=axis)
-    # mode="raise" would buffer the result before copying it to out; check the bounds here instead
+    # mode="raise" would buffer the result before copying it to a contiguous out (numpy buffers a non-contiguous
+    # out in any mode); check the bounds here instead
+    indices = np.asarray(indices)
     if indices.size and (indices.min() < -x.shape[axis] or indices.max() >= x.shape[axis]):
         raise IndexError(f"take: indices out of range for axis {axis} of size {x.shape[axis]}")
     return np.take(x, indices, axis=axis, out=out, mode="wrap")

@@ -58,7 +58,7 @@ def zeros(shape: int | tuple[int, ...], dtype: str = "float64") -> torch.Tensor:
 
 def copyto(dst: torch.Tensor, src: Any) -> torch.Tensor:
     """Write ``src`` (a numpy array or tensor) into ``dst``, cast to ``dst``'s dtype and moved to its device;
-    returns ``dst`` (no new allocation on ``dst``'s device)."""
+    returns ``dst`` (torch may stage a cast or a cross-device copy in a temporary)."""
     source = src if isinstance(src, torch.Tensor) else _tensor_on(src, None, "cpu")
     return dst.copy_(source)
 

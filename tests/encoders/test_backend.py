@@ -114,7 +114,6 @@ def test_subtract_multiply_and_ascontiguous(name):
     assert xp.to_numpy(transposed).flags.c_contiguous
 
 
-
 @pytest.mark.parametrize("name", BACKENDS)
 def test_copyto_and_take_write_into_a_window_of_a_wider_buffer(name):
     xp = get_backend(name)
@@ -131,6 +130,7 @@ def test_copyto_and_take_write_into_a_window_of_a_wider_buffer(name):
     np.testing.assert_array_equal(xp.to_numpy(scratch[:, 6:]), 0.0)
     with pytest.raises(IndexError):
         xp.take(xp.asarray(A), np.array([12]), 1, out=scratch[:, :1])
+
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_eigh_overwrite_agrees_and_reuses_the_input_memory(name):
