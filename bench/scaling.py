@@ -108,9 +108,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     alphas = tuple(float(a) for a in np.logspace(0, 8, args.alphas))
     base = Problem(store=store, backbone="synthetic", layer="planted", fmri_file=fmri_file, n_train=n_max,
                    val_start=n_max, n_val=args.n_val, n_features=args.features, n_targets=t_max, alphas=alphas,
-                   cv=5, ours_cv=args.cv, pca_method=args.pca_method, pca_iter=args.pca_iter, components=args.components,
-                   dtype=args.dtype,
-                   device=args.device)
+                   cv=5, ours_cv=args.cv, pca_method=args.pca_method, pca_iter=args.pca_iter,
+                   components=args.components, dtype=args.dtype, device=args.device)
     grid = [("n", n, t_max) for n in sorted(args.n_train)] + [("t", n_max, t) for t in sorted(args.targets)]
     rows, measured = [], {}
     for sweep, n_train, n_targets in grid:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import torch
+
+from . import numpy as _numpy_backend  # the LAPACK calls through scipy that torch has no in-place / subset form of
 
 name = "torch"
 device = "cpu"
@@ -87,9 +88,7 @@ def eigh(a: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tensor, torch.
     """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix. ``overwrite=True`` on the CPU lets
     LAPACK (through scipy) write the eigenvectors into ``a``'s memory (``a`` is destroyed; no n x n copy)."""
     if overwrite and a.device.type == "cpu" and a.is_contiguous():
-        # a is symmetric, so its transpose (Fortran order, no copy) is the same matrix in the layout LAPACK
-        # overwrites
-        values, vectors = scipy.linalg.eigh(a.numpy().T, overwrite_a=True, check_finite=False, driver="evd")
+        values, vectors = _numpy_backend.eigh(a.numpy(), overwrite=True)
         return torch.from_numpy(values), torch.from_numpy(vectors)
     return torch.linalg.eigh(a)
 
@@ -103,7 +102,7 @@ def eigh_top(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if a.device.type != "cpu":
         values, vectors = torch.linalg.eigh(a)
         return values[n - k :], vectors[:, n - k :]
-    values, vectors = scipy.linalg.eigh(a.numpy(), subset_by_index=[n - k, n - 1], driver="evr")
+    values, vectors = _numpy_backend.eigh_top(a.numpy(), k)
     return torch.from_numpy(values), torch.from_numpy(vectors)
 
 
