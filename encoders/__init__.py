@@ -2,36 +2,53 @@
 
 from __future__ import annotations
 
-from encoders.challenge import ChallengeDataError, RoiAtlas, SubjectData, list_subjects, load_subject
+from encoders.challenge import RoiAtlas, SubjectData, list_subjects, load_subject
+from encoders.errors import (
+    ChallengeDataError,
+    EncodersError,
+    MissingFeaturesError,
+    ResultsError,
+    SubmissionError,
+    UnknownNameError,
+)
+from encoders.evaluate import evaluate_predictions, evaluate_submission
 from encoders.grid import EncoderSetting, fit_grid, load_results, predict_test
 from encoders.leaderboard import best_layers, compare
 from encoders.pca import PCA
 from encoders.ridge import KernelRidgeCV, RidgeCV
-from encoders.scoring import noise_normalized_score, pearson_r, r2_score, roi_medians
+from encoders.scoring import challenge_score, pearson_r, r2_score, roi_medians
 from encoders.splits import devkit_split, kfold
-from encoders.submission import check_submission, write_submission
+from encoders.submission import check_submission, read_submission, write_submission
 
 __all__ = [
     "PCA",
     "ChallengeDataError",
     "EncoderSetting",
+    "EncodersError",
     "KernelRidgeCV",
+    "MissingFeaturesError",
+    "ResultsError",
     "RidgeCV",
     "RoiAtlas",
     "SubjectData",
+    "SubmissionError",
+    "UnknownNameError",
     "best_layers",
+    "challenge_score",
     "check_submission",
     "compare",
     "devkit_split",
+    "evaluate_predictions",
+    "evaluate_submission",
     "fit_grid",
     "kfold",
     "list_subjects",
     "load_results",
     "load_subject",
-    "noise_normalized_score",
     "pearson_r",
     "predict_test",
     "r2_score",
+    "read_submission",
     "roi_medians",
     "write_submission",
 ]

@@ -8,7 +8,14 @@ Layout (per subject ``<data>/subjXX``)::
     roi_masks/{lh,rh}.all-vertices_fsaverage_space.npy         (163842,) 0/1: the challenge vertices
     roi_masks/{lh,rh}.<class>_{challenge,fsaverage}_space.npy  int ROI ids (0 = no ROI)
     roi_masks/mapping_<class>.npy                              pickled dict {id: ROI name}
-    noise_ceiling/{lh,rh}_noise_ceiling.npy                    optional (the demo data writes it)
+    test_split/test_fmri/{lh,rh}_test_fmri.npy                 optional: float (n_test, n_vertices_hemi),
+                                                               repeats averaged (the post-challenge release)
+    test_split/noise_ceiling/{lh,rh}_noise_ceiling.npy         optional: (n_vertices_hemi,) fraction in [0, 1]
+
+The noise ceiling is the organisers' (``challenge_data_preparation.py``): ncsnr^2 / (ncsnr^2 + norm_term), with
+norm_term from the test images' repeat counts, so it belongs to the test split. A file with values above 1 holds
+percent units written by some other tool and is refused rather than rescaled. Nothing is read from an older
+``subjXX/noise_ceiling/`` folder.
 
 Challenge vertex ``i`` of a hemisphere is the ``i``-th nonzero entry of its all-vertices fsaverage mask.
 """
@@ -22,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from encoders.errors import ChallengeDataError
 # subject_number is also imported from here by grid, leaderboard and submission
 from featurestore.stimuli.algonauts import parse_image_name, subject_folder_name, subject_number
 
@@ -44,10 +52,6 @@ _SPLIT_FOLDERS = {
 }
 _SUBJECT_DIR = re.compile(r"^subj(\d\d)$")
 _FINITE_CHECK_ROWS = 1024
-
-
-class ChallengeDataError(ValueError):
-    """The challenge data on disk is missing or inconsistent (message names file, expected and got)."""
 
 
 def list_subjects(data_dir: str | Path) -> list[int]:
@@ -294,7 +298,8 @@ class RoiAtlas:
 
 @dataclass(frozen=True)
 class SubjectData:
-    """One subject's training fMRI, image ids (row order), optional noise ceiling and ROI atlas."""
+    """One subject's training fMRI, image ids (row order), ROI atlas, and the test split's fMRI and noise ceiling
+    (fraction in [0, 1]) where the data folder has them (None otherwise)."""
 
     subject: int
     fmri: dict[str, np.ndarray]
@@ -304,6 +309,7 @@ class SubjectData:
     test_images: list[Path]
     noise_ceiling: dict[str, np.ndarray] | None
     rois: RoiAtlas
+    test_fmri: dict[str, np.ndarray] | None = None
 
     @property
     def n_train(self) -> int:
@@ -316,17 +322,24 @@ class SubjectData:
         return len(self.test_ids)
 
 
-def _load_fmri(path: Path, n_rows: int, *, check_finite: bool) -> np.ndarray:
-    """A float32 (n_train, n_vertices) fMRI array, memory-mapped when the file is float32 already."""
+def _load_fmri(
+    path: Path, n_rows: int, n_columns: int | None = None, *, check_finite: bool, split: str = "train"
+) -> np.ndarray:
+    """A float32 (n_images, n_vertices) fMRI array, memory-mapped when the file is float32 already."""
     fmri = _load_npy(path, mmap=True)
     if fmri.ndim != 2 or fmri.dtype.kind not in "fiu":
         raise ChallengeDataError(
-            f"{path}: expected a 2-D float array (n_train, n_vertices), got shape {fmri.shape} dtype {fmri.dtype}"
+            f"{path}: expected a 2-D float array (n_{split}, n_vertices), got shape {fmri.shape} dtype {fmri.dtype}"
         )
     if fmri.shape[0] != n_rows:
         raise ChallengeDataError(
-            f"{path}: fMRI has {fmri.shape[0]} rows but the training image folder holds {n_rows} images; "
+            f"{path}: fMRI has {fmri.shape[0]} rows but the {split} image folder holds {n_rows} images; "
             "rows must match the images in file order"
+        )
+    if n_columns is not None and fmri.shape[1] != n_columns:
+        raise ChallengeDataError(
+            f"{path}: fMRI has shape {fmri.shape}, expected ({n_rows}, {n_columns}) (one column per vertex of the "
+            "training fMRI)"
         )
     if fmri.dtype != np.float32:
         fmri = fmri.astype(np.float32)
@@ -335,27 +348,67 @@ def _load_fmri(path: Path, n_rows: int, *, check_finite: bool) -> np.ndarray:
     return fmri
 
 
-def _load_noise_ceiling(folder: Path, n_vertices: Mapping[str, int]) -> dict[str, np.ndarray] | None:
-    """Per-vertex noise ceilings if the subject has them (both hemispheres or neither)."""
-    paths = {hemi: folder / f"{hemi}_noise_ceiling.npy" for hemi in HEMISPHERES}
+def _hemisphere_files(folder: Path, pattern: str) -> dict[str, Path] | None:
+    """``{hemi: folder/pattern}`` when both files exist, None when neither does; one alone is an error."""
+    paths = {hemi: folder / pattern.format(hemi=hemi) for hemi in HEMISPHERES}
     present = [hemi for hemi, path in paths.items() if path.is_file()]
     if not present:
         return None
-    ceilings = {hemi: _load_npy(path).astype(np.float32) for hemi, path in paths.items()}
-    for hemi, ceiling in ceilings.items():
-        if ceiling.shape != (n_vertices[hemi],):
-            raise ChallengeDataError(
-                f"{paths[hemi]}: noise ceiling has shape {ceiling.shape}, expected ({n_vertices[hemi]},)"
-            )
-    return ceilings
+    if len(present) < len(HEMISPHERES):
+        missing = next(path for path in paths.values() if not path.is_file())
+        raise ChallengeDataError(f"Missing file {missing} (its other hemisphere exists; both are needed)")
+    return paths
+
+
+def load_noise_ceiling(path: str | Path, n_vertices: int) -> np.ndarray:
+    """One hemisphere's noise ceiling as float32 (n_vertices,), checked to be a fraction in [0, 1].
+
+    Values above 1 are percent units from another tool: refused, never rescaled silently.
+    """
+    path = Path(path)
+    ceiling = _load_npy(path)
+    if ceiling.shape != (n_vertices,) or ceiling.dtype.kind not in "fiu":
+        raise ChallengeDataError(
+            f"{path}: noise ceiling has shape {ceiling.shape} dtype {ceiling.dtype}, expected a float array of "
+            f"shape ({n_vertices},)"
+        )
+    ceiling = ceiling.astype(np.float32)
+    if not np.isfinite(ceiling).all():
+        raise ChallengeDataError(f"{path}: noise ceiling has {int((~np.isfinite(ceiling)).sum())} NaN/inf values")
+    if ceiling.size and (ceiling.max() > 1 or ceiling.min() < 0):
+        raise ChallengeDataError(
+            f"{path}: noise ceiling values run from {ceiling.min():g} to {ceiling.max():g}, expected a fraction in "
+            "[0, 1] (the challenge's units); values above 1 look like percent: divide the file by 100 yourself"
+        )
+    return ceiling
+
+
+def _load_test_split(
+    folder: Path, n_test: int, n_vertices: Mapping[str, int], *, check_finite: bool
+) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
+    """(test fMRI, noise ceiling) of ``subjXX/test_split``, each None when its files are absent."""
+    fmri_paths = _hemisphere_files(folder / "test_fmri", "{hemi}_test_fmri.npy")
+    test_fmri = None
+    if fmri_paths is not None:
+        test_fmri = {
+            hemi: _load_fmri(path, n_test, n_vertices[hemi], check_finite=check_finite, split="test")
+            for hemi, path in fmri_paths.items()
+        }
+    ceiling_paths = _hemisphere_files(folder / "noise_ceiling", "{hemi}_noise_ceiling.npy")
+    ceiling = None
+    if ceiling_paths is not None:
+        ceiling = {hemi: load_noise_ceiling(path, n_vertices[hemi]) for hemi, path in ceiling_paths.items()}
+    return test_fmri, ceiling
 
 
 def load_subject(data_dir: str | Path, subject: int | str, *, check_finite: bool = True) -> SubjectData:
-    """Load and check one subject: fMRI (memory-mapped), image ids in row order, ROI atlas.
+    """Load and check one subject: fMRI (memory-mapped), image ids in row order, ROI atlas, and the test split's
+    fMRI and noise ceiling when present.
 
-    Raises ``ChallengeDataError`` naming the file when fMRI rows differ from the number of training
+    Raises ``ChallengeDataError`` naming the file when fMRI rows differ from the number of training (or test)
     images, fMRI has NaN/inf (skip the scan with ``check_finite=False``), the all-vertices mask does
-    not select as many vertices as the fMRI has columns, or a file is missing.
+    not select as many vertices as the fMRI has columns, a noise ceiling is not a fraction in [0, 1], or a
+    file is missing.
     """
     folder = subject_dir(data_dir, subject)
     train_ids, train_images = list_images(data_dir, subject, "train")
@@ -369,6 +422,9 @@ def load_subject(data_dir: str | Path, subject: int | str, *, check_finite: bool
     rois = RoiAtlas(data_dir, subject, n_vertices=n_vertices)
     for hemi in HEMISPHERES:
         rois.all_vertices(hemi)
+    test_fmri, noise_ceiling = _load_test_split(
+        folder / "test_split", len(test_ids), n_vertices, check_finite=check_finite
+    )
     return SubjectData(
         subject=subject_number(subject),
         fmri=fmri,
@@ -376,6 +432,7 @@ def load_subject(data_dir: str | Path, subject: int | str, *, check_finite: bool
         test_ids=test_ids,
         train_images=train_images,
         test_images=test_images,
-        noise_ceiling=_load_noise_ceiling(folder / "noise_ceiling", n_vertices),
+        noise_ceiling=noise_ceiling,
         rois=rois,
+        test_fmri=test_fmri,
     )

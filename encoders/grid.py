@@ -2,9 +2,11 @@
 
 Each combination is one dask task: read the subject's training-image features lazily from the store, split them
 with the devkit's 90/10 split, PCA on the training rows, ridge with one alpha per vertex for both hemispheres in one
-call, per-vertex Pearson r on the validation rows, ROI medians with bootstrap intervals, noise-normalised score.
-A finished combination is saved as its own small netCDF file under ``out/combinations`` (named by a hash of
-everything that determines it) and skipped on rerun; the combined ``xarray.Dataset`` goes to ``out/results.nc``.
+call, per-vertex Pearson r on the validation rows, ROI medians with bootstrap intervals, and the challenge score
+on the validation rows (an estimate: the official one scores the test images). A finished combination is saved as
+its own small netCDF file under ``out/combinations``, named by a hash of everything that determines it (recipe,
+features, split, bootstrap, and a fingerprint of the subject's data files, `encoders.fingerprint`), and skipped on
+rerun; the combined ``xarray.Dataset`` goes to ``out/results.nc``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +38,10 @@ from encoders.challenge import (
 )
 from encoders.pca import PCA
 from encoders.ridge import CLOSED_FORM_CV, KernelRidgeCV, RidgeCV
-from encoders.scoring import noise_normalized_score, pearson_r, roi_medians
-from encoders.splits import devkit_split
+from encoders.errors import MissingFeaturesError, ResultsError, UnknownNameError
+from encoders.fingerprint import subject_fingerprint
+from encoders.scoring import challenge_score, pearson_r, roi_medians
+from encoders.splits import DEVKIT_SEED, devkit_split
 from featurestore.store import open_features, open_store
 
 __all__ = [
@@ -56,13 +61,12 @@ __all__ = [
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 11))
 SOLVERS = ("primal", "kernel")
 RESULTS_FILE = "results.nc"
+# version of what a combination file holds; part of its key, so files of an older definition are refitted
+# (2: challenge score with the official formula and fraction-unit ceilings, data fingerprints in the key)
+RESULTS_SCHEMA = 2
 COMBINATIONS_DIR = "combinations"
 IN_MEMORY_BYTES = 2 * 2**30  # a subject's layer up to this size (as float32) is read into memory once
 _NETCDF_ENGINE = "scipy"
-
-
-class MissingFeaturesError(LookupError):
-    """The store lacks features for some images a combination needs (message says how to extract them)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,10 @@ class _Context:
     storage_options: dict | None = None
 
     def hash_fields(self) -> dict[str, Any]:
-        return dict(split_seed=self.split_seed, n_boot=self.n_boot, level=self.level, boot_seed=self.boot_seed)
+        return dict(
+            split_seed=self.split_seed, n_boot=self.n_boot, level=self.level, boot_seed=self.boot_seed,
+            schema=RESULTS_SCHEMA,
+        )
 
 
 def _features_identity(store: str, backbone: str, layer: str, storage_options: dict | None) -> dict[str, Any]:
@@ -342,9 +349,8 @@ def _fit_combination(combo: Combination, ctx: _Context) -> xr.Dataset:
     medians = roi_medians(r, groups)
 
     ceiling = subject.noise_ceiling
-    normalized = [
-        float(noise_normalized_score(per_hemi["r"][hemi], ceiling[hemi])[1]) if ceiling else np.nan
-        for hemi in HEMISPHERES
+    challenge = [
+        challenge_score(per_hemi["r"][hemi], ceiling[hemi])[1] if ceiling else np.nan for hemi in HEMISPHERES
     ]
     data_vars = {
         "r": (("hemisphere", "vertex"), padded(per_hemi["r"]).astype(np.float32)),
@@ -361,11 +367,11 @@ def _fit_combination(combo: Combination, ctx: _Context) -> xr.Dataset:
             ("hemisphere", "roi"),
             np.array([[groups[(hemi, name)].sum() for name in names] for hemi in HEMISPHERES], dtype=np.int32),
         ),
-        "noise_normalized": (("hemisphere",), np.array(normalized)),
+        "val_challenge_score": (("hemisphere",), np.array(challenge)),
     }
     if ceiling:
         data_vars["noise_ceiling"] = (("hemisphere", "vertex"), padded(ceiling).astype(np.float32))
-        max_r = np.sqrt(np.clip(np.concatenate([ceiling[hemi] for hemi in HEMISPHERES]), 0, None) / 100.0)
+        max_r = np.sqrt(np.concatenate([ceiling[hemi] for hemi in HEMISPHERES]))
         data_vars["roi_noise_ceiling"] = (
             ("hemisphere", "roi"),
             np.array([[_median_or_nan(max_r[groups[(hemi, name)]]) for name in names] for hemi in HEMISPHERES]),
@@ -517,7 +523,7 @@ def fit_grid(
     subjects: Iterable[int | str] | None = None,
     settings: Iterable[EncoderSetting | Mapping[str, Any]] | None = None,
     out: str | os.PathLike = "encoder_results",
-    split_seed: int = 5,
+    split_seed: int = DEVKIT_SEED,
     n_boot: int = 1000,
     level: float = 0.95,
     boot_seed: int = 0,
@@ -544,8 +550,9 @@ def fit_grid(
         Encoder recipes; None means ``[EncoderSetting()]`` (PCA 100, ridge, 5-fold CV).
     out : str or path, default="encoder_results"
         Folder for per-combination files (``combinations/``) and ``results.nc``.
-    split_seed : int, default=5
-        Seed of the devkit 90/10 split (5 is the devkit's).
+    split_seed : int, default=4
+        Seed of the devkit 90/10 split: 4 is the seed notebook's (``rand_seed = 4``); 5 reproduces the copies
+        of the tutorial that set 5.
     n_boot, level, boot_seed : int, float, int
         Bootstrap resamples, interval coverage and seed (subject number is added) for the ROI-median intervals.
     scheduler : None, "threads", "processes", "synchronous", distributed Client, cluster or address
@@ -571,6 +578,7 @@ def fit_grid(
         raise ValueError(f"Encoder settings need distinct labels; got {labels} (give each a name=...)")
     subject_numbers = [subject_number(s) for s in (subjects if subjects is not None else list_subjects(data_dir))]
     ctx = _Context(store, data_dir, split_seed, n_boot, level, boot_seed, storage_options)
+    fingerprints = {number: subject_fingerprint(data_dir, number) for number in subject_numbers}
     combos = [
         Combination(backbone, layer, setting, subject)
         for backbone, layer in _models(store, models, backbones, storage_options)
@@ -581,7 +589,9 @@ def fit_grid(
         (c.backbone, c.layer): _features_identity(store, c.backbone, c.layer, storage_options) for c in combos
     }
     paths = [
-        out / COMBINATIONS_DIR / c.filename(c.key(features=identities[(c.backbone, c.layer)], **ctx.hash_fields()))
+        out / COMBINATIONS_DIR / c.filename(
+            c.key(features=identities[(c.backbone, c.layer)], data=fingerprints[c.subject], **ctx.hash_fields())
+        )
         for c in combos
     ]
     done, tasks = 0, []
@@ -602,7 +612,11 @@ def fit_grid(
         same_inputs = (previous.attrs.get(k) for k in ("combinations", "store", "data_dir"))
         if tuple(same_inputs) == (combinations, store, data_dir):
             return previous  # nothing new: keep the file (and its time stamp) as it is
-    results = collect_results(paths, attrs=dict(store=store, data_dir=data_dir, combinations=combinations))
+    attrs = dict(
+        store=store, data_dir=data_dir, combinations=combinations,
+        data_fingerprints=json.dumps({f"subj{n:02d}": f for n, f in fingerprints.items()}),
+    )
+    results = collect_results(paths, attrs=attrs)
     _write_atomic(results, results_path)
     return results
 
@@ -613,9 +627,10 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
     Variables: ``r`` and ``alpha`` (model, subject, hemisphere, vertex; NaN beyond ``n_vertices``),
     ``n_vertices`` (subject, hemisphere), ``roi_median`` / ``roi_median_low`` / ``roi_median_high``
     (model, subject, hemisphere, roi), ``roi_median_boot`` (..., boot), ``roi_n_vertices`` (subject, hemisphere,
-    roi), ``noise_normalized`` (model, subject, hemisphere; challenge score x100, NaN without a noise ceiling),
-    ``noise_ceiling`` (subject, hemisphere, vertex; percent) and ``roi_noise_ceiling`` (subject, hemisphere, roi;
-    median over the ROI of sqrt(ceiling / 100), the largest r the noise allows) when known, ``n_components``
+    roi), ``val_challenge_score`` (model, subject, hemisphere; the challenge's formula, percent, on the validation
+    rows with the test split's noise ceiling, so an estimate of the official test score; NaN without a ceiling),
+    ``noise_ceiling`` (subject, hemisphere, vertex; fraction) and ``roi_noise_ceiling`` (subject, hemisphere, roi;
+    median over the ROI of sqrt(ceiling), the largest r the noise allows) when known, ``n_components``
     (model, subject).
     Coordinates ``backbone``, ``layer``, ``setting`` along ``model`` and ``roi_class`` along ``roi``.
     Attributes: ``settings`` and ``provenance`` (JSON by label / backbone) plus ``attrs``.
@@ -645,7 +660,7 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
         "roi_median_low": full((*shape_m, len(rois))),
         "roi_median_high": full((*shape_m, len(rois))),
         "roi_median_boot": full((*shape_m, len(rois), n_boot), np.float32),
-        "noise_normalized": full(shape_m),
+        "val_challenge_score": full(shape_m),
         "n_components": full(shape_m[:2], np.int32),
     }
     per_subject = {
@@ -665,7 +680,7 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
             arrays[name][m, s, :, :nv] = part[name].values
         for name in ("roi_median", "roi_median_low", "roi_median_high", "roi_median_boot"):
             arrays[name][m, s][:, roi_idx] = part[name].values
-        arrays["noise_normalized"][m, s] = part["noise_normalized"].values
+        arrays["val_challenge_score"][m, s] = part["val_challenge_score"].values
         arrays["n_components"][m, s] = part.attrs["n_components"]
         per_subject["n_vertices"][s] = part["n_vertices"].values
         per_subject["roi_n_vertices"][s][:, roi_idx] = part["roi_n_vertices"].values
@@ -685,7 +700,7 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
         "roi_median_low": ("model", "subject", "hemisphere", "roi"),
         "roi_median_high": ("model", "subject", "hemisphere", "roi"),
         "roi_median_boot": ("model", "subject", "hemisphere", "roi", "boot"),
-        "noise_normalized": ("model", "subject", "hemisphere"),
+        "val_challenge_score": ("model", "subject", "hemisphere"),
         "n_components": ("model", "subject"),
         "n_vertices": ("subject", "hemisphere"),
         "roi_n_vertices": ("subject", "hemisphere", "roi"),
@@ -723,14 +738,33 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
 
 
 def load_results(path: str | os.PathLike) -> xr.Dataset:
-    """Open ``results.nc`` (or the folder holding it) fully into memory."""
+    """Open ``results.nc`` (or the folder holding it) fully into memory.
+
+    Files written before the challenge score followed the official definition hold ``noise_normalized`` (and a
+    percent-unit ``noise_ceiling``); those two are dropped with a warning, the rest reads as before.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"No results file {path}; run `encoders fit` (or fit_grid) first")
-    with xr.open_dataset(path, engine=_NETCDF_ENGINE) as results:
-        return results.load()
+        raise ResultsError(f"No results file {path}; run `encoders fit` (or fit_grid) first")
+    try:
+        with xr.open_dataset(path, engine=_NETCDF_ENGINE) as results:
+            results = results.load()
+    except (OSError, ValueError, TypeError) as error:
+        raise ResultsError(
+            f"Cannot read results file {path} ({error}); it may be truncated: rerun `encoders fit` with the same "
+            "--out to rebuild it from the finished combinations"
+        ) from error
+    if "noise_normalized" in results:
+        warnings.warn(
+            f"{path} was written by an older version: its noise-normalised score used another formula and units "
+            "and is dropped; rerun `encoders fit` for the challenge score",
+            UserWarning,
+            stacklevel=2,
+        )
+        results = results.drop_vars([name for name in ("noise_normalized", "noise_ceiling") if name in results])
+    return results
 
 
 def find_model(results: xr.Dataset, model: str) -> str:
@@ -738,7 +772,7 @@ def find_model(results: xr.Dataset, model: str) -> str:
     models = results["model"].values.tolist()
     matches = [m for m in models if m == model] or [m for m in models if m.startswith(f"{model}:")]
     if len(matches) != 1:
-        raise KeyError(
+        raise UnknownNameError(
             f"model {model!r} {'is ambiguous' if matches else 'is not in the results'}; "
             f"{'matches' if matches else 'models'}: {matches or models}"
         )

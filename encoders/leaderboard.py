@@ -17,6 +17,7 @@ import xarray as xr
 
 from encoders.bootstrap import PairedBootstrap, paired_bootstrap, percentile_interval
 from encoders.challenge import ALL_VERTICES, HEMISPHERES, RoiAtlas, subject_number
+from encoders.errors import UnknownNameError
 from encoders.grid import find_model, predict_validation
 
 __all__ = [
@@ -30,7 +31,8 @@ __all__ = [
 ]
 
 CEILING_ROW = "noise ceiling (max r)"
-NOISE_NORMALIZED = "noise-normalized %"
+# the challenge's formula on validation rows with the test split's ceiling: an estimate of the official test score
+CHALLENGE_SCORE = "challenge score % (val.)"
 # printed by default: the overall median and the seven visual streams (the CSV has every ROI)
 PRINTED_ROIS = (ALL_VERTICES, "early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal")
 
@@ -41,7 +43,7 @@ def _check_rois(results: xr.Dataset, rois: Iterable[str] | None) -> list[str]:
     chosen = known if rois is None else list(rois)
     unknown = [r for r in chosen if r not in known]
     if unknown:
-        raise KeyError(f"ROIs {unknown} are not in the results; known ROIs: {known}")
+        raise UnknownNameError(f"ROIs {unknown} are not in the results; known ROIs: {known}")
     return chosen
 
 
@@ -85,13 +87,15 @@ def leaderboard(
         Hemispheres to average over.
     ceiling : bool, default=True
         Add a last row with the median over vertices of sqrt(noise ceiling), the largest r the noise allows,
-        when the data has a noise ceiling (the demo data does).
+        when the data has a noise ceiling (``test_split/noise_ceiling``; the demo data has one).
 
     Returns
     -------
     pandas.DataFrame
         Index ``model``; columns ``backbone``, ``layer``, ``setting``, then per ROI ``<roi>``, ``<roi> low``,
-        ``<roi> high``, then ``noise-normalized %`` (challenge score, mean over vertices; NaN without a ceiling).
+        ``<roi> high``, then ``challenge score % (val.)``: the challenge's noise-normalised score (mean over all
+        vertices of all subjects and hemispheres) computed on the validation images, an estimate of the official
+        score on the test images (`encoders.evaluate`); NaN without a noise ceiling.
     """
     rois = _check_rois(results, rois)
     data = _select(results, subjects, hemispheres).sel(roi=rois)
@@ -107,11 +111,13 @@ def leaderboard(
         bounds = [percentile_interval(0.0, s, level) for s in samples.sel(roi=roi).values]
         table[f"{roi} low"] = [b.low for b in bounds]
         table[f"{roi} high"] = [b.high for b in bounds]
-    weights = data["n_vertices"].where(data["noise_normalized"].notnull())
-    total = weights.sum(("subject", "hemisphere"))
-    table[NOISE_NORMALIZED] = (
-        ((data["noise_normalized"] * weights).sum(("subject", "hemisphere")) / total).where(total > 0).values
-    )
+    if "val_challenge_score" in data:
+        score = data["val_challenge_score"]
+        weights = data["n_vertices"].where(score.notnull())
+        total = weights.sum(("subject", "hemisphere"))
+        table[CHALLENGE_SCORE] = ((score * weights).sum(("subject", "hemisphere")) / total).where(total > 0).values
+    else:
+        table[CHALLENGE_SCORE] = np.nan
     table = table.sort_values(rois[0], ascending=False, kind="stable")
     table.attrs["level"] = level
     if ceiling and "roi_noise_ceiling" in data:
@@ -120,7 +126,7 @@ def leaderboard(
 
 
 def _ceiling_row(data: xr.Dataset, rois: list[str], columns: list[str]) -> list:
-    """Per ROI, the subject/hemisphere mean of the median over vertices of sqrt(noise ceiling / 100)."""
+    """Per ROI, the subject/hemisphere mean of the median over vertices of sqrt(noise ceiling)."""
     ceiling = _mean_over_subjects(data["roi_noise_ceiling"])
     row = dict.fromkeys(columns, np.nan) | {"backbone": "", "layer": "", "setting": ""}
     row |= {roi: float(ceiling.sel(roi=roi)) for roi in rois}
@@ -129,13 +135,13 @@ def _ceiling_row(data: xr.Dataset, rois: list[str], columns: list[str]) -> list:
 
 def format_leaderboard(table: pd.DataFrame, rois: Iterable[str] | None = None, digits: int = 3) -> str:
     """Printable text: one "r [low, high]" column per ROI (default: All vertices plus the stream ROIs)."""
-    value_columns = [c for c in table.columns if c not in ("backbone", "layer", "setting", NOISE_NORMALIZED)]
+    value_columns = [c for c in table.columns if c not in ("backbone", "layer", "setting", CHALLENGE_SCORE)]
     present = [c for c in value_columns if not c.endswith((" low", " high"))]
     if rois is None:
         rois = [r for r in present if r in PRINTED_ROIS]
     unknown = [r for r in rois if r not in present]
     if unknown:
-        raise KeyError(f"ROIs {unknown} are not in the leaderboard; its ROIs: {present}")
+        raise UnknownNameError(f"ROIs {unknown} are not in the leaderboard; its ROIs: {present}")
     shown = pd.DataFrame(index=table.index)
     for roi in rois:
         shown[roi] = [
@@ -143,8 +149,8 @@ def format_leaderboard(table: pd.DataFrame, rois: Iterable[str] | None = None, d
             f"{value:.{digits}f}" + ("" if np.isnan(low) else f" [{low:.{digits}f}, {high:.{digits}f}]")
             for value, low, high in zip(table[roi], table[f"{roi} low"], table[f"{roi} high"])
         ]
-    if table[NOISE_NORMALIZED].notna().any():
-        shown[NOISE_NORMALIZED] = table[NOISE_NORMALIZED].map(lambda v: "" if np.isnan(v) else f"{v:.1f}")
+    if table[CHALLENGE_SCORE].notna().any():
+        shown[CHALLENGE_SCORE] = table[CHALLENGE_SCORE].map(lambda v: "" if np.isnan(v) else f"{v:.1f}")
     level = table.attrs.get("level", 0.95)
     return f"median r over validation images [bootstrap {level:.0%} interval]\n" + shown.to_string()
 

@@ -1,8 +1,9 @@
-"""Per-target accuracy scores computed for all targets at once: Pearson r, R^2, the Algonauts noise-normalised
-score and ROI medians."""
+"""Per-target accuracy scores computed for all targets at once: Pearson r, R^2, the Algonauts 2023 challenge score
+and ROI medians."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
@@ -95,36 +96,69 @@ def r2_score(y_true: Any, y_pred: Any, *, backend: str | ModuleType = "numpy") -
     return xp.where(constant, float("nan"), r2)
 
 
-def noise_normalized_score(r: Any, noise_ceiling: Any) -> tuple[np.ndarray, float]:
-    """Algonauts 2023 score: squared correlation over the noise ceiling, per vertex and as a mean percentage.
+CHALLENGE_NC_FLOOR = 1e-14  # the organisers' stand-in for a noise ceiling of exactly 0
 
-    As in the challenge: negative r counts as 0, ``r**2 / (noise_ceiling / 100)`` is capped at 1, and only vertices
-    with a non-zero noise ceiling count. A NaN r (a constant prediction) counts as 0.
+
+def challenge_score(r: Any, noise_ceiling: Any) -> tuple[np.ndarray, float]:
+    """The Algonauts 2023 noise-normalised score of one hemisphere, per vertex and its mean (percent).
+
+    As the organisers' ``03_test_encoding.py`` computes it: negative r -> 0; r^2; a noise ceiling of exactly 0
+    becomes 1e-14 (the vertex still counts, with 100 unless r <= 0); ``100 * r^2 / NC`` capped at 100; the mean
+    over all vertices. The challenge scores held-out test images with the test split's noise ceiling; on other
+    images (the grid's validation rows) it is an estimate of that score.
+
+    A NaN r (a constant prediction or response) counts as r = 0, with a warning: the organisers' script would
+    make the whole mean NaN.
 
     Parameters
     ----------
     r : array-like of shape (n_vertices,)
         Pearson r per vertex.
     noise_ceiling : array-like of shape (n_vertices,)
-        Noise ceiling in percent of explainable variance (0..100).
+        The challenge's noise ceiling, a fraction of explainable variance in [0, 1]
+        (``test_split/noise_ceiling/{lh,rh}_noise_ceiling.npy``).
 
     Returns
     -------
     per_vertex : ndarray of shape (n_vertices,)
-        Noise-normalised accuracy in [0, 1]; NaN where the noise ceiling is 0.
-    mean_percent : float
-        Mean of ``per_vertex`` over vertices with a non-zero ceiling, times 100 (NaN if there are none).
+        Noise-normalised accuracy in percent, 0..100.
+    mean : float
+        Mean of ``per_vertex`` over all vertices (NaN when there are none).
     """
     r = np.asarray(r, dtype=np.float64)
-    nc = np.asarray(noise_ceiling, dtype=np.float64) / 100.0
+    nc = np.asarray(noise_ceiling, dtype=np.float64)
     if r.shape != nc.shape or r.ndim != 1:
         raise ValueError(f"r and noise_ceiling must be 1-D of the same length; got {r.shape} and {nc.shape}")
-    explained = np.nan_to_num(np.clip(r, 0.0, None), nan=0.0) ** 2
-    valid = nc != 0
-    per_vertex = np.full_like(r, np.nan)
-    per_vertex[valid] = np.minimum(explained[valid] / nc[valid], 1.0)
-    mean_percent = float(per_vertex[valid].mean() * 100.0) if valid.any() else float("nan")
-    return per_vertex, mean_percent
+    if nc.size and (np.nanmax(nc) > 1 or np.nanmin(nc) < 0 or np.isnan(nc).any()):
+        raise ValueError(
+            f"noise_ceiling must be a fraction in [0, 1] (the challenge's units); got values from "
+            f"{np.nanmin(nc):g} to {np.nanmax(nc):g}{' and NaN' if np.isnan(nc).any() else ''}"
+        )
+    n_nan = int(np.isnan(r).sum())
+    if n_nan:
+        warnings.warn(
+            f"{n_nan} of {r.size} vertices have r = NaN (constant prediction or response); they count as r = 0",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    per_vertex = _challenge_per_vertex(r, nc)
+    return per_vertex, float(per_vertex.mean()) if per_vertex.size else float("nan")
+
+
+def _challenge_per_vertex(r: np.ndarray, nc: np.ndarray) -> np.ndarray:
+    """The official per-vertex score of r (any leading shape, NaN as 0) against a checked fraction-unit ceiling."""
+    r2 = np.nan_to_num(np.clip(r, 0.0, None), nan=0.0) ** 2
+    return np.minimum(100.0 * r2 / np.where(nc == 0, CHALLENGE_NC_FLOOR, nc), 100.0)
+
+
+def challenge_score_rows(r: Any, noise_ceiling: Any) -> np.ndarray:
+    """`challenge_score`'s mean for each row of ``r`` (n_rows, n_vertices), e.g. bootstrap resamples; NaN r
+    counts as 0 without a warning."""
+    r = np.asarray(r, dtype=np.float64)
+    nc = np.asarray(noise_ceiling, dtype=np.float64)
+    if r.ndim != 2 or r.shape[1:] != nc.shape:
+        raise ValueError(f"r must have shape (n_rows, {nc.size}) to match noise_ceiling; got {r.shape}")
+    return _challenge_per_vertex(r, nc).mean(axis=1)
 
 
 def roi_medians(r: Any, masks: Mapping[str, Any]) -> dict[str, float]:

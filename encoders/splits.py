@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+DEVKIT_SEED = 4  # the seed notebook's ``rand_seed = 4``
 
-def devkit_split(n: int, seed: int = 5, train_fraction: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+
+def devkit_split(n: int, seed: int = DEVKIT_SEED, train_fraction: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle ``range(n)`` as the Algonauts 2023 devkit does and cut it into train and validation indices.
 
     The devkit calls ``np.random.seed(seed); np.random.shuffle(idxs)`` and keeps
@@ -16,8 +18,8 @@ def devkit_split(n: int, seed: int = 5, train_fraction: float = 0.9) -> tuple[np
     ----------
     n : int
         Number of rows (training images of one subject).
-    seed : int, default=5
-        The devkit's seed.
+    seed : int, default=4
+        The seed notebook's ``rand_seed = 4``. Some copies of the tutorial set 5; ``seed=5`` reproduces those.
     train_fraction : float, default=0.9
         Fraction of rows used for training, in (0, 1].
 

@@ -1,4 +1,4 @@
-"""Write and check Algonauts 2023 submission zips (``subjXX/{lh,rh}_pred_test.npy`` at the archive top level).
+"""Write, check and read Algonauts 2023 submissions: a zip (or folder) of ``subjXX/{lh,rh}_pred_test.npy``.
 
 Each file holds float32 predictions of shape (n_test_images, n_challenge_vertices) with rows in test image
 file order (``test-0001_...`` first) and columns in challenge vertex order. Expected shapes come from the
@@ -7,22 +7,20 @@ data folder: the test image count of each subject and the all-vertices mask of e
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from encoders.errors import SubmissionError
 from encoders.challenge import HEMISPHERES, RoiAtlas, list_images, list_subjects, subject_number
 
 PREDICTION_FILE = "{hemi}_pred_test.npy"
 _SUBJECT_FOLDER = re.compile(r"^subj\d\d$")
-
-
-class SubmissionError(ValueError):
-    """Predictions do not match what the challenge expects (message lists every problem)."""
 
 
 def expected_shapes(
@@ -116,31 +114,51 @@ def write_submission(
     return zip_path
 
 
-def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
-    """One .npy member of a zip, without pickles."""
-    return np.load(io.BytesIO(archive.read(name)), allow_pickle=False)
+NPY_MAGIC = b"\x93NUMPY"
 
 
-def check_submission(
-    zip_path: str | Path, data_dir: str | Path, subjects: Iterable[int | str] | None = None
-) -> list[str]:
-    """Every problem of a submission zip (empty list: ready to upload).
+def _load_npy_bytes(data: bytes) -> np.ndarray:
+    """A .npy array from bytes, without pickles; ValueError saying what the bytes are when they are not one."""
+    if not data.startswith(NPY_MAGIC):
+        raise ValueError(f"no .npy header (the file starts with {data[:8]!r}, a .npy file with {NPY_MAGIC!r})")
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
-    Names missing subjects or files, wrong dtype or shape, NaN/inf, an extra parent folder above the
-    subject folders, and unexpected files. ``subjects=None`` expects every subject of ``data_dir``.
+
+@contextlib.contextmanager
+def _members(path: Path) -> Iterator[tuple[list[str], Callable[[str], bytes]]]:
+    """(file names, reader of a name's bytes) of a submission zip or folder.
+
+    In a folder only files under ``subjXX`` folders count: the zip that `write_submission` puts beside them,
+    or any other file there, is not part of the submission.
     """
-    zip_path = Path(zip_path)
-    if not zipfile.is_zipfile(zip_path):
-        return [f"{zip_path}: not a zip archive (or missing)"]
-    shapes = expected_shapes(data_dir, subjects)
+    if path.is_dir():
+        names = sorted(
+            file.relative_to(path).as_posix()
+            for file in path.rglob("*")
+            if file.is_file() and any(_SUBJECT_FOLDER.match(part) for part in file.relative_to(path).parts[:-1])
+        )
+        yield names, lambda name: (path / name).read_bytes()
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            yield [name for name in archive.namelist() if not name.endswith("/")], archive.read
+    else:
+        raise SubmissionError(
+            f"{path}: {'not a zip archive' if path.exists() else 'does not exist'}; expected a submission zip or a "
+            "folder holding subjXX/{lh,rh}_pred_test.npy"
+        )
+
+
+def _inspect(
+    path: Path, shapes: Mapping[int, Mapping[str, tuple[int, int]]]
+) -> tuple[dict[int, dict[str, np.ndarray]], list[str]]:
+    """Arrays found in a submission zip or folder, and every problem with its layout and contents."""
     expected_names = {PREDICTION_FILE.format(hemi=hemi): hemi for hemi in HEMISPHERES}
     problems: list[str] = []
     found: dict[tuple[int, str], str] = {}
     parents: set[str] = set()
-    with zipfile.ZipFile(zip_path) as archive:
-        for name in archive.namelist():
-            if name.endswith("/"):
-                continue
+    arrays: dict[int, dict[str, np.ndarray]] = {}
+    with _members(path) as (names, read):
+        for name in names:
             parts = PurePosixPath(name).parts
             at = next((i for i, part in enumerate(parts) if _SUBJECT_FOLDER.match(part)), None)
             if at is None or len(parts) != at + 2 or parts[-1] not in expected_names:
@@ -165,12 +183,39 @@ def check_submission(
             for hemi, shape in hemi_shapes.items():
                 label = f"subj{subject:02d}/{PREDICTION_FILE.format(hemi=hemi)}"
                 if (subject, hemi) not in found:
-                    problems.append(f"{label}: missing from the archive")
+                    problems.append(f"{label}: missing from the submission")
                     continue
                 try:
-                    array = _read_npy(archive, found[(subject, hemi)])
+                    array = _load_npy_bytes(read(found[(subject, hemi)]))
                 except ValueError as error:
                     problems.append(f"{label}: not a readable .npy array ({error})")
                     continue
                 problems += _array_problems(label, array, shape)
-    return problems
+                arrays.setdefault(subject, {})[hemi] = array
+    return arrays, problems
+
+
+def check_submission(
+    submission: str | Path, data_dir: str | Path, subjects: Iterable[int | str] | None = None
+) -> list[str]:
+    """Every problem of a submission zip or folder (empty list: ready to upload).
+
+    Names missing subjects or files, wrong dtype or shape, NaN/inf, files that are not .npy arrays, an extra
+    parent folder above the subject folders, and unexpected files. ``subjects=None`` expects every subject of
+    ``data_dir``.
+    """
+    try:
+        return _inspect(Path(submission), expected_shapes(data_dir, subjects))[1]
+    except SubmissionError as error:
+        return [str(error)]
+
+
+def read_submission(
+    submission: str | Path, data_dir: str | Path, subjects: Iterable[int | str] | None = None
+) -> dict[int, dict[str, np.ndarray]]:
+    """The predictions of a submission zip or folder, ``{subject: {"lh": array, "rh": array}}``, after the checks
+    of `check_submission`; ``SubmissionError`` listing every problem otherwise."""
+    arrays, problems = _inspect(Path(submission), expected_shapes(data_dir, subjects))
+    if problems:
+        raise SubmissionError(f"Submission {submission} cannot be scored:\n  " + "\n  ".join(problems))
+    return arrays

@@ -22,7 +22,7 @@ from PIL import Image
 
 __all__ = ["ROI_CLASSES", "make_demo_data"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: test fMRI and the fraction-unit noise ceiling in test_split/, as the challenge data
 IMAGE_SIZE = 425
 N_NSD_IMAGES = 73000
 N_FSAVERAGE_VERTICES = 163842
@@ -370,18 +370,18 @@ def _write_hemisphere(
     signal = amplitude * _simulate_signal(local, global_, xy, hemi, n_train, rng)
     fmri = (signal + rng.normal(0.0, noise_sd, size=signal.shape)).astype(np.float32)
     signal = signal.astype(np.float32)
-    noise_ceiling = 100 * amplitude**2 / (amplitude**2 + noise_sd**2)
+    noise_ceiling = amplitude**2 / (amplitude**2 + noise_sd**2)
     _save(root / subject / "training_split/training_fmri" / f"{hemi}_training_fmri.npy", fmri[:n_train])
-    _save(root / subject / "noise_ceiling" / f"{hemi}_noise_ceiling.npy", noise_ceiling.astype(np.float32))
+    _save(root / subject / "test_split/test_fmri" / f"{hemi}_test_fmri.npy", fmri[n_train:])
+    _save(root / subject / "test_split/noise_ceiling" / f"{hemi}_noise_ceiling.npy", noise_ceiling.astype(np.float32))
     truth = root / TRUTH_FOLDER / subject
     _save(truth / f"{hemi}_training_signal.npy", signal[:n_train])
     _save(truth / f"{hemi}_test_signal.npy", signal[n_train:])
-    _save(truth / f"{hemi}_test_fmri.npy", fmri[n_train:])
     return {
         "n_vertices": len(vertices),
-        "median_noise_ceiling": round(float(np.median(noise_ceiling)), 3),
+        "median_noise_ceiling": round(float(np.median(noise_ceiling)), 4),
         "roi_median_noise_ceiling": {
-            name: round(float(np.median(noise_ceiling[labels[roi_class] == label])), 3)
+            name: round(float(np.median(noise_ceiling[labels[roi_class] == label])), 4)
             for roi_class, names in ROI_CLASSES.items()
             for label, name in enumerate(names, start=1)
             if (labels[roi_class] == label).any()
@@ -433,15 +433,16 @@ def _write_dataset(root: Path, params: dict) -> dict:
             "rings, sectors and patches around it. fMRI = amplitude * signal + N(0, noise_sd^2) per vertex, where "
             "signal is unit-variance over the training images and mixes population receptive fields over local "
             "luminance/colour/edge maps (near the pole) with global image statistics (far from it). "
-            "noise_ceiling = 100 * amplitude^2 / (amplitude^2 + noise_sd^2), percent of explainable variance."
+            "noise_ceiling = amplitude^2 / (amplitude^2 + noise_sd^2), the fraction of a response's variance that "
+            "the signal explains (the challenge's units)."
         ),
         "local_channels": list(LOCAL_CHANNELS),
         "global_features": list(GLOBAL_FEATURES),
         "truth_files": {
-            "noise_ceiling": "subjXX/noise_ceiling/{lh,rh}_noise_ceiling.npy float32 (n_vertices,), percent 0..100",
+            "noise_ceiling": "subjXX/test_split/noise_ceiling/{lh,rh}_noise_ceiling.npy float32 (n_vertices,), 0..1",
+            "test_fmri": "subjXX/test_split/test_fmri/{lh,rh}_test_fmri.npy float32 (n_test, n_vertices), signal + noise",
             "training_signal": f"{TRUTH_FOLDER}/subjXX/{{lh,rh}}_training_signal.npy float32 (n_train, n_vertices)",
             "test_signal": f"{TRUTH_FOLDER}/subjXX/{{lh,rh}}_test_signal.npy float32 (n_test, n_vertices)",
-            "test_fmri": f"{TRUTH_FOLDER}/subjXX/{{lh,rh}}_test_fmri.npy float32 (n_test, n_vertices), signal + noise",
         },
         "n_images": len(unique_ids),
         "n_ids_shared_by_all_subjects": len(shared),
@@ -496,10 +497,13 @@ def make_demo_data(
         subjXX/roi_masks/{lh,rh}.all-vertices_fsaverage_space.npy       int32 (163842,) 0/1
         subjXX/roi_masks/{lh,rh}.<class>_{challenge,fsaverage}_space.npy int32 ROI ids, 0 = none
         subjXX/roi_masks/mapping_<class>.npy                            dict {0: "Unknown", 1: "V1v", ...}
+        subjXX/test_split/test_fmri/{lh,rh}_test_fmri.npy               float32 (n_test, n_vertices)
+        subjXX/test_split/noise_ceiling/{lh,rh}_noise_ceiling.npy       float32 (n_vertices,), fraction 0..1
 
-    plus the simulation's truth: ``subjXX/noise_ceiling/{lh,rh}_noise_ceiling.npy`` (float32, percent of
-    explainable variance per vertex), ``demo_truth/subjXX/{lh,rh}_{training_signal,test_signal,test_fmri}.npy``
-    and ``demo_truth.json`` (parameters, model, per-ROI median noise ceilings).
+    The test fMRI and noise ceiling are where the post-challenge release keeps them (the ceiling in the
+    challenge's units: the fraction of a test response's variance the noiseless signal explains). Plus the
+    simulation's truth: ``demo_truth/subjXX/{lh,rh}_{training_signal,test_signal}.npy`` and ``demo_truth.json``
+    (parameters, model, per-ROI median noise ceilings).
 
     Parameters
     ----------
@@ -516,7 +520,8 @@ def make_demo_data(
         (counts differ by hemisphere and subject in the real data). The rh count must fit in fsaverage5 (10,242).
     noise_sd : float, default=1.0
         SD of the Gaussian noise added to every vertex; the noiseless signal's SD per vertex is about 0.3-1.6
-        (larger near the occipital pole), so noise ceilings spread over roughly 5-90% (median ~35% at noise_sd=1).
+        (larger near the occipital pole), so noise ceilings spread over roughly 0.05-0.9 (median ~0.35 at
+        noise_sd=1).
     seed : int, default=0
         Seeds ids, images, ROIs, weights and noise; the same arguments give byte-identical arrays.
 

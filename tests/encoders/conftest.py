@@ -72,10 +72,13 @@ def write_algonauts(root: Path, seed: int = 0) -> Path:
             fmri = rng.standard_normal((N_TRAIN, n_vertices)).astype(np.float32)
             np.save(folder / "training_split" / "training_fmri" / f"{hemi}_training_fmri.npy", fmri)
             _write_roi_masks(folder / "roi_masks", subject, hemi, _posterior_vertices(hemi, n_vertices))
-            if subject == 1:
-                (folder / "noise_ceiling").mkdir(exist_ok=True)
-                ceiling = rng.uniform(0, 100, n_vertices).astype(np.float32)
-                np.save(folder / "noise_ceiling" / f"{hemi}_noise_ceiling.npy", ceiling)
+            if subject == 1:  # the test split's fMRI and noise ceiling (a fraction), as the post-challenge release
+                for name in ("test_fmri", "noise_ceiling"):
+                    (folder / "test_split" / name).mkdir(exist_ok=True)
+                test_fmri = rng.standard_normal((N_TEST, n_vertices)).astype(np.float32)
+                np.save(folder / "test_split" / "test_fmri" / f"{hemi}_test_fmri.npy", test_fmri)
+                ceiling = rng.uniform(0, 1, n_vertices).astype(np.float32)
+                np.save(folder / "test_split" / "noise_ceiling" / f"{hemi}_noise_ceiling.npy", ceiling)
     return root
 
 

@@ -50,11 +50,63 @@ def test_load_subject_matches_raw_files(algonauts_dir, algonauts_spec, subject, 
     assert (data.n_train, data.n_test) == (algonauts_spec.n_train, algonauts_spec.n_test)
 
 
-def test_noise_ceiling_only_when_present(algonauts_dir):
-    ceiling = load_subject(algonauts_dir, 1).noise_ceiling
-    raw = np.load(algonauts_dir / "subj01" / "noise_ceiling" / "lh_noise_ceiling.npy")
-    np.testing.assert_array_equal(ceiling["lh"], raw)
-    assert load_subject(algonauts_dir, 2).noise_ceiling is None
+def test_test_split_only_when_present(algonauts_dir, algonauts_spec):
+    data = load_subject(algonauts_dir, 1)
+    test_split = algonauts_dir / "subj01" / "test_split"
+    for hemi in ("lh", "rh"):
+        np.testing.assert_array_equal(data.noise_ceiling[hemi], np.load(test_split / f"noise_ceiling/{hemi}_noise_ceiling.npy"))
+        np.testing.assert_array_equal(data.test_fmri[hemi], np.load(test_split / f"test_fmri/{hemi}_test_fmri.npy"))
+        assert data.test_fmri[hemi].shape == (algonauts_spec.n_test, data.rois.n_vertices(hemi))
+    other = load_subject(algonauts_dir, 2)
+    assert other.noise_ceiling is None and other.test_fmri is None
+
+
+def test_old_noise_ceiling_folder_is_not_read(algonauts_copy):
+    folder = algonauts_copy / "subj02" / "noise_ceiling"
+    folder.mkdir()
+    for hemi, n in zip(("lh", "rh"), (52, 48)):
+        np.save(folder / f"{hemi}_noise_ceiling.npy", np.full(n, 50, np.float32))
+    assert load_subject(algonauts_copy, 2).noise_ceiling is None
+
+
+@pytest.mark.parametrize("scale", [100.0, 1.0001])
+def test_percent_unit_noise_ceiling_is_refused(algonauts_copy, scale):
+    path = algonauts_copy / "subj01" / "test_split" / "noise_ceiling" / "rh_noise_ceiling.npy"
+    ceiling = np.load(path)
+    ceiling[3] = 1.0
+    np.save(path, ceiling * np.float32(scale))
+    largest = f"{float(np.float32(scale)):g}"
+    message = rf"{re.escape(str(path))}: noise ceiling values run from .* to {re.escape(largest)}, expected a fraction in \[0, 1\]"
+    with pytest.raises(ChallengeDataError, match=message):
+        load_subject(algonauts_copy, 1)
+    np.testing.assert_array_equal(np.load(path), ceiling * np.float32(scale))  # refused, never rewritten
+
+
+def test_noise_ceiling_of_one_hemisphere_is_refused(algonauts_copy):
+    path = algonauts_copy / "subj01" / "test_split" / "noise_ceiling" / "lh_noise_ceiling.npy"
+    path.unlink()
+    with pytest.raises(ChallengeDataError, match=rf"Missing file {re.escape(str(path))} \(its other hemisphere"):
+        load_subject(algonauts_copy, 1)
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [((4, 59), r"fMRI has shape \(4, 59\), expected \(4, 60\)"), ((3, 60), r"has 3 rows but the test image folder holds 4")],
+)
+def test_test_fmri_of_wrong_shape(algonauts_copy, shape, match):
+    path = algonauts_copy / "subj01" / "test_split" / "test_fmri" / "lh_test_fmri.npy"
+    np.save(path, np.zeros(shape, np.float32))
+    with pytest.raises(ChallengeDataError, match=rf"{re.escape(str(path))}: .*{match}"):
+        load_subject(algonauts_copy, 1)
+
+
+def test_test_fmri_with_nan_is_named(algonauts_copy):
+    path = algonauts_copy / "subj01" / "test_split" / "test_fmri" / "rh_test_fmri.npy"
+    fmri = np.load(path)
+    fmri[2, 5] = np.nan
+    np.save(path, fmri)
+    with pytest.raises(ChallengeDataError, match=rf"{re.escape(str(path))}: fMRI has 1 NaN .*row 2, vertex 5"):
+        load_subject(algonauts_copy, 1)
 
 
 def test_float64_fmri_is_converted(algonauts_copy):
@@ -166,7 +218,6 @@ def test_fsaverage_mask_wrong_length(algonauts_copy, filename, space):
     [
         "training_split/training_fmri/rh_training_fmri.npy",
         "roi_masks/lh.all-vertices_fsaverage_space.npy",
-        "noise_ceiling/rh_noise_ceiling.npy",
     ],
 )
 def test_missing_file_is_named(algonauts_copy, relative):

@@ -101,7 +101,7 @@ def test_results_layout_and_file(grid_data, fitted):
     low, high = (results[f"roi_median_{b}"].sel(roi="All vertices") for b in ("low", "high"))
     assert (low <= all_r).all() and (all_r <= high).all()
     assert float(all_r.min()) > 0.1  # thumbnails predict the simulated early-visual signal
-    assert np.isfinite(results["noise_normalized"]).all()  # the demo data has a noise ceiling
+    assert np.isfinite(results["val_challenge_score"]).all()  # the demo data has a noise ceiling
     assert results["alpha"].sel(model=results["model"].values[0]).isin([1e2, 1e4, 1e6]).sum() > 0
     assert json.loads(results.attrs["settings"])["pca20-ridge-cv5"]["pca"] == 20
     on_disk = load_results(fitted.out)
@@ -114,12 +114,50 @@ def test_roi_medians_and_ceilings_match_masks(grid_data, fitted):
     for hemi in ("lh", "rh"):
         n = data.fmri[hemi].shape[1]
         r = results["r"].sel(hemisphere=hemi).values[:n]
-        max_r = np.sqrt(data.noise_ceiling[hemi] / 100)
+        max_r = np.sqrt(data.noise_ceiling[hemi])  # a fraction of explainable variance
         for roi, mask in data.rois.masks(hemi).items():
             row = results.sel(hemisphere=hemi, roi=roi)
             assert float(row["roi_median"]) == pytest.approx(np.median(r[mask]))
             assert float(row["roi_noise_ceiling"]) == pytest.approx(np.median(max_r[mask]), rel=1e-6)
             assert int(row["roi_n_vertices"]) == mask.sum()
+
+
+def test_validation_challenge_score_follows_the_official_formula(grid_data, fitted):
+    """val_challenge_score is the challenge's formula on the stored validation r and the test split's ceiling."""
+    for subject in (1, 2):
+        data = load_subject(grid_data.data, subject)
+        for hemi in ("lh", "rh"):
+            n = data.fmri[hemi].shape[1]
+            row = fitted.results.sel(subject=subject, hemisphere=hemi)
+            for model in fitted.results["model"].values:
+                r = row["r"].sel(model=model).values[:n].astype(np.float64)
+                nc = data.noise_ceiling[hemi].astype(np.float64)
+                expected = np.mean(np.minimum(100 * np.clip(r, 0, None) ** 2 / nc, 100))
+                assert float(row["val_challenge_score"].sel(model=model)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_changed_data_is_never_reused(grid_data, fitted, tmp_path, capsys):
+    """Replacing a subject's fMRI (or corrupting it) refits that subject instead of reusing its old numbers."""
+    import shutil
+
+    data = Path(shutil.copytree(grid_data.data, tmp_path / "data"))
+    out = Path(shutil.copytree(fitted.out, tmp_path / "results"))
+    kwargs = dict(models=[f"{BACKBONE}:rgb8"], settings=fitted.settings[:1], out=out, n_boot=50)
+    first = fit_grid(grid_data.store, data, **kwargs)
+    assert capsys.readouterr().out.count("(reused)") == 2
+    path = data / "subj02" / "training_split" / "training_fmri" / "lh_training_fmri.npy"
+    noise = np.random.default_rng(0).standard_normal(np.load(path).shape).astype(np.float32)
+    np.save(path, noise)
+    again = fit_grid(grid_data.store, data, **kwargs)
+    assert capsys.readouterr().out.count("(reused)") == 1  # subj01 only
+    r_old, r_new = (res["roi_median"].sel(subject=2, hemisphere="lh", roi="All vertices").item()
+                    for res in (first, again))
+    assert r_new < r_old - 0.1  # the noise predicts nothing: fresh numbers, not the old ones
+    xr.testing.assert_equal(again.sel(subject=1), first.sel(subject=1))  # attrs name the new fingerprint
+    noise[3, 4] = np.nan
+    np.save(path, noise)
+    with pytest.raises(ValueError, match=r"lh_training_fmri.npy: fMRI has 1 NaN"):
+        fit_grid(grid_data.store, data, **kwargs)
 
 
 def test_rerun_reuses_every_finished_combination(grid_data, fitted, capsys):
@@ -161,16 +199,17 @@ def test_local_cluster_matches_threads(grid_data, tmp_path):
         with distributed.Client(cluster) as client:
             clustered = fit_grid(grid_data.store, grid_data.data, out=tmp_path / "cluster", scheduler=client,
                                  **kwargs)
-    for name in ("r", "alpha", "roi_median", "roi_median_boot", "noise_normalized"):
+    for name in ("r", "alpha", "roi_median", "roi_median_boot", "val_challenge_score"):
         np.testing.assert_allclose(clustered[name], threaded[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def _devkit_recipe(store: Path, data_dir: Path, subject: int, layer: str) -> dict[str, float]:
-    """The Algonauts 2023 devkit, step by step: seed-5 90/10 split, PCA(50), LinearRegression, scipy pearsonr."""
+    """The Algonauts 2023 devkit, step by step: the notebook's seed-4 90/10 split, PCA(50), LinearRegression,
+    scipy pearsonr."""
     data = load_subject(data_dir, subject)
     features = open_features(store, BACKBONE, layer).sel(nsd_id=data.train_ids).values.astype(np.float32)
     idxs = np.arange(len(data.train_ids))
-    np.random.seed(5)
+    np.random.seed(4)
     np.random.shuffle(idxs)
     num_train = int(np.round(len(idxs) / 100 * 90))
     idxs_train, idxs_val = idxs[:num_train], idxs[num_train:]
@@ -221,7 +260,7 @@ def test_ridge_per_vertex_alpha_matches_sklearn(grid_data, fitted):
     y_val, prediction = predict_validation(fitted.results, model, 1)
     features = open_features(grid_data.store, BACKBONE, "rgb8").sel(nsd_id=data.train_ids).values
     idxs = np.arange(len(data.train_ids))
-    np.random.seed(5)
+    np.random.seed(4)
     np.random.shuffle(idxs)
     train, val = idxs[:90], idxs[90:]
     fmri = np.concatenate([data.fmri["lh"], data.fmri["rh"]], axis=1)

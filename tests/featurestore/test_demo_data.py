@@ -81,7 +81,8 @@ def test_layout_file_names_shapes_dtypes(demo: Path):
         for hemi, n in counts.items():
             expected |= {
                 f"{subject}/training_split/training_fmri/{hemi}_training_fmri.npy",
-                f"{subject}/noise_ceiling/{hemi}_noise_ceiling.npy",
+                f"{subject}/test_split/test_fmri/{hemi}_test_fmri.npy",
+                f"{subject}/test_split/noise_ceiling/{hemi}_noise_ceiling.npy",
                 f"{subject}/roi_masks/{hemi}.all-vertices_fsaverage_space.npy",
             }
             expected |= {
@@ -90,14 +91,16 @@ def test_layout_file_names_shapes_dtypes(demo: Path):
                 for space in ("challenge", "fsaverage")
             }
             expected |= {
-                f"demo_truth/{subject}/{hemi}_{kind}.npy" for kind in ("training_signal", "test_signal", "test_fmri")
+                f"demo_truth/{subject}/{hemi}_{kind}.npy" for kind in ("training_signal", "test_signal")
             }
             fmri = np.load(demo / subject / f"training_split/training_fmri/{hemi}_training_fmri.npy")
             assert fmri.dtype == np.float32 and fmri.shape == (N_TRAIN, n)
-            noise_ceiling = np.load(demo / subject / f"noise_ceiling/{hemi}_noise_ceiling.npy")
+            noise_ceiling = np.load(demo / subject / f"test_split/noise_ceiling/{hemi}_noise_ceiling.npy")
             assert noise_ceiling.dtype == np.float32 and noise_ceiling.shape == (n,)
-            assert ((noise_ceiling > 0) & (noise_ceiling < 100)).all()
-            for kind, rows in (("training_signal", N_TRAIN), ("test_signal", N_TEST), ("test_fmri", N_TEST)):
+            assert ((noise_ceiling > 0) & (noise_ceiling < 1)).all()  # a fraction, as the challenge's
+            test_fmri = np.load(demo / subject / f"test_split/test_fmri/{hemi}_test_fmri.npy")
+            assert test_fmri.dtype == np.float32 and test_fmri.shape == (N_TEST, n)
+            for kind, rows in (("training_signal", N_TRAIN), ("test_signal", N_TEST)):
                 truth = np.load(demo / f"demo_truth/{subject}/{hemi}_{kind}.npy")
                 assert truth.dtype == np.float32 and truth.shape == (rows, n)
     assert {p.relative_to(demo).as_posix() for p in demo.rglob("*") if p.is_file()} == expected
@@ -156,15 +159,15 @@ def test_fmri_matches_noise_ceiling(demo: Path):
         for hemi in counts:
             fmri = np.load(demo / subject / f"training_split/training_fmri/{hemi}_training_fmri.npy")
             signal = np.load(demo / f"demo_truth/{subject}/{hemi}_training_signal.npy")
-            noise_ceiling = np.load(demo / subject / f"noise_ceiling/{hemi}_noise_ceiling.npy")
+            noise_ceiling = np.load(demo / subject / f"test_split/noise_ceiling/{hemi}_noise_ceiling.npy")
             # the analytic ceiling is the signal's share of variance, with noise SD 1 (the default)
-            np.testing.assert_allclose(noise_ceiling, 100 * signal.var(0) / (signal.var(0) + 1.0), rtol=1e-4)
+            np.testing.assert_allclose(noise_ceiling, signal.var(0) / (signal.var(0) + 1.0), rtol=1e-4)
             assert abs((fmri - signal).var(0).mean() - 1.0) < 0.05
             r = pearson(fmri, signal)
-            expected = np.sqrt(noise_ceiling / 100)  # corr(signal + noise, signal) = sqrt(var share)
+            expected = np.sqrt(noise_ceiling)  # corr(signal + noise, signal) = sqrt(var share)
             assert abs(r.mean() - expected.mean()) < 0.03
             assert np.corrcoef(r, expected)[0, 1] > 0.8
-            test_fmri = np.load(demo / f"demo_truth/{subject}/{hemi}_test_fmri.npy")
+            test_fmri = np.load(demo / subject / f"test_split/test_fmri/{hemi}_test_fmri.npy")
             test_signal = np.load(demo / f"demo_truth/{subject}/{hemi}_test_signal.npy")
             assert abs(pearson(test_fmri, test_signal).mean() - expected.mean()) < 0.05
 
@@ -253,7 +256,7 @@ def test_noiseless_and_deterministic(tmp_path: Path):
             np.load(out / f"subj01/training_split/training_fmri/{hemi}_training_fmri.npy"),
             np.load(out / f"demo_truth/subj01/{hemi}_training_signal.npy"),
         )
-        np.testing.assert_array_equal(np.load(out / f"subj01/noise_ceiling/{hemi}_noise_ceiling.npy"), 100.0)
+        np.testing.assert_array_equal(np.load(out / f"subj01/test_split/noise_ceiling/{hemi}_noise_ceiling.npy"), 1.0)
     again = tiny(tmp_path / "b", noise_sd=0.0, seed=7)
     manifest_a = json.loads((out / "demo_manifest.json").read_text())["files"]
     for relative in manifest_a:
