@@ -23,7 +23,7 @@ Challenge vertex ``i`` of a hemisphere is the ``i``-th nonzero entry of its all-
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -399,6 +399,17 @@ def _load_test_split(
     if ceiling_paths is not None:
         ceiling = {hemi: load_noise_ceiling(path, n_vertices[hemi]) for hemi, path in ceiling_paths.items()}
     return test_fmri, ceiling
+
+
+def has_test_split(data_dir: str | Path, subjects: Iterable[int | str] | None = None) -> bool:
+    """Whether every subject (default: all) has the test fMRI and noise ceiling that the official score needs."""
+    numbers = list_subjects(data_dir) if subjects is None else [subject_number(s) for s in subjects]
+    return all(
+        (subject_dir(data_dir, number) / "test_split" / name / f"{hemi}_{name}.npy").is_file()
+        for number in numbers
+        for name in ("test_fmri", "noise_ceiling")
+        for hemi in HEMISPHERES
+    )
 
 
 def load_subject(data_dir: str | Path, subject: int | str, *, check_finite: bool = True) -> SubjectData:

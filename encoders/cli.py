@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from encoders.splits import DEVKIT_SEED
+
 DESCRIPTION = """\
 Fit and score fMRI encoding models (PCA + ridge with one alpha per vertex) on features read from a
 feature store, for the Algonauts 2023 challenge data (or the built-in demo data).
@@ -22,15 +24,20 @@ Typical workflow on the challenge data:
   encoders plots results/results.nc --out figures
   encoders submit --results results/results.nc --out submission
   encoders check-submission submission/algonauts_2023_submission.zip --data algonauts_2023
+  encoders evaluate submission/algonauts_2023_submission.zip --data algonauts_2023   # needs test_split/test_fmri
 """
 
 FIT_HELP = """\
 Every (backbone layer x encoder setting x subject) is one task: the subject's training images are split
-90/10 as in the devkit, PCA is fitted on the training part, ridge picks an alpha per vertex by
-cross-validation (both hemispheres in one fit), and validation r is scored per vertex, per ROI (median, with
-a bootstrap interval over validation images) and noise-normalised when a noise ceiling exists. Finished
-tasks are saved under OUT/combinations and skipped when the command is run again; all results are collected
-in OUT/results.nc, the leaderboard in OUT/leaderboard.csv and the best layer per ROI in OUT/best_layers.csv.
+90/10 as in the devkit notebook (--split-seed 4, its rand_seed; 5 reproduces the tutorial copies that set 5),
+PCA is fitted on the training part, ridge picks an alpha per vertex by cross-validation (both hemispheres in
+one fit), and validation r is scored per vertex and per ROI (median, with a bootstrap interval over validation
+images). Where the data has the test split's noise ceiling, the challenge score is computed on the validation
+images too: an estimate of the official score, which `encoders evaluate` computes on the test images. Finished
+tasks are saved under OUT/combinations and reused when the command is run again with the same recipe and the
+same data (a fingerprint of the fMRI, ROI masks and image names is part of each task's key); all results are
+collected in OUT/results.nc, the leaderboard in OUT/leaderboard.csv and the best layer per ROI in
+OUT/best_layers.csv.
 
 examples:
   encoders fit --store features.zarr --data algonauts_2023 --backbones alexnet
@@ -42,11 +49,29 @@ SUBMIT_HELP = """\
 Refit a model on all training images of each subject, predict the test images, write
 OUT/subjXX/{lh,rh}_pred_test.npy and OUT/algonauts_2023_submission.zip, then check the zip. With --results
 the encoder setting is the one the model was fitted with; the setting options apply to --model BACKBONE:LAYER.
+When the data folder has the test fMRI (test_split/test_fmri, the post-challenge release), the official
+challenge score of what was written is printed too.
 
 examples:
   encoders submit --results results/results.nc --out submission
   encoders submit --model alexnet:features.12 --store features.zarr --data algonauts_2023 --pca 100 \\
       --out submission
+"""
+
+
+EVALUATE_HELP = """\
+Score a submission (zip or folder of subjXX/{lh,rh}_pred_test.npy) on the held-out test images, as the
+Algonauts 2023 organisers do: per vertex, Pearson r over the test images; r < 0 counts as 0; the score is
+100 * r^2 / noise ceiling (a ceiling of 0 becomes 1e-14), capped at 100. Printed per subject and hemisphere
+(mean over vertices, median r) and overall: the mean over all vertices of all subjects and hemispheres (the
+challenge's aggregate), beside the mean of the per-subject scores. Intervals resample the test images.
+
+Needs subjXX/test_split/test_fmri/{lh,rh}_test_fmri.npy and test_split/noise_ceiling/{lh,rh}_noise_ceiling.npy
+(fractions in [0, 1]) in the data folder, as in the post-challenge release.
+
+examples:
+  encoders evaluate submission/algonauts_2023_submission.zip --data algonauts_2023
+  encoders evaluate submission --data algonauts_2023 --json scores.json
 """
 
 
@@ -142,7 +167,9 @@ def _build_parser() -> argparse.ArgumentParser:
                           "such as tcp://host:8786")
     fit.add_argument("--workers", type=int, default=None, help="threads/processes for the local schedulers")
     fit.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per ROI interval (default: 1000)")
-    fit.add_argument("--split-seed", type=int, default=5, help="seed of the devkit 90/10 split (default: 5)")
+    fit.add_argument("--split-seed", type=int, default=DEVKIT_SEED,
+                     help=f"seed of the devkit 90/10 split (default: {DEVKIT_SEED}, the seed notebook's rand_seed; "
+                          "5 reproduces the tutorial copies that set 5)")
     fit.add_argument("--quiet", action="store_true", help="no per-model progress lines")
 
     board = commands.add_parser("leaderboard", help="print and save the leaderboard of a results file",
@@ -179,12 +206,22 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", default="submission", help="output folder (default: submission)")
 
     check = commands.add_parser("check-submission", help="check a submission zip against the data",
-                                description="List every problem of a submission zip (missing subjects or files, "
-                                            "wrong shape or dtype, NaN/inf, an extra parent folder); exit status "
-                                            "1 when there is any.")
-    check.add_argument("zip", help="submission zip")
+                                description="List every problem of a submission zip or folder (missing subjects "
+                                            "or files, wrong shape or dtype, NaN/inf, files that are not .npy "
+                                            "arrays, an extra parent folder); exit status 1 when there is any.")
+    check.add_argument("zip", metavar="SUBMISSION", help="submission zip (or folder of subjXX/ folders)")
     check.add_argument("--data", required=True, help="Algonauts 2023 data folder the predictions are for")
     _subjects_option(check, "expected in the zip")
+
+    evaluate = commands.add_parser("evaluate", help="score a submission on the test images (the official score)",
+                                   description=EVALUATE_HELP, formatter_class=formatter)
+    evaluate.add_argument("submission", help="submission zip, or a folder holding subjXX/{lh,rh}_pred_test.npy")
+    evaluate.add_argument("--data", required=True,
+                          help="data folder with test_split/test_fmri and test_split/noise_ceiling per subject")
+    _subjects_option(evaluate, "to score; each must be in the submission")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON to FILE")
+    evaluate.add_argument("--n-boot", type=int, default=1000,
+                          help="bootstrap resamples of the test images for the intervals (default: 1000)")
 
     plots = commands.add_parser("plots", help="figures of a results file",
                                 description="Accuracy on the brain surface (PNG + interactive HTML), an ROI on "
@@ -265,13 +302,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from encoders.challenge import has_test_split
     from encoders.demo import write_checked_submission, write_test_submission
-    from encoders.grid import EncoderSetting, predict_test
+    from encoders.evaluate import evaluate_submission
+    from encoders.grid import EncoderSetting, load_results, predict_test
 
     subjects = _lists(args.subjects)
     if args.results:
-        from encoders.grid import load_results
-
         archive = write_test_submission(load_results(args.results), args.out, model=args.model, store=args.store,
                                         data_dir=args.data, subjects=subjects)
     else:
@@ -283,6 +320,25 @@ def _submit(args: argparse.Namespace) -> int:
         predictions = predict_test(args.store, args.data, args.model, setting=setting, subjects=subjects)
         archive = write_checked_submission(predictions, args.out, args.data, subjects)
     print(f"submission: {archive} (checked: no problems)")
+    data_dir = args.data or load_results(args.results).attrs["data_dir"]
+    if has_test_split(data_dir, subjects):
+        print(evaluate_submission(archive, data_dir, subjects=subjects).format())
+    else:
+        print(f"(no test_split/test_fmri and noise_ceiling in {data_dir}: the official score needs the "
+              "post-challenge release; the leaderboard's validation figures are estimates)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from encoders.evaluate import evaluate_submission
+
+    evaluation = evaluate_submission(args.submission, args.data, subjects=_lists(args.subjects), n_boot=args.n_boot)
+    print(evaluation.format())
+    if args.json:
+        Path(args.json).write_text(json.dumps(evaluation.to_dict(), indent=1) + "\n")
+        print(f"saved {args.json}")
     return 0
 
 
@@ -322,6 +378,7 @@ COMMANDS = {
     "compare": _compare,
     "submit": _submit,
     "check-submission": _check_submission,
+    "evaluate": _evaluate,
     "plots": _plots,
     "demo": _demo,
 }

@@ -21,7 +21,8 @@ import xarray as xr
 
 from encoders.challenge import ALL_VERTICES, HEMISPHERES, RoiAtlas, load_subject
 from encoders.grid import EncoderSetting, fit_grid, model_recipe, predict_test
-from encoders.leaderboard import best_layers, best_model, format_leaderboard, leaderboard
+from encoders.evaluate import evaluate_submission
+from encoders.leaderboard import CHALLENGE_SCORE, best_layers, best_model, format_leaderboard, leaderboard
 from encoders.plots import (
     find_surface,
     plot_accuracy,
@@ -86,6 +87,7 @@ class DemoOutputs:
     figures: list[Path] = field(default_factory=list)
     report: Path | None = None
     submission: Path | None = None
+    test_score: float = float("nan")
     seconds: float = 0.0
 
     def describe(self) -> str:
@@ -100,6 +102,7 @@ class DemoOutputs:
             f"  best layer per ROI (CSV)           {self.best_layers_csv}\n"
             f"  HTML report                        {self.report}\n"
             f"  submission zip (checked)           {self.submission}\n"
+            f"  its challenge score, test images   {self.test_score:.1f} % of the noise ceiling\n"
             f"  figures:\n{figures}"
         )
 
@@ -326,13 +329,18 @@ def run_demo(
             outputs.report, title="nsd-featurestore demo: encoding models on simulated Algonauts data",
         )
 
-    _step(6, f"submission of the best model ({best_model(results)})")
+    best = best_model(results)
+    _step(6, f"submission of the best model ({best}) and its official score on the test images")
     archive = out / "submission" / SUBMISSION_ZIP
     if _up_to_date([archive], outputs.results) and not check_submission(archive, data):
         outputs.submission = archive
         print("   up to date with the results and checked (reused)")
     else:
         outputs.submission = write_test_submission(results, out / "submission")
+    evaluation = evaluate_submission(outputs.submission, data, n_boot=preset.n_boot)
+    outputs.test_score = evaluation.score.estimate
+    print("   " + evaluation.format().replace("\n", "\n   "))
+    print(f"   validation estimate of the same model (leaderboard): {table.loc[best, CHALLENGE_SCORE]:.1f}")
     outputs.seconds = time.perf_counter() - started
     print("\n" + outputs.describe(), flush=True)
     return outputs

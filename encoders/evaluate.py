@@ -162,6 +162,8 @@ def evaluate_predictions(
         test_fmri, ceiling = _test_split(subject)
         indices = resample_indices(subject.n_test, n_boot, seed + number)
         sums = []
+        # a resample of fewer than 3 distinct images has no usable correlation anywhere: it is left out
+        degenerate = (np.diff(np.sort(indices, axis=1), axis=1) != 0).sum(axis=1) + 1 < 3
         for hemi in HEMISPHERES:
             y_true = np.asarray(test_fmri[hemi], dtype=np.float32)
             y_pred = np.asarray(predictions[number][hemi], dtype=np.float32)
@@ -175,6 +177,7 @@ def evaluate_predictions(
             samples = np.concatenate(
                 [challenge_score_rows(block, ceiling[hemi]) for block in resampled_r(y_true, y_pred, indices)]
             )
+            samples[degenerate] = np.nan
             sums.append(samples * per_vertex.size)
             masks = subject.rois.masks(hemi)
             hemispheres.append(

@@ -24,7 +24,7 @@ def test_installed_command_help_reads_like_the_readme():
 
 
 @pytest.mark.parametrize("command, phrase", [
-    ("fit", "skipped when the command is run again"),
+    ("fit", "reused when the command is run again with the same recipe and the same data"),
     ("leaderboard", "bootstrap intervals"),
     ("compare", "same bootstrap resamples"),
     ("submit", "algonauts_2023_submission.zip"),

@@ -33,7 +33,7 @@ def results(algonauts_dir) -> xr.Dataset:
         {
             "roi_median": (("model", "subject", "hemisphere", "roi"), medians),
             "roi_median_boot": (("model", "subject", "hemisphere", "roi", "boot"), boot),
-            "noise_normalized": (("model", "subject", "hemisphere"), rng.uniform(10, 50, (3, 2, 2))),
+            "val_challenge_score": (("model", "subject", "hemisphere"), rng.uniform(10, 50, (3, 2, 2))),
             "n_vertices": (("subject", "hemisphere"), n_vertices),
             "roi_noise_ceiling": (("subject", "hemisphere", "roi"), ceiling),
         },
@@ -63,8 +63,8 @@ def test_values_intervals_and_order(results):
             low, high = np.percentile(samples[keep].mean(axis=0), [5, 95])
             assert (table.loc[model, f"{roi} low"], table.loc[model, f"{roi} high"]) == pytest.approx((low, high))
         weights = results["n_vertices"].values.ravel()
-        score = results["noise_normalized"].values[m].ravel()
-        assert table.loc[model, lb.NOISE_NORMALIZED] == pytest.approx((score * weights).sum() / weights.sum())
+        score = results["val_challenge_score"].values[m].ravel()
+        assert table.loc[model, lb.CHALLENGE_SCORE] == pytest.approx((score * weights).sum() / weights.sum())
 
 
 def test_ceiling_row_averages_subjects_with_a_ceiling(results):

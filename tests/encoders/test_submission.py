@@ -51,8 +51,8 @@ def test_subset_of_subjects(algonauts_dir, predictions, tmp_path):
     zip_path = write_submission({"subj02": predictions[2]}, tmp_path / "out", algonauts_dir, subjects=[2])
     assert check_submission(zip_path, algonauts_dir, subjects=[2]) == []
     assert check_submission(zip_path, algonauts_dir) == [
-        "subj01/lh_pred_test.npy: missing from the archive",
-        "subj01/rh_pred_test.npy: missing from the archive",
+        "subj01/lh_pred_test.npy: missing from the submission",
+        "subj01/rh_pred_test.npy: missing from the submission",
     ]
 
 
@@ -124,7 +124,7 @@ def test_check_names_each_array_problem(algonauts_dir, algonauts_spec, predictio
     problems = check_submission(_zip(tmp_path / "bad.zip", _members(predictions)), algonauts_dir)
     if case.startswith("missing"):
         hemis = ["lh", "rh"] if case == "missing subject" else ["rh"]
-        assert problems == [f"subj02/{h}_pred_test.npy: missing from the archive" for h in hemis]
+        assert problems == [f"subj02/{h}_pred_test.npy: missing from the submission" for h in hemis]
     else:
         assert len(problems) == 1
         assert problems[0].startswith(message.replace("subj02 rh", "subj02/rh_pred_test.npy"))
@@ -148,4 +148,19 @@ def test_check_flags_unexpected_files_and_bad_npy(algonauts_dir, predictions, tm
 def test_check_refuses_non_zip(algonauts_dir, tmp_path):
     path = tmp_path / "submission.zip"
     path.write_text("plain text")
-    assert check_submission(path, algonauts_dir) == [f"{path}: not a zip archive (or missing)"]
+    expected = "expected a submission zip or a folder holding subjXX/{lh,rh}_pred_test.npy"
+    assert check_submission(path, algonauts_dir) == [f"{path}: not a zip archive; {expected}"]
+    assert check_submission(tmp_path / "nope.zip", algonauts_dir) == [f"{tmp_path / 'nope.zip'}: does not exist; {expected}"]
+
+
+def test_check_accepts_the_written_folder(algonauts_dir, tmp_path):
+    """The folder write_submission fills (subject folders beside the zip) checks like the zip itself."""
+    rng = np.random.default_rng(0)
+    predictions = {
+        s: {h: rng.standard_normal((4, n)).astype(np.float32) for h, n in zip(("lh", "rh"), counts)}
+        for s, counts in {1: (60, 56), 2: (52, 48)}.items()
+    }
+    archive = write_submission(predictions, tmp_path / "out", algonauts_dir)
+    assert check_submission(archive.parent, algonauts_dir) == []
+    (archive.parent / "subj01" / "rh_pred_test.npy").unlink()
+    assert check_submission(archive.parent, algonauts_dir) == ["subj01/rh_pred_test.npy: missing from the submission"]
