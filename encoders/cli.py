@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from encoders.errors import InvalidArgumentError, check_output_folder
 from encoders.splits import DEVKIT_SEED
 
 DESCRIPTION = """\
@@ -252,10 +253,11 @@ def _fit(args: argparse.Namespace) -> int:
     from encoders.grid import fit_grid, parse_model
     from encoders.leaderboard import best_layers, format_leaderboard, leaderboard
 
+    check_output_folder(args.out, "--out")
     models, backbones, layers = _lists(args.models), _lists(args.backbones), _lists(args.layers)
     if layers is not None:
         if backbones is None:
-            raise ValueError("--layers needs --backbones (or name BACKBONE:LAYER pairs with --models)")
+            raise InvalidArgumentError("--layers needs --backbones (or name BACKBONE:LAYER pairs with --models)")
         models, backbones = [(b, layer) for b in backbones for layer in layers], None
     elif models is not None:
         models = [parse_model(m) for m in models]
@@ -308,14 +310,15 @@ def _submit(args: argparse.Namespace) -> int:
     from encoders.grid import EncoderSetting, load_results, predict_test
 
     subjects = _lists(args.subjects)
+    check_output_folder(args.out, "--out")
     if args.results:
         archive = write_test_submission(load_results(args.results), args.out, model=args.model, store=args.store,
                                         data_dir=args.data, subjects=subjects)
     else:
         if not (args.model and args.store and args.data):
-            raise ValueError("give --results RESULTS, or --model BACKBONE:LAYER with --store and --data")
+            raise InvalidArgumentError("give --results RESULTS, or --model BACKBONE:LAYER with --store and --data")
         if len(args.pca) != 1:
-            raise ValueError(f"submit fits one model; got {len(args.pca)} --pca values")
+            raise InvalidArgumentError(f"submit fits one model; got {len(args.pca)} --pca values")
         setting = EncoderSetting.from_value(_settings(args)[0])
         predictions = predict_test(args.store, args.data, args.model, setting=setting, subjects=subjects)
         archive = write_checked_submission(predictions, args.out, args.data, subjects)

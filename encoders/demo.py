@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from encoders.errors import InvalidArgumentError, check_output_folder
 from encoders.challenge import ALL_VERTICES, HEMISPHERES, RoiAtlas, load_subject
 from encoders.grid import EncoderSetting, fit_grid, model_recipe, predict_test
 from encoders.evaluate import evaluate_submission
@@ -200,7 +201,7 @@ def write_checked_submission(
     archive = write_submission(predictions, out_dir, data_dir, subjects, zip_name=SUBMISSION_ZIP)
     problems = check_submission(archive, data_dir, subjects)
     if problems:
-        raise ValueError(f"submission {archive} failed its check:\n  " + "\n  ".join(problems))
+        raise InvalidArgumentError(f"submission {archive} failed its check:\n  " + "\n  ".join(problems))
     return archive
 
 
@@ -217,6 +218,7 @@ def write_test_submission(
 
     Raises ``ValueError`` listing the problems if the written zip does not pass `check_submission`.
     """
+    check_output_folder(out_dir, "out_dir")
     backbone, layer, setting = model_recipe(results, model or best_model(results))
     data_dir = data_dir or results.attrs["data_dir"]
     predictions = predict_test(
@@ -277,7 +279,7 @@ def run_demo(
     from featurestore.extract import extract
 
     if size not in SIZES:
-        raise ValueError(f"Unknown size={size!r}; expected one of {list(SIZES)}")
+        raise InvalidArgumentError(f"Unknown size={size!r}; expected one of {list(SIZES)}")
     preset, started, out = SIZES[size], time.perf_counter(), Path(out_dir)
     _step(1, f"demo data ({preset.n_train} training + {preset.n_test} test images per subject)")
     data = make_demo_data(out / "data", n_train=preset.n_train, n_test=preset.n_test, n_vertices=preset.n_vertices)

@@ -38,7 +38,13 @@ from encoders.challenge import (
 )
 from encoders.pca import PCA
 from encoders.ridge import CLOSED_FORM_CV, KernelRidgeCV, RidgeCV
-from encoders.errors import MissingFeaturesError, ResultsError, UnknownNameError
+from encoders.errors import (
+    InvalidArgumentError,
+    MissingFeaturesError,
+    ResultsError,
+    UnknownNameError,
+    check_output_folder,
+)
 from encoders.fingerprint import subject_fingerprint
 from encoders.scoring import challenge_score, pearson_r, roi_medians
 from encoders.splits import DEVKIT_SEED, devkit_split
@@ -97,16 +103,16 @@ class EncoderSetting:
     def __post_init__(self) -> None:
         object.__setattr__(self, "alphas", tuple(float(a) for a in np.atleast_1d(self.alphas)))
         if self.pca is not None and (isinstance(self.pca, bool) or int(self.pca) != self.pca or self.pca < 1):
-            raise ValueError(f"Invalid pca={self.pca!r} in EncoderSetting; expected a positive int or None")
+            raise InvalidArgumentError(f"Invalid pca={self.pca!r} in EncoderSetting; expected a positive int or None")
         if self.solver not in SOLVERS:
-            raise ValueError(f"Unknown solver={self.solver!r} in EncoderSetting; expected one of {list(SOLVERS)}")
+            raise InvalidArgumentError(f"Unknown solver={self.solver!r} in EncoderSetting; expected one of {list(SOLVERS)}")
         if not self.alphas or min(self.alphas) < 0 or not np.all(np.isfinite(self.alphas)):
-            raise ValueError(f"Invalid alphas={self.alphas!r} in EncoderSetting; expected finite values >= 0")
+            raise InvalidArgumentError(f"Invalid alphas={self.alphas!r} in EncoderSetting; expected finite values >= 0")
         if self.cv not in CLOSED_FORM_CV and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
                                              or self.cv < 2):
-            raise ValueError(f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'")
+            raise InvalidArgumentError(f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'")
         if self.name is not None and not re.fullmatch(r"[\w.+-]+", self.name):
-            raise ValueError(f"Invalid name={self.name!r} in EncoderSetting; use letters, digits, '.', '+', '-', '_'")
+            raise InvalidArgumentError(f"Invalid name={self.name!r} in EncoderSetting; use letters, digits, '.', '+', '-', '_'")
 
     @classmethod
     def from_value(cls, value: EncoderSetting | Mapping[str, Any]) -> EncoderSetting:
@@ -115,7 +121,7 @@ class EncoderSetting:
             return value
         unknown = set(value) - {f for f in cls.__dataclass_fields__}
         if unknown:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Unknown encoder setting keys {sorted(unknown)}; expected some of {list(cls.__dataclass_fields__)}"
             )
         return cls(**value)
@@ -141,10 +147,10 @@ def parse_model(model: str | Sequence[str]) -> tuple[str, str]:
     if isinstance(model, str):
         backbone, sep, layer = model.partition(":")
         if not sep or not backbone or not layer:
-            raise ValueError(f"Invalid model={model!r}; expected 'backbone:layer', e.g. 'alexnet:features.12'")
+            raise InvalidArgumentError(f"Invalid model={model!r}; expected 'backbone:layer', e.g. 'alexnet:features.12'")
         return backbone, layer
     if len(model) != 2:
-        raise ValueError(f"Invalid model={model!r}; expected a (backbone, layer) pair")
+        raise InvalidArgumentError(f"Invalid model={model!r}; expected a (backbone, layer) pair")
     return str(model[0]), str(model[1])
 
 
@@ -349,8 +355,10 @@ def _fit_combination(combo: Combination, ctx: _Context) -> xr.Dataset:
     medians = roi_medians(r, groups)
 
     ceiling = subject.noise_ceiling
+    # a vertex whose chosen alpha flattens its prediction has r = NaN: it counts as 0, as challenge_score says
     challenge = [
-        challenge_score(per_hemi["r"][hemi], ceiling[hemi])[1] if ceiling else np.nan for hemi in HEMISPHERES
+        challenge_score(np.nan_to_num(per_hemi["r"][hemi]), ceiling[hemi])[1] if ceiling else np.nan
+        for hemi in HEMISPHERES
     ]
     data_vars = {
         "r": (("hemisphere", "vertex"), padded(per_hemi["r"]).astype(np.float32)),
@@ -444,13 +452,13 @@ def _models(
     if models is not None:
         pairs = [parse_model(m) for m in models]
         if backbones is not None:
-            raise ValueError("Give either models=('backbone:layer', ...) or backbones=(...), not both")
+            raise InvalidArgumentError("Give either models=('backbone:layer', ...) or backbones=(...), not both")
     else:
         opened = open_store(store, storage_options=storage_options)
         chosen = list(backbones) if backbones is not None else list(opened.backbones())
         pairs = [(backbone, layer) for backbone in chosen for layer in _layers_by_depth(opened, backbone)]
     if not pairs:
-        raise ValueError(f"No models to fit: store {store!r} has no layers for backbones={backbones!r}")
+        raise InvalidArgumentError(f"No models to fit: store {store!r} has no layers for backbones={backbones!r}")
     return list(dict.fromkeys(pairs))
 
 
@@ -482,7 +490,7 @@ def _compute(tasks: list, scheduler: Any, n_workers: int | None, progress: bool,
         return results
     name = {None: "threads"}.get(scheduler, scheduler)
     if name not in ("threads", "processes", "synchronous"):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Unknown scheduler={scheduler!r}; expected None/'threads', 'processes', 'synchronous', "
             "a distributed.Client, a cluster, or a scheduler address such as 'tcp://host:8786'"
         )
@@ -570,12 +578,12 @@ def fit_grid(
         See `collect_results`.
     """
     store, data_dir = _resolve_path(store), _resolve_path(data_dir)
-    out = Path(out)
-    (out / COMBINATIONS_DIR).mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out, "out")
+    (out / COMBINATIONS_DIR).mkdir(exist_ok=True)
     settings = [EncoderSetting.from_value(s) for s in (settings if settings is not None else [EncoderSetting()])]
     labels = [s.label for s in settings]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"Encoder settings need distinct labels; got {labels} (give each a name=...)")
+        raise InvalidArgumentError(f"Encoder settings need distinct labels; got {labels} (give each a name=...)")
     subject_numbers = [subject_number(s) for s in (subjects if subjects is not None else list_subjects(data_dir))]
     ctx = _Context(store, data_dir, split_seed, n_boot, level, boot_seed, storage_options)
     fingerprints = {number: subject_fingerprint(data_dir, number) for number in subject_numbers}
@@ -640,7 +648,7 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
         with xr.open_dataset(path, engine=_NETCDF_ENGINE) as part:
             parts.append(part.load())
     if not parts:
-        raise ValueError("No finished combinations to collect")
+        raise InvalidArgumentError("No finished combinations to collect")
     models = list(dict.fromkeys(p.attrs["model"] for p in parts))
     subjects = sorted({int(p.attrs["subject"]) for p in parts})
     roi_class = {r: c for p in parts for r, c in zip(p["roi"].values.tolist(), p["roi_class"].values.tolist())}

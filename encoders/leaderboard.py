@@ -17,7 +17,7 @@ import xarray as xr
 
 from encoders.bootstrap import PairedBootstrap, paired_bootstrap, percentile_interval
 from encoders.challenge import ALL_VERTICES, HEMISPHERES, RoiAtlas, subject_number
-from encoders.errors import UnknownNameError
+from encoders.errors import InvalidArgumentError, UnknownNameError
 from encoders.grid import find_model, predict_validation
 
 __all__ = [
@@ -51,7 +51,7 @@ def _select(results: xr.Dataset, subjects: Iterable[int | str] | None, hemispher
     """Restrict to some subjects and hemispheres."""
     bad = [h for h in hemispheres if h not in HEMISPHERES]
     if bad:
-        raise ValueError(f"Unknown hemispheres {bad}; expected some of {list(HEMISPHERES)}")
+        raise InvalidArgumentError(f"Unknown hemispheres {bad}; expected some of {list(HEMISPHERES)}")
     selected = results.sel(hemisphere=list(hemispheres))
     if subjects is not None:
         selected = selected.sel(subject=[subject_number(s) for s in subjects])
@@ -159,7 +159,7 @@ def best_model(results: xr.Dataset, roi: str = ALL_VERTICES) -> str:
     """Model id with the highest leaderboard value for ``roi``."""
     table = leaderboard(results, rois=[roi], ceiling=False)
     if table[roi].isna().all():
-        raise ValueError(f"No model has a finite median r for ROI {roi!r}")
+        raise InvalidArgumentError(f"No model has a finite median r for ROI {roi!r}")
     return str(table[roi].idxmax())
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from encoders.errors import InvalidArgumentError
+
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
@@ -55,7 +57,7 @@ def _figure_html(path: Path, out_dir: Path, embed_views: bool) -> str:
             return f'<figure><iframe srcdoc="{source}"></iframe>{caption}</figure>'
         link = html.escape(Path(os.path.relpath(path, out_dir)).as_posix(), quote=True)
         return f'<figure><iframe src="{link}"></iframe>{caption}</figure>'
-    raise ValueError(f"Report figure {path}: unsupported type {suffix!r}; expected one of {[*_IMAGE_TYPES, '.html']}")
+    raise InvalidArgumentError(f"Report figure {path}: unsupported type {suffix!r}; expected one of {[*_IMAGE_TYPES, '.html']}")
 
 
 def _provenance_html(provenance: Mapping[str, Mapping]) -> str:

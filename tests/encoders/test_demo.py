@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from encoders.cli import main
 from encoders.demo import DEMO_BACKBONES, run_demo
@@ -38,6 +44,29 @@ def test_outputs(demo):
     for path in outputs.figures:
         assert path.is_file() and path.stat().st_size > 1000 and path.is_relative_to(out)
     assert check_submission(outputs.submission, outputs.data) == []
+
+
+def test_leaderboard_ceiling_and_test_score_follow_the_planted_truth(demo):
+    """The ceiling row is the simulation's ceiling; the printed test score is the official formula on the
+    submission's files, recomputed here with scipy from the files alone."""
+    outputs, _ = demo
+    truth = json.loads((outputs.data / "demo_truth.json").read_text())["subjects"]
+    table = pd.read_csv(outputs.leaderboard_csv, index_col="model")
+    planted = np.mean([np.sqrt(truth[s][h]["median_noise_ceiling"]) for s in truth for h in ("lh", "rh")])
+    assert table.loc["noise ceiling (max r)", "All vertices"] == pytest.approx(planted, rel=0.02)
+    scores, n = 0.0, 0
+    with zipfile.ZipFile(outputs.submission) as archive:
+        for subject in truth:
+            for hemi in ("lh", "rh"):
+                prediction = np.load(io.BytesIO(archive.read(f"{subject}/{hemi}_pred_test.npy")))
+                split = outputs.data / subject / "test_split"
+                test_fmri = np.load(split / "test_fmri" / f"{hemi}_test_fmri.npy")
+                nc = np.load(split / "noise_ceiling" / f"{hemi}_noise_ceiling.npy").astype(np.float64)
+                r = np.array([stats.pearsonr(test_fmri[:, v], prediction[:, v])[0] for v in range(nc.size)])
+                scores += np.minimum(100 * np.clip(r, 0, None) ** 2 / nc, 100).sum()
+                n += nc.size
+    assert outputs.test_score == pytest.approx(scores / n, rel=1e-5)
+    assert 0 < outputs.test_score < 100
 
 
 def test_rerun_reuses_store_and_fits(demo, capsys):
