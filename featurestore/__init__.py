@@ -10,12 +10,16 @@ from importlib import import_module
 from typing import Any
 
 from featurestore.catalog import CatalogEntry, CatalogError, get_entry, load_catalog
+from featurestore.errors import FeatureStoreError, InvalidParameterError, MissingEntryError
 from featurestore.store import FeatureStore, ProvenanceError, StoreLockedError, open_features, open_store
 
 __all__ = [
     "CatalogEntry",
     "CatalogError",
     "FeatureStore",
+    "FeatureStoreError",
+    "InvalidParameterError",
+    "MissingEntryError",
     "ProvenanceError",
     "StoreLockedError",
     "extract",
