@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from featurestore.errors import FeatureStoreError
+
 BUILTIN_CATALOG = Path(__file__).with_name("catalog.yaml")
 # source -> whether the catalog must give `preprocessing` (open_clip models carry their own transform)
 SOURCES: dict[str, bool] = {"torchvision": True, "open_clip": False}
@@ -32,7 +34,7 @@ REQUIRED_KEYS = ("source", "architecture", "weights", "layers")
 PREPROCESSING_KEYS = ("resize", "crop", "interpolation", "mean", "std")
 
 
-class CatalogError(ValueError):
+class CatalogError(FeatureStoreError, ValueError):
     """A catalog file, entry or lookup is invalid; the message names where, what was expected and what was found."""
 
 

@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from featurestore.errors import DEBUG_ENV, USER_ERRORS, run_command
+
 DESCRIPTION = """\
 Extract a vision backbone's layer activations ONCE into a chunked Zarr store keyed by 0-based NSD id, then
 read them lazily from Python with featurestore.open_features(store, backbone, layer).
@@ -30,15 +32,12 @@ examples:
 Run `featurestore COMMAND --help` for each command's options."""
 
 
-def _storage_options(pairs: Sequence[str]) -> dict[str, str]:
-    """KEY=VALUE strings -> fsspec storage options."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--storage-option expects KEY=VALUE, got {pair!r}")
-        options[key] = value
-    return options
+def _storage_option(pair: str) -> tuple[str, str]:
+    """One KEY=VALUE fsspec storage option (argparse reports a malformed one with the command's usage)."""
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {pair!r}")
+    return key, value
 
 
 def _cmd_extract(args: argparse.Namespace) -> None:
@@ -48,7 +47,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     report = extract(args.backbone, args.images, args.store, layers=args.layers, device=args.device,
                      batch_size=args.batch_size, num_workers=args.workers, chunk_rows=args.chunk_rows,
                      dtype=args.dtype, catalog=args.catalog, subjects=args.subjects,
-                     storage_options=_storage_options(args.storage_option), dry_run=args.dry_run,
+                     storage_options=dict(args.storage_option), dry_run=args.dry_run,
                      progress=not args.no_progress, wait=args.wait)
     if not args.dry_run:
         plan = report.plan
@@ -77,7 +76,7 @@ def _cmd_ls(args: argparse.Namespace) -> None:
     """Print the store's summary table."""
     from featurestore.store import open_store
 
-    table = open_store(args.store, "r", _storage_options(args.storage_option)).summary()
+    table = open_store(args.store, "r", dict(args.storage_option)).summary()
     if table.empty:
         print(f"{args.store}: empty feature store")
         return
@@ -89,7 +88,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
     """Print a backbone's provenance as JSON."""
     from featurestore.store import open_store
 
-    store = open_store(args.store, "r", _storage_options(args.storage_option))
+    store = open_store(args.store, "r", dict(args.storage_option))
     print(json.dumps(store.provenance(args.backbone), indent=2, sort_keys=True))
 
 
@@ -107,14 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="featurestore", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=formatter)
+    debug_help = f"show the traceback of user errors too (or set {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    parser.set_defaults(interrupted="interrupted")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --debug is accepted after the command too; SUPPRESS keeps a subcommand from resetting the top-level flag
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
 
     def store_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+        sub.add_argument("--storage-option", action="append", default=[], type=_storage_option,
+                         metavar="KEY=VALUE",
                          help="fsspec option for a remote store, e.g. endpoint_url=http://host:9000 (repeatable)")
 
     extract = commands.add_parser(
-        "extract", help="extract layers of a backbone for every image into a store", formatter_class=formatter,
+        "extract", parents=[common], help="extract layers of a backbone for every image into a store",
+        formatter_class=formatter,
         description="Extract layer activations of a catalog backbone for every image of an Algonauts data dir, "
                     "subject dir or NSD hdf5 file into a Zarr store (local path or fsspec URL). Ids already "
                     "stored are skipped; an interrupted run resumes.")
@@ -139,23 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "of failing")
     extract.add_argument("--no-progress", action="store_true", help="no progress bar")
     store_options(extract)
-    extract.set_defaults(run=_cmd_extract)
+    extract.set_defaults(run=_cmd_extract, interrupted="interrupted; finished chunks are kept; rerun the same "
+                                                    "command to resume")
 
-    layers = commands.add_parser("layers", help="list a backbone's extractable layers",
+    layers = commands.add_parser("layers", parents=[common], help="list a backbone's extractable layers",
                                  description="List every extractable layer of a catalog backbone with its output "
                                              "shape; in-place layers and default layers are marked.")
     layers.add_argument("backbone", help="catalog entry name")
     layers.add_argument("--catalog", nargs="+", default=[], help="user catalog YAML file(s)")
     layers.set_defaults(run=_cmd_layers)
 
-    ls = commands.add_parser("ls", help="summarise a store: backbones, layers, ids, bytes",
+    ls = commands.add_parser("ls", parents=[common], help="summarise a store: backbones, layers, ids, bytes",
                              description="One line per stored (backbone, layer): finished ids, feature shape, "
                                          "dtype and bytes on disk.")
     ls.add_argument("store", help="feature store path or URL")
     store_options(ls)
     ls.set_defaults(run=_cmd_ls)
 
-    info = commands.add_parser("info", help="print a backbone's provenance",
+    info = commands.add_parser("info", parents=[common], help="print a backbone's provenance",
                                description="Print the provenance recorded for a backbone: catalog entry, weights "
                                            "sha256, preprocessing, dtype, chunking, library versions.")
     info.add_argument("store", help="feature store path or URL")
@@ -163,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     store_options(info)
     info.set_defaults(run=_cmd_info)
 
-    demo = commands.add_parser("demo-data", help="write a small offline dataset in the Algonauts 2023 layout",
+    demo = commands.add_parser("demo-data", parents=[common],
+                               help="write a small offline dataset in the Algonauts 2023 layout",
                                description="Write (or reuse) a small dataset in the exact Algonauts 2023 layout "
                                            "from scikit-image / scikit-learn photos with simulated fMRI.")
     demo.add_argument("out", help="output folder")
@@ -178,24 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``featurestore``; user errors print one line and exit with status 1."""
+    """Entry point of ``featurestore``: 0 on success, 1 after a one-line user error, 130 after Ctrl-C."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="featurestore: %(message)s")
-    from featurestore.backbones import WeightsError
-    from featurestore.catalog import CatalogError
-    from featurestore.extract import NonFiniteFeaturesError
-    from featurestore.stimuli import StimulusError
-    from featurestore.store import ProvenanceError, StoreLockedError
-
-    user_errors = (CatalogError, StimulusError, ProvenanceError, StoreLockedError, NonFiniteFeaturesError,
-                   WeightsError, KeyError, FileNotFoundError, PermissionError, argparse.ArgumentTypeError)
-    try:
-        args.run(args)
-    except user_errors as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"featurestore: error: {message}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("featurestore", USER_ERRORS, lambda: args.run(args), debug=args.debug,
+                       interrupted=args.interrupted)
 
 
 if __name__ == "__main__":

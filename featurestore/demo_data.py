@@ -20,6 +20,8 @@ import scipy.sparse
 import scipy.sparse.csgraph
 from PIL import Image
 
+from featurestore.errors import InvalidParameterError
+
 __all__ = ["ROI_CLASSES", "make_demo_data"]
 
 GENERATOR_VERSION = 2  # 2: test fMRI and the fraction-unit noise ceiling in test_split/, as the challenge data
@@ -298,7 +300,7 @@ def _draw_ids(
     shared_train, shared_test = round(shared_fraction * n_train), round(shared_fraction * n_test)
     sizes = [shared_train, shared_test] + [n_train - shared_train, n_test - shared_test] * n_subjects
     if sum(sizes) > N_NSD_IMAGES:
-        raise ValueError(f"need {sum(sizes)} distinct NSD ids but NSD has only {N_NSD_IMAGES} images")
+        raise InvalidParameterError(f"need {sum(sizes)} distinct NSD ids but NSD has only {N_NSD_IMAGES} images")
     pools = np.split(rng.choice(N_NSD_IMAGES, size=sum(sizes), replace=False), np.cumsum(sizes)[:-1])
     return [
         (np.sort(np.concatenate([pools[0], pools[2 + 2 * s]])), np.sort(np.concatenate([pools[1], pools[3 + 2 * s]])))
@@ -546,15 +548,16 @@ def make_demo_data(
     }
     for name, least in (("n_subjects", 1), ("n_train", 2), ("n_test", 1), ("n_vertices", 1)):
         if params[name] < least:
-            raise ValueError(f"{name} must be at least {least}; got {params[name]}")
+            raise InvalidParameterError(f"{name} must be at least {least}; got {params[name]}")
     if params["n_subjects"] > 99:
-        raise ValueError(f"n_subjects must be at most 99 (folders are subjXX); got {n_subjects}")
+        raise InvalidParameterError(f"n_subjects must be at most 99 (folders are subjXX); got {n_subjects}")
     if not 0.0 <= params["shared_fraction"] <= 1.0:
-        raise ValueError(f"shared_fraction must be in [0, 1]; got {shared_fraction}")
+        raise InvalidParameterError(f"shared_fraction must be in [0, 1]; got {shared_fraction}")
     if params["n_vertices"] + params["n_vertices"] // 10 > N_FSAVERAGE5_VERTICES:
-        raise ValueError(f"n_vertices + 10% (the rh count) must fit in fsaverage5's 10,242 vertices; got {n_vertices}")
+        raise InvalidParameterError(f"n_vertices + 10% (the rh count) must fit in fsaverage5's 10,242 vertices; "
+                                    f"got {n_vertices}")
     if params["noise_sd"] < 0:
-        raise ValueError(f"noise_sd must be non-negative; got {noise_sd}")
+        raise InvalidParameterError(f"noise_sd must be non-negative; got {noise_sd}")
     out = Path(out_dir)
     if out.is_file():
         raise FileExistsError(f"{out} is a file; make_demo_data needs a folder")

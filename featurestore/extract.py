@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from featurestore import backbones
 from featurestore.backbones._base import Backbone, sha256_file
 from featurestore.catalog import CatalogEntry, get_entry
+from featurestore.errors import FeatureStoreError, InvalidParameterError, check_type
 from featurestore.lock import WriterLock
 from featurestore.reduction import Reducer, make_reducer
 from featurestore.stimuli import StimulusSource, open_stimuli
@@ -52,7 +53,7 @@ DEFAULT_CHUNK_ROWS = 256
 _ENTRY_IDENTITY = ("source", "architecture", "weights", "seed", "preprocessing")
 
 
-class NonFiniteFeaturesError(ValueError):
+class NonFiniteFeaturesError(FeatureStoreError, ValueError):
     """A layer gave NaN/inf rows (typically float16 overflow); nothing of the affected chunk was written."""
 
 
@@ -364,8 +365,13 @@ def extract(
     """
     started = time.monotonic()
     if batch_size < 1 or (num_workers is not None and num_workers < 0):
-        raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got batch_size={batch_size}, "
-                         f"num_workers={num_workers}")
+        raise InvalidParameterError(f"batch_size must be >= 1 and num_workers >= 0, got batch_size={batch_size}, "
+                                    f"num_workers={num_workers}")
+    check_type("backbone", backbone, (str, CatalogEntry), "a catalog name (str) or a CatalogEntry")
+    if layers is not None and (isinstance(layers, str) or not all(isinstance(layer, str) for layer in layers)):
+        # a str would be iterated as one-character layer names
+        raise InvalidParameterError(f"layers must be a list of layer names (str), e.g. ['features.12']; got "
+                                    f"{type(layers).__name__} {layers!r}")
     entry = backbone if isinstance(backbone, CatalogEntry) else get_entry(backbone, catalog)
     layers = list(dict.fromkeys(layers or entry.layers))
     source = open_stimuli(images, subjects=subjects)
@@ -374,7 +380,7 @@ def extract(
     stored = target.provenance(entry.name) if exists else {}
     dtype = dtype or stored.get("dtype") or entry.dtype
     if dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
+        raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
     chunk_rows = chunk_rows or stored.get("chunk_rows") or DEFAULT_CHUNK_ROWS
     store_url = target.url if target is not None else str(store)
     lock = target.lock(entry.name, wait=wait) if not dry_run else contextlib.nullcontext()

@@ -25,13 +25,15 @@ from typing import Any
 import zarr
 from zarr.abc.store import Store
 
+from featurestore.errors import FeatureStoreError
+
 LOCKS_GROUP = "_locks"
 DEFAULT_STALE_AFTER = 900.0
 
 logger = logging.getLogger(__name__)
 
 
-class StoreLockedError(RuntimeError):
+class StoreLockedError(FeatureStoreError, RuntimeError):
     """Another process is writing this backbone group (or took over our lease)."""
 
 

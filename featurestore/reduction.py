@@ -20,6 +20,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from featurestore.errors import InvalidParameterError
+
 _SRP_PATTERN = re.compile(r"^srp:(\d+)$")
 
 
@@ -72,7 +74,7 @@ class AvgPool:
             self._dims = (1,)
             self.out_features = self.feature_shape[1]
         else:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"reduce='avgpool' needs a (C, H, W) conv map or a (tokens, dim) token map, "
                 f"got feature shape {self.feature_shape}"
             )
@@ -110,7 +112,7 @@ class SparseRandomProjection:
         self.out_features = n_components
         n_features = math.prod(self.feature_shape)
         if not 0 < n_components < n_features:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"reduce={self.spec!r} needs 0 < k < the {n_features} features of shape {self.feature_shape}; "
                 f"store the layer unreduced instead"
             )
@@ -138,4 +140,4 @@ def make_reducer(spec: str | None, feature_shape: tuple[int, ...], seed: int = 0
     match = _SRP_PATTERN.match(spec)
     if match:
         return SparseRandomProjection(feature_shape, int(match.group(1)), seed)
-    raise ValueError(f"Unknown reduce={spec!r}; expected None, 'avgpool' or 'srp:<k>' (e.g. 'srp:4096')")
+    raise InvalidParameterError(f"Unknown reduce={spec!r}; expected None, 'avgpool' or 'srp:<k>' (e.g. 'srp:4096')")

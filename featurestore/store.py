@@ -55,6 +55,7 @@ from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 from zarr.storage import FsspecStore, LocalStore
 
+from featurestore.errors import FeatureStoreError, InvalidParameterError, MissingEntryError, check_type
 from featurestore.lock import FileLock, LeaseLock, StoreLockedError, WriterLock
 
 __all__ = [
@@ -86,14 +87,14 @@ SHARD_MIN_BLOCKS = 4  # a layer is sharded when its rows span more than this man
 READ_TASK_BYTES = 32 * 2**20
 
 
-class ProvenanceError(ValueError):
+class ProvenanceError(FeatureStoreError, ValueError):
     """Features requested with a different recipe than the ones already stored."""
 
 
 def _check_name(name: str, what: str) -> None:
     """Refuse group/array names that would clash with the layout's own nodes."""
     if not name or "/" in name or name.startswith(("_", ".")) or (what == "layer" and name == ID_ARRAY):
-        raise ValueError(
+        raise InvalidParameterError(
             f"{what} name {name!r} cannot be stored: names must be non-empty, contain no '/', not start with "
             f"'_' or '.', and a layer cannot be called {ID_ARRAY!r}"
         )
@@ -114,7 +115,7 @@ def build_provenance(entry: Mapping[str, Any], weights: Mapping[str, Any], prepr
                      dtype: str, chunk_rows: int) -> dict[str, Any]:
     """The group attribute that records what made a backbone's features (JSON-able)."""
     if dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
+        raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
     return {
         "entry": dict(entry),
         "weights": dict(weights),
@@ -274,7 +275,7 @@ def plan_rows(stored_ids: np.ndarray, done: Mapping[str, np.ndarray], requested_
     images are not in this run's stimuli) are listed as ``unavailable`` instead of ``tasks``.
     """
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        raise InvalidParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
     stored_ids = np.asarray(stored_ids, dtype=np.int64)
     requested_ids = np.unique(np.asarray(requested_ids, dtype=np.int64))
     new_ids = np.setdiff1d(requested_ids, stored_ids)
@@ -311,7 +312,7 @@ class FeatureStore:
 
     def __init__(self, url: str | Path, mode: str = "r", storage_options: Mapping[str, Any] | None = None) -> None:
         if mode not in ("r", "a"):
-            raise ValueError(f"Unknown mode={mode!r}; expected 'r' or 'a'")
+            raise InvalidParameterError(f"Unknown mode={mode!r}; expected 'r' or 'a'")
         self.url = str(url)
         self.mode = mode
         self.storage_options = dict(storage_options or {})
@@ -335,14 +336,14 @@ class FeatureStore:
         return backbone in self.backbones()
 
     def _group(self, backbone: str) -> zarr.Group:
-        """The backbone's group (KeyError listing the stored backbones when absent)."""
+        """The backbone's group (MissingEntryError listing the stored backbones when absent)."""
         _check_name(backbone, "backbone")
         try:
             group = self.root[backbone]
         except KeyError:
             group = None
         if not isinstance(group, zarr.Group):
-            raise KeyError(f"No backbone {backbone!r} in store {self.url}; stored: {self.backbones()}")
+            raise MissingEntryError(f"No backbone {backbone!r} in store {self.url}; stored: {self.backbones()}")
         return group
 
     def layers(self, backbone: str) -> list[str]:
@@ -350,13 +351,13 @@ class FeatureStore:
         return sorted(name for name in self._group(backbone).array_keys() if name != ID_ARRAY)
 
     def _layer_array(self, backbone: str, layer: str) -> zarr.Array:
-        """A layer's 2-D array (KeyError listing the stored layers when absent)."""
+        """A layer's 2-D array (MissingEntryError listing the stored layers when absent)."""
         try:
             array = self._group(backbone)[layer]
         except KeyError:
             array = None
         if layer == ID_ARRAY or not isinstance(array, zarr.Array):
-            raise KeyError(f"No layer {layer!r} stored for backbone {backbone!r} in {self.url}; "
+            raise MissingEntryError(f"No layer {layer!r} stored for backbone {backbone!r} in {self.url}; "
                            f"stored: {self.layers(backbone)}")
         return array
 
@@ -401,6 +402,8 @@ class FeatureStore:
 
     def features(self, backbone: str, layer: str) -> xr.DataArray:
         """The layer as a lazy (dask) DataArray of finished rows; see ``open_features``."""
+        check_type("backbone", backbone, str, "a backbone group name (str)")
+        check_type("layer", layer, str, "a layer name (str)")
         array = self._layer_array(backbone, layer)
         rows = self._finished_rows(backbone, layer)
         data = da.from_zarr(array, chunks=_read_chunks(array))

@@ -21,6 +21,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from featurestore.catalog import CatalogEntry, CatalogError, Preprocessing
+from featurestore.errors import FeatureStoreError
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 PROBE_BATCH = 2  # images in the probe pass that finds the layers (a layer's output must lead with this size)
@@ -28,7 +29,7 @@ _INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.Interpo
                   "nearest": T.InterpolationMode.NEAREST}
 
 
-class WeightsError(RuntimeError):
+class WeightsError(FeatureStoreError, RuntimeError):
     """Weights could not be loaded; the message says which, why, and how to point the entry at a local file."""
 
 

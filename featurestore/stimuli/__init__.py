@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from featurestore.errors import FeatureStoreError
+
 __all__ = [
     "AlgonautsImages",
     "ImageFolder",
@@ -23,7 +25,7 @@ __all__ = [
 ]
 
 
-class StimulusError(ValueError):
+class StimulusError(FeatureStoreError, ValueError):
     """A stimulus file or folder is missing, unreadable or inconsistent."""
 
 

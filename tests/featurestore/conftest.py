@@ -4,6 +4,7 @@ test, two tiny Algonauts subject folders of real photos, and a small catalog ent
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +101,26 @@ def tiny_catalog(tmp_path_factory: pytest.TempPathFactory, test_catalog_file: Pa
         "  reduce_seed: 3\n",
         encoding="utf-8")
     return [test_catalog_file, path]
+
+
+SMALL_STORE_BACKBONE = "alexnet.tiny"
+SMALL_STORE_LAYERS = ["features.2", "classifier.5"]
+
+
+@pytest.fixture(scope="session")
+def small_store_master(tmp_path_factory: pytest.TempPathFactory, algonauts_dir: Path, tiny_catalog: list[Path]) -> Path:
+    """One extraction of subject 2's 5 images (two layers of ``alexnet.tiny``, chunks of 4 rows); copy, never edit."""
+    from featurestore.extract import extract
+
+    store = tmp_path_factory.mktemp("small-store") / "features.zarr"
+    extract(SMALL_STORE_BACKBONE, algonauts_dir, store, layers=SMALL_STORE_LAYERS, catalog=tiny_catalog,
+            subjects=[2], chunk_rows=4, batch_size=2, num_workers=0, progress=False, device="cpu")
+    return store
+
+
+@pytest.fixture
+def small_store(tmp_path: Path, small_store_master: Path) -> Path:
+    """A fresh copy of ``small_store_master`` that the test may change."""
+    copy = tmp_path / "features.zarr"
+    shutil.copytree(small_store_master, copy)
+    return copy

@@ -90,3 +90,16 @@ def test_demo_data_feeds_extract(capsys, tmp_path, tiny_catalog) -> None:
     status, out, _ = run(capsys, "extract", "--backbone", BACKBONE, "--images", tmp_path / "demo", "--store",
                          tmp_path / "s.zarr", "--catalog", *tiny_catalog, "--dry-run")
     assert status == 0 and f"{len(ids)} new ids" in out
+
+
+def test_debug_flag_shows_the_traceback_and_bad_storage_option_is_a_usage_error(capsys, tmp_path,
+                                                                               monkeypatch) -> None:
+    monkeypatch.delenv("NSD_FEATURESTORE_DEBUG", raising=False)
+    with pytest.raises(FileNotFoundError, match="No feature store at"):
+        main(["ls", str(tmp_path / "missing.zarr"), "--debug"])
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "info", str(tmp_path / "missing.zarr"), BACKBONE])
+    with pytest.raises(SystemExit) as exit_:
+        main(["ls", str(tmp_path), "--storage-option", "no-equals-sign"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --storage-option: expected KEY=VALUE, got 'no-equals-sign'" in err

@@ -24,13 +24,13 @@ from torchvision import transforms as T
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import featurestore.backbones
-from featurestore import extract as extract_module
 from featurestore.extract import NonFiniteFeaturesError, default_num_workers, extract
 from featurestore.reduction import make_reducer
 from featurestore.store import ProvenanceError, StoreLockedError, open_features, open_store
 
 from .conftest import TINY_PREPROCESSING
 
+extract_module = sys.modules["featurestore.extract"]
 BACKBONE = "alexnet.tiny"
 LAYERS = ["features.2", "features.5", "features.12", "classifier.5"]
 RUN = {"chunk_rows": 3, "batch_size": 2, "num_workers": 0, "progress": False, "device": "cpu"}
