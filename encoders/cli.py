@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from encoders.errors import InvalidArgumentError, check_output_folder
+from encoders.errors import EncodersError, InvalidArgumentError, check_output_folder
 from encoders.splits import DEVKIT_SEED
+from featurestore.errors import DEBUG_ENV
 
 DESCRIPTION = """\
 Fit and score fMRI encoding models (PCA + ridge with one alpha per vertex) on features read from a
@@ -147,9 +148,14 @@ def _subjects_option(parser: argparse.ArgumentParser, what: str) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="encoders", description=DESCRIPTION, formatter_class=formatter)
+    debug_help = f"show the traceback of user errors too (or set {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # --debug after the command too; SUPPRESS keeps a subcommand from resetting the top-level flag
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fit = commands.add_parser("fit", help="fit and score a grid of models (resumable)", description=FIT_HELP,
+    fit = commands.add_parser("fit", parents=[common], help="fit and score a grid of models (resumable)", description=FIT_HELP,
                               formatter_class=formatter)
     fit.add_argument("--store", required=True, help="feature store: local folder or URL (s3://bucket/features.zarr)")
     fit.add_argument("--data", required=True, help="Algonauts 2023 data folder (with subjXX/ folders)")
@@ -173,7 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
                           "5 reproduces the tutorial copies that set 5)")
     fit.add_argument("--quiet", action="store_true", help="no per-model progress lines")
 
-    board = commands.add_parser("leaderboard", help="print and save the leaderboard of a results file",
+    board = commands.add_parser("leaderboard", parents=[common], help="print and save the leaderboard of a results file",
                                 description="Rank the models of a results file by median r over all vertices, "
                                             "with per-ROI medians and bootstrap intervals.")
     board.add_argument("results", help="results.nc written by `encoders fit` (or its folder)")
@@ -182,7 +188,7 @@ def _build_parser() -> argparse.ArgumentParser:
     board.add_argument("--csv", help="where to save the full table (default: leaderboard.csv next to the results)")
     board.add_argument("--best-layers", action="store_true", help="also print the best layer per ROI and backbone")
 
-    comp = commands.add_parser("compare", help="paired bootstrap: is model B better than model A?",
+    comp = commands.add_parser("compare", parents=[common], help="paired bootstrap: is model B better than model A?",
                                description="Refit models A and B on each subject's training split and compare "
                                            "their median validation r on the same bootstrap resamples of the "
                                            "validation images. A and B are model ids from the leaderboard; a "
@@ -196,7 +202,7 @@ def _build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--store", help="feature store (default: the one recorded in the results)")
     comp.add_argument("--data", help="data folder (default: the one recorded in the results)")
 
-    sub = commands.add_parser("submit", help="predict the test images and write a checked submission zip",
+    sub = commands.add_parser("submit", parents=[common], help="predict the test images and write a checked submission zip",
                               description=SUBMIT_HELP, formatter_class=formatter)
     sub.add_argument("--results", help="results.nc: take the model (default: the best) and its setting from it")
     sub.add_argument("--model", help="model id from the results, or BACKBONE:LAYER with --store/--data")
@@ -206,7 +212,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_setting_options(sub)
     sub.add_argument("--out", default="submission", help="output folder (default: submission)")
 
-    check = commands.add_parser("check-submission", help="check a submission zip against the data",
+    check = commands.add_parser("check-submission", parents=[common], help="check a submission zip against the data",
                                 description="List every problem of a submission zip or folder (missing subjects "
                                             "or files, wrong shape or dtype, NaN/inf, files that are not .npy "
                                             "arrays, an extra parent folder); exit status 1 when there is any.")
@@ -214,7 +220,7 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--data", required=True, help="Algonauts 2023 data folder the predictions are for")
     _subjects_option(check, "expected in the zip")
 
-    evaluate = commands.add_parser("evaluate", help="score a submission on the test images (the official score)",
+    evaluate = commands.add_parser("evaluate", parents=[common], help="score a submission on the test images (the official score)",
                                    description=EVALUATE_HELP, formatter_class=formatter)
     evaluate.add_argument("submission", help="submission zip, or a folder holding subjXX/{lh,rh}_pred_test.npy")
     evaluate.add_argument("--data", required=True,
@@ -224,7 +230,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n-boot", type=int, default=1000,
                           help="bootstrap resamples of the test images for the intervals (default: 1000)")
 
-    plots = commands.add_parser("plots", help="figures of a results file",
+    plots = commands.add_parser("plots", parents=[common], help="figures of a results file",
                                 description="Accuracy on the brain surface (PNG + interactive HTML), an ROI on "
                                             "the surface, median r per ROI LH vs RH, a layer x ROI heatmap and one "
                                             "image's fMRI response.")
@@ -234,7 +240,7 @@ def _build_parser() -> argparse.ArgumentParser:
     plots.add_argument("--subject", type=int, help="subject for the surface figures (default: the first)")
     plots.add_argument("--data", help="data folder (default: the one recorded in the results)")
 
-    demo = commands.add_parser("demo", help="the whole workflow offline on built-in demo data",
+    demo = commands.add_parser("demo", parents=[common], help="the whole workflow offline on built-in demo data",
                                description="Build demo data in the Algonauts 2023 layout, extract features of two "
                                            "backbones, fit the grid over their layers and both subjects, print the "
                                            "leaderboard next to the simulation's noise ceiling, and write figures, "
@@ -375,6 +381,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# what Ctrl-C leaves behind, per command (one line instead of a traceback)
+INTERRUPTED = {
+    "fit": "interrupted; finished combinations are kept under --out/combinations: rerun the same command to resume",
+    "demo": "interrupted; what is finished in --out is kept: rerun the same command to resume",
+    "submit": "interrupted; nothing was written unless the submission zip was complete",
+}
+
 COMMANDS = {
     "fit": _fit,
     "leaderboard": _leaderboard,
@@ -388,14 +401,14 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``encoders`` command; returns the exit status."""
+    """Entry point of ``encoders``: the command's status, 1 after a one-line user error, 130 after Ctrl-C."""
+    from featurestore.errors import USER_ERRORS, run_command
+
     args = _build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (ValueError, LookupError, FileNotFoundError, PermissionError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"encoders {args.command}: error: {message}", file=sys.stderr)
-        return 1
+    return run_command(
+        f"encoders {args.command}", (EncodersError, *USER_ERRORS), lambda: COMMANDS[args.command](args),
+        debug=args.debug, interrupted=INTERRUPTED.get(args.command, "interrupted"),
+    )
 
 
 if __name__ == "__main__":

@@ -759,7 +759,7 @@ def load_results(path: str | os.PathLike) -> xr.Dataset:
     try:
         with xr.open_dataset(path, engine=_NETCDF_ENGINE) as results:
             results = results.load()
-    except (OSError, ValueError, TypeError) as error:
+    except Exception as error:  # a damaged file fails in many ways inside the reader (IndexError, struct.error, ...)
         raise ResultsError(
             f"Cannot read results file {path} ({error}); it may be truncated: rerun `encoders fit` with the same "
             "--out to rebuild it from the finished combinations"

@@ -53,14 +53,14 @@ def run_command(prog: str, user_errors: tuple[type[BaseException], ...], command
                 debug: bool = False, interrupted: str = "interrupted") -> int:
     """Run ``command()`` as a command line's body and return its exit status.
 
-    0 when it returns; 1 after printing ``<prog>: error: <message>`` (one line) to stderr for an instance of
+    The command's own status when it returns an int (else 0); 1 after printing ``<prog>: error: <message>`` (one line) to stderr for an instance of
     ``user_errors``; 130 after printing ``<prog>: <interrupted>`` for Ctrl-C. Any other exception propagates with
     its traceback: it is a bug. With ``debug`` (or the environment variable ``NSD_FEATURESTORE_DEBUG=1``) user errors
     and Ctrl-C propagate too, traceback included.
     """
     debug = debug or os.environ.get(DEBUG_ENV) == "1"
     try:
-        command()
+        status = command()
     except KeyboardInterrupt:
         if debug:
             raise
@@ -72,4 +72,4 @@ def run_command(prog: str, user_errors: tuple[type[BaseException], ...], command
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return status if isinstance(status, int) else 0

@@ -100,3 +100,15 @@ def algonauts_spec() -> SimpleNamespace:
 def algonauts_copy(algonauts_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny Algonauts folder that a test may corrupt."""
     return Path(shutil.copytree(algonauts_dir, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory):
+    """``(DemoOutputs, out_dir)`` of one tiny demo run shared by the session (copy anything a test changes)."""
+    import torch
+
+    from encoders.demo import run_demo
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("demo") / "demo_output"
+    return run_demo(out, size="tiny", progress=False), out

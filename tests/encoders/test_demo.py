@@ -9,20 +9,17 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import stats
 
 from encoders.cli import main
-from encoders.demo import DEMO_BACKBONES, run_demo
+from encoders.demo import DEMO_BACKBONES
 from encoders.grid import load_results
 from encoders.submission import check_submission
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("demo") / "demo_output"
-    return run_demo(out, size="tiny", progress=False), out
+@pytest.fixture
+def demo(tiny_demo):
+    return tiny_demo
 
 
 def test_outputs(demo):

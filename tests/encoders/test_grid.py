@@ -332,3 +332,14 @@ def test_unknown_scheduler(grid_data, tmp_path):
     with pytest.raises(ValueError, match="Unknown scheduler='gpu'"):
         fit_grid(grid_data.store, grid_data.data, models=[f"{BACKBONE}:rgb8"], subjects=[1], out=tmp_path,
                  scheduler="gpu", **FAST)
+
+
+def test_results_written_before_the_official_score_still_load(fitted, tmp_path):
+    """An older results file (percent ceiling, its own noise-normalised figure) loads; the old figure is dropped."""
+    old = fitted.results.rename({"val_challenge_score": "noise_normalized"})
+    old["noise_ceiling"] = old["noise_ceiling"] * 100
+    old.to_netcdf(tmp_path / "results.nc", engine="scipy")
+    with pytest.warns(UserWarning, match="written by an older version"):
+        loaded = load_results(tmp_path)
+    assert "noise_normalized" not in loaded and "noise_ceiling" not in loaded
+    xr.testing.assert_identical(loaded["roi_median"], fitted.results["roi_median"])
