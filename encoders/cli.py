@@ -155,8 +155,10 @@ def _build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fit = commands.add_parser("fit", parents=[common], help="fit and score a grid of models (resumable)", description=FIT_HELP,
-                              formatter_class=formatter)
+    fit = commands.add_parser(
+        "fit", parents=[common], help="fit and score a grid of models (resumable)", description=FIT_HELP,
+        formatter_class=formatter,
+    )
     fit.add_argument("--store", required=True, help="feature store: local folder or URL (s3://bucket/features.zarr)")
     fit.add_argument("--data", required=True, help="Algonauts 2023 data folder (with subjXX/ folders)")
     which = fit.add_mutually_exclusive_group()
@@ -179,20 +181,24 @@ def _build_parser() -> argparse.ArgumentParser:
                           "5 reproduces the tutorial copies that set 5)")
     fit.add_argument("--quiet", action="store_true", help="no per-model progress lines")
 
-    board = commands.add_parser("leaderboard", parents=[common], help="print and save the leaderboard of a results file",
-                                description="Rank the models of a results file by median r over all vertices, "
-                                            "with per-ROI medians and bootstrap intervals.")
+    board = commands.add_parser(
+        "leaderboard", parents=[common], help="print and save the leaderboard of a results file",
+        description="Rank the models of a results file by median r over all vertices, "
+        "with per-ROI medians and bootstrap intervals.",
+    )
     board.add_argument("results", help="results.nc written by `encoders fit` (or its folder)")
     board.add_argument("--rois", type=_split, nargs="+", metavar="ROI",
                        help="ROI columns to print (default: All vertices and the stream ROIs; the CSV has all)")
     board.add_argument("--csv", help="where to save the full table (default: leaderboard.csv next to the results)")
     board.add_argument("--best-layers", action="store_true", help="also print the best layer per ROI and backbone")
 
-    comp = commands.add_parser("compare", parents=[common], help="paired bootstrap: is model B better than model A?",
-                               description="Refit models A and B on each subject's training split and compare "
-                                           "their median validation r on the same bootstrap resamples of the "
-                                           "validation images. A and B are model ids from the leaderboard; a "
-                                           "unique prefix such as alexnet:features.5 is enough.")
+    comp = commands.add_parser(
+        "compare", parents=[common], help="paired bootstrap: is model B better than model A?",
+        description="Refit models A and B on each subject's training split and compare "
+        "their median validation r on the same bootstrap resamples of the "
+        "validation images. A and B are model ids from the leaderboard; a "
+        "unique prefix such as alexnet:features.5 is enough.",
+    )
     comp.add_argument("results")
     comp.add_argument("a", metavar="A")
     comp.add_argument("b", metavar="B")
@@ -202,8 +208,10 @@ def _build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--store", help="feature store (default: the one recorded in the results)")
     comp.add_argument("--data", help="data folder (default: the one recorded in the results)")
 
-    sub = commands.add_parser("submit", parents=[common], help="predict the test images and write a checked submission zip",
-                              description=SUBMIT_HELP, formatter_class=formatter)
+    sub = commands.add_parser(
+        "submit", parents=[common], help="predict the test images and write a checked submission zip",
+        description=SUBMIT_HELP, formatter_class=formatter,
+    )
     sub.add_argument("--results", help="results.nc: take the model (default: the best) and its setting from it")
     sub.add_argument("--model", help="model id from the results, or BACKBONE:LAYER with --store/--data")
     sub.add_argument("--store", help="feature store (default: the one recorded in the results)")
@@ -212,16 +220,20 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_setting_options(sub)
     sub.add_argument("--out", default="submission", help="output folder (default: submission)")
 
-    check = commands.add_parser("check-submission", parents=[common], help="check a submission zip against the data",
-                                description="List every problem of a submission zip or folder (missing subjects "
-                                            "or files, wrong shape or dtype, NaN/inf, files that are not .npy "
-                                            "arrays, an extra parent folder); exit status 1 when there is any.")
+    check = commands.add_parser(
+        "check-submission", parents=[common], help="check a submission zip against the data",
+        description="List every problem of a submission zip or folder (missing subjects "
+        "or files, wrong shape or dtype, NaN/inf, files that are not .npy "
+        "arrays, an extra parent folder); exit status 1 when there is any.",
+    )
     check.add_argument("zip", metavar="SUBMISSION", help="submission zip (or folder of subjXX/ folders)")
     check.add_argument("--data", required=True, help="Algonauts 2023 data folder the predictions are for")
     _subjects_option(check, "expected in the zip")
 
-    evaluate = commands.add_parser("evaluate", parents=[common], help="score a submission on the test images (the official score)",
-                                   description=EVALUATE_HELP, formatter_class=formatter)
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="score a submission on the test images (the official score)",
+        description=EVALUATE_HELP, formatter_class=formatter,
+    )
     evaluate.add_argument("submission", help="submission zip, or a folder holding subjXX/{lh,rh}_pred_test.npy")
     evaluate.add_argument("--data", required=True,
                           help="data folder with test_split/test_fmri and test_split/noise_ceiling per subject")
@@ -230,22 +242,26 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n-boot", type=int, default=1000,
                           help="bootstrap resamples of the test images for the intervals (default: 1000)")
 
-    plots = commands.add_parser("plots", parents=[common], help="figures of a results file",
-                                description="Accuracy on the brain surface (PNG + interactive HTML), an ROI on "
-                                            "the surface, median r per ROI LH vs RH, a layer x ROI heatmap and one "
-                                            "image's fMRI response.")
+    plots = commands.add_parser(
+        "plots", parents=[common], help="figures of a results file",
+        description="Accuracy on the brain surface (PNG + interactive HTML), an ROI on "
+        "the surface, median r per ROI LH vs RH, a layer x ROI heatmap and one "
+        "image's fMRI response.",
+    )
     plots.add_argument("results")
     plots.add_argument("--out", default="figures", help="output folder (default: figures)")
     plots.add_argument("--model", help="model for the surface and ROI figures (default: the best)")
     plots.add_argument("--subject", type=int, help="subject for the surface figures (default: the first)")
     plots.add_argument("--data", help="data folder (default: the one recorded in the results)")
 
-    demo = commands.add_parser("demo", parents=[common], help="the whole workflow offline on built-in demo data",
-                               description="Build demo data in the Algonauts 2023 layout, extract features of two "
-                                           "backbones, fit the grid over their layers and both subjects, print the "
-                                           "leaderboard next to the simulation's noise ceiling, and write figures, "
-                                           "an HTML report and a checked submission zip. A rerun reuses everything "
-                                           "already in --out.")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="the whole workflow offline on built-in demo data",
+        description="Build demo data in the Algonauts 2023 layout, extract features of two "
+        "backbones, fit the grid over their layers and both subjects, print the "
+        "leaderboard next to the simulation's noise ceiling, and write figures, "
+        "an HTML report and a checked submission zip. A rerun reuses everything "
+        "already in --out.",
+    )
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     demo.add_argument("--backbones", type=_split, nargs="+", metavar="NAME",
                       help="catalog backbones (default: alexnet.untrained ViT-B-32.untrained; pretrained ones such "

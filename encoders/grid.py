@@ -105,14 +105,20 @@ class EncoderSetting:
         if self.pca is not None and (isinstance(self.pca, bool) or int(self.pca) != self.pca or self.pca < 1):
             raise InvalidArgumentError(f"Invalid pca={self.pca!r} in EncoderSetting; expected a positive int or None")
         if self.solver not in SOLVERS:
-            raise InvalidArgumentError(f"Unknown solver={self.solver!r} in EncoderSetting; expected one of {list(SOLVERS)}")
+            raise InvalidArgumentError(
+                f"Unknown solver={self.solver!r} in EncoderSetting; expected one of {list(SOLVERS)}"
+            )
         if not self.alphas or min(self.alphas) < 0 or not np.all(np.isfinite(self.alphas)):
             raise InvalidArgumentError(f"Invalid alphas={self.alphas!r} in EncoderSetting; expected finite values >= 0")
         if self.cv not in CLOSED_FORM_CV and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
                                              or self.cv < 2):
-            raise InvalidArgumentError(f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'")
+            raise InvalidArgumentError(
+                f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'"
+            )
         if self.name is not None and not re.fullmatch(r"[\w.+-]+", self.name):
-            raise InvalidArgumentError(f"Invalid name={self.name!r} in EncoderSetting; use letters, digits, '.', '+', '-', '_'")
+            raise InvalidArgumentError(
+                f"Invalid name={self.name!r} in EncoderSetting; use letters, digits, '.', '+', '-', '_'"
+            )
 
     @classmethod
     def from_value(cls, value: EncoderSetting | Mapping[str, Any]) -> EncoderSetting:
@@ -147,7 +153,9 @@ def parse_model(model: str | Sequence[str]) -> tuple[str, str]:
     if isinstance(model, str):
         backbone, sep, layer = model.partition(":")
         if not sep or not backbone or not layer:
-            raise InvalidArgumentError(f"Invalid model={model!r}; expected 'backbone:layer', e.g. 'alexnet:features.12'")
+            raise InvalidArgumentError(
+                f"Invalid model={model!r}; expected 'backbone:layer', e.g. 'alexnet:features.12'"
+            )
         return backbone, layer
     if len(model) != 2:
         raise InvalidArgumentError(f"Invalid model={model!r}; expected a (backbone, layer) pair")

@@ -57,7 +57,9 @@ def _figure_html(path: Path, out_dir: Path, embed_views: bool) -> str:
             return f'<figure><iframe srcdoc="{source}"></iframe>{caption}</figure>'
         link = html.escape(Path(os.path.relpath(path, out_dir)).as_posix(), quote=True)
         return f'<figure><iframe src="{link}"></iframe>{caption}</figure>'
-    raise InvalidArgumentError(f"Report figure {path}: unsupported type {suffix!r}; expected one of {[*_IMAGE_TYPES, '.html']}")
+    raise InvalidArgumentError(
+        f"Report figure {path}: unsupported type {suffix!r}; expected one of {[*_IMAGE_TYPES, '.html']}"
+    )
 
 
 def _provenance_html(provenance: Mapping[str, Mapping]) -> str:

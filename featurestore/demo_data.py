@@ -442,7 +442,8 @@ def _write_dataset(root: Path, params: dict) -> dict:
         "global_features": list(GLOBAL_FEATURES),
         "truth_files": {
             "noise_ceiling": "subjXX/test_split/noise_ceiling/{lh,rh}_noise_ceiling.npy float32 (n_vertices,), 0..1",
-            "test_fmri": "subjXX/test_split/test_fmri/{lh,rh}_test_fmri.npy float32 (n_test, n_vertices), signal + noise",
+            "test_fmri": "subjXX/test_split/test_fmri/{lh,rh}_test_fmri.npy float32 (n_test, n_vertices), "
+            "signal + noise",
             "training_signal": f"{TRUTH_FOLDER}/subjXX/{{lh,rh}}_training_signal.npy float32 (n_train, n_vertices)",
             "test_signal": f"{TRUTH_FOLDER}/subjXX/{{lh,rh}}_test_signal.npy float32 (n_test, n_vertices)",
         },

@@ -54,7 +54,8 @@ def test_test_split_only_when_present(algonauts_dir, algonauts_spec):
     data = load_subject(algonauts_dir, 1)
     test_split = algonauts_dir / "subj01" / "test_split"
     for hemi in ("lh", "rh"):
-        np.testing.assert_array_equal(data.noise_ceiling[hemi], np.load(test_split / f"noise_ceiling/{hemi}_noise_ceiling.npy"))
+        ceiling = np.load(test_split / f"noise_ceiling/{hemi}_noise_ceiling.npy")
+        np.testing.assert_array_equal(data.noise_ceiling[hemi], ceiling)
         np.testing.assert_array_equal(data.test_fmri[hemi], np.load(test_split / f"test_fmri/{hemi}_test_fmri.npy"))
         assert data.test_fmri[hemi].shape == (algonauts_spec.n_test, data.rois.n_vertices(hemi))
     other = load_subject(algonauts_dir, 2)
@@ -76,7 +77,10 @@ def test_percent_unit_noise_ceiling_is_refused(algonauts_copy, scale):
     ceiling[3] = 1.0
     np.save(path, ceiling * np.float32(scale))
     largest = f"{float(np.float32(scale)):g}"
-    message = rf"{re.escape(str(path))}: noise ceiling values run from .* to {re.escape(largest)}, expected a fraction in \[0, 1\]"
+    message = (
+        rf"{re.escape(str(path))}: noise ceiling values run from .* to {re.escape(largest)}, "
+        r"expected a fraction in \[0, 1\]"
+    )
     with pytest.raises(ChallengeDataError, match=message):
         load_subject(algonauts_copy, 1)
     np.testing.assert_array_equal(np.load(path), ceiling * np.float32(scale))  # refused, never rewritten
@@ -91,7 +95,10 @@ def test_noise_ceiling_of_one_hemisphere_is_refused(algonauts_copy):
 
 @pytest.mark.parametrize(
     "shape, match",
-    [((4, 59), r"fMRI has shape \(4, 59\), expected \(4, 60\)"), ((3, 60), r"has 3 rows but the test image folder holds 4")],
+    [
+        ((4, 59), r"fMRI has shape \(4, 59\), expected \(4, 60\)"),
+        ((3, 60), r"has 3 rows but the test image folder holds 4"),
+    ],
 )
 def test_test_fmri_of_wrong_shape(algonauts_copy, shape, match):
     path = algonauts_copy / "subj01" / "test_split" / "test_fmri" / "lh_test_fmri.npy"

@@ -150,7 +150,8 @@ def test_check_refuses_non_zip(algonauts_dir, tmp_path):
     path.write_text("plain text")
     expected = "expected a submission zip or a folder holding subjXX/{lh,rh}_pred_test.npy"
     assert check_submission(path, algonauts_dir) == [f"{path}: not a zip archive; {expected}"]
-    assert check_submission(tmp_path / "nope.zip", algonauts_dir) == [f"{tmp_path / 'nope.zip'}: does not exist; {expected}"]
+    missing = tmp_path / "nope.zip"
+    assert check_submission(missing, algonauts_dir) == [f"{missing}: does not exist; {expected}"]
 
 
 def test_check_accepts_the_written_folder(algonauts_dir, tmp_path):
