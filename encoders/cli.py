@@ -115,7 +115,7 @@ def _alphas(text: str) -> list[float]:
 
 
 def _add_setting_options(parser: argparse.ArgumentParser) -> None:
-    from encoders.grid import DEFAULT_ALPHAS
+    from encoders.grid import DEFAULT_SETTING_ALPHAS
 
     group = parser.add_argument_group("encoder setting")
     group.add_argument("--pca", type=_pca, nargs="+", default=[100], metavar="K",
@@ -124,7 +124,7 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--solver", choices=("primal", "kernel"), default="primal",
                        help="ridge in feature space or on the linear kernel (use kernel with --pca none when "
                             "features outnumber images; default: primal)")
-    group.add_argument("--alphas", type=_alphas, default=list(DEFAULT_ALPHAS), metavar="A,B,...",
+    group.add_argument("--alphas", type=_alphas, default=list(DEFAULT_SETTING_ALPHAS), metavar="A,B,...",
                        help="ridge penalties tried per vertex; 0 alone is least squares "
                             "(default: 1e-2 ... 1e8, 11 values)")
     group.add_argument("--cv", type=_cv, default=5,

@@ -18,7 +18,7 @@ from scipy.stats import pearsonr
 from sklearn.decomposition import PCA as SklearnPCA
 from sklearn.linear_model import LinearRegression, Ridge
 
-import encoders.grid as grid
+import encoders.grid.pipeline as grid_pipeline
 from encoders.challenge import list_images, load_subject
 from encoders.grid import (
     EncoderSetting,
@@ -173,7 +173,7 @@ def test_rerun_reuses_every_finished_combination(grid_data, fitted, capsys):
 
 def test_streamed_features_give_the_same_results(grid_data, fitted, tmp_path, monkeypatch):
     """Layers too large for memory are streamed block by block (PCA, kernel ridge): same numbers."""
-    monkeypatch.setattr(grid, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(grid_pipeline, "IN_MEMORY_BYTES", 0)
     streamed = fit_grid(grid_data.store, grid_data.data, models=[f"{BACKBONE}:rgb12"], subjects=[2],
                         settings=fitted.settings, out=tmp_path, n_workers=2, **FAST)
     expected = fitted.results.sel(model=streamed["model"].values, subject=[2]).isel(

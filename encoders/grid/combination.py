@@ -1,0 +1,82 @@
+"""One task of the grid (a backbone layer, a setting, a subject), its cache key, and the inputs every task shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from encoders.grid.results import RESULTS_SCHEMA
+from encoders.grid.settings import EncoderSetting
+from featurestore.store import open_store
+
+__all__ = ["Combination", "GridContext", "features_identity", "resolve_location"]
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One fit of the grid: a backbone layer, an encoder setting and a subject."""
+
+    backbone: str
+    layer: str
+    setting: EncoderSetting
+    subject: int
+
+    @property
+    def model(self) -> str:
+        """Model id ``backbone:layer:setting`` (the ``model`` coordinate of the results)."""
+        return f"{self.backbone}:{self.layer}:{self.setting.label}"
+
+    def key(self, **context: Any) -> str:
+        """Hash of everything that determines the result (so a changed recipe never reuses a stale file)."""
+        spec = dict(
+            backbone=self.backbone, layer=self.layer, setting=self.setting.to_dict(), subject=self.subject, **context
+        )
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def filename(self, key: str) -> str:
+        """File name of the finished combination: readable prefix plus the key."""
+        safe = re.sub(r"[^\w.+-]+", "_", f"{self.model}__subj{self.subject:02d}")
+        return f"{safe}__{key}.nc"
+
+
+@dataclass(frozen=True)
+class GridContext:
+    """Grid-wide inputs every combination task needs (picklable for process and distributed workers)."""
+
+    store: str
+    data_dir: str
+    split_seed: int
+    n_boot: int
+    level: float
+    boot_seed: int
+    storage_options: dict | None = None
+
+    def hash_fields(self) -> dict[str, Any]:
+        return dict(
+            split_seed=self.split_seed, n_boot=self.n_boot, level=self.level, boot_seed=self.boot_seed,
+            schema=RESULTS_SCHEMA,
+        )
+
+
+def features_identity(store: str, backbone: str, layer: str, storage_options: dict | None) -> dict[str, Any]:
+    """What makes a layer's features what they are (weights, preprocessing, dtype, reduction), for result keys."""
+    opened = open_store(store, storage_options=storage_options)
+    provenance = opened.provenance(backbone)
+    layout = opened.layout(backbone, layer).attrs()
+    return dict(
+        weights=provenance.get("weights", {}).get("sha256"),
+        preprocessing=provenance.get("preprocessing"),
+        dtype=provenance.get("dtype"),
+        layout={key: layout[key] for key in ("feature_shape", "reduce", "reduce_seed")},
+    )
+
+
+def resolve_location(location: str | os.PathLike) -> str:
+    """Absolute path for local folders (workers may run elsewhere); URLs such as ``s3://`` unchanged."""
+    text = os.fspath(location)
+    return text if "://" in text else str(Path(text).resolve())

@@ -1,0 +1,197 @@
+"""The results of a grid: per-task files combined into one Dataset, read back, and models looked up in it."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from encoders.challenge import HEMISPHERES, ROI_CLASSES
+from encoders.errors import InvalidArgumentError, ResultsError, UnknownNameError
+from encoders.grid.settings import EncoderSetting
+
+__all__ = ["RESULTS_FILE", "RESULTS_SCHEMA", "collect_results", "find_model", "load_results", "model_recipe"]
+
+RESULTS_FILE = "results.nc"
+# version of what a combination file holds; part of its key, so files of an older definition are refitted
+# (2: challenge score with the official formula and fraction-unit ceilings, data fingerprints in the key)
+RESULTS_SCHEMA = 2
+NETCDF_ENGINE = "scipy"
+
+
+def write_atomic(dataset: xr.Dataset, path: Path) -> None:
+    """Write a netCDF file under a temporary name, then rename: a file that exists is complete."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    dataset.to_netcdf(tmp, engine=NETCDF_ENGINE)
+    os.replace(tmp, path)
+
+
+def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """Combine per-combination files into one Dataset.
+
+    Variables: ``r`` and ``alpha`` (model, subject, hemisphere, vertex; NaN beyond ``n_vertices``),
+    ``n_vertices`` (subject, hemisphere), ``roi_median`` / ``roi_median_low`` / ``roi_median_high``
+    (model, subject, hemisphere, roi), ``roi_median_boot`` (..., boot), ``roi_n_vertices`` (subject, hemisphere,
+    roi), ``val_challenge_score`` (model, subject, hemisphere; the challenge's formula, percent, on the validation
+    rows with the test split's noise ceiling, so an estimate of the official test score; NaN without a ceiling),
+    ``noise_ceiling`` (subject, hemisphere, vertex; fraction) and ``roi_noise_ceiling`` (subject, hemisphere, roi;
+    median over the ROI of sqrt(ceiling), the largest r the noise allows) when known, ``n_components``
+    (model, subject).
+    Coordinates ``backbone``, ``layer``, ``setting`` along ``model`` and ``roi_class`` along ``roi``.
+    Attributes: ``settings`` and ``provenance`` (JSON by label / backbone) plus ``attrs``.
+    """
+    parts = []
+    for path in paths:
+        with xr.open_dataset(path, engine=NETCDF_ENGINE) as part:
+            parts.append(part.load())
+    if not parts:
+        raise InvalidArgumentError("No finished combinations to collect")
+    models = list(dict.fromkeys(p.attrs["model"] for p in parts))
+    subjects = sorted({int(p.attrs["subject"]) for p in parts})
+    roi_class = {r: c for p in parts for r, c in zip(p["roi"].values.tolist(), p["roi_class"].values.tolist())}
+    class_rank = {name: rank for rank, name in enumerate(("all", *ROI_CLASSES))}
+    rois = sorted(roi_class, key=lambda r: class_rank[roi_class[r]])  # stable: first-seen order within a class
+    n_vertex = max(p.sizes["vertex"] for p in parts)
+    n_boot = parts[0].sizes["boot"]
+    shape_m = (len(models), len(subjects), 2)
+
+    def full(shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+        return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else 0, dtype=dtype)
+
+    arrays = {
+        "r": full((*shape_m, n_vertex), np.float32),
+        "alpha": full((*shape_m, n_vertex)),
+        "roi_median": full((*shape_m, len(rois))),
+        "roi_median_low": full((*shape_m, len(rois))),
+        "roi_median_high": full((*shape_m, len(rois))),
+        "roi_median_boot": full((*shape_m, len(rois), n_boot), np.float32),
+        "val_challenge_score": full(shape_m),
+        "n_components": full(shape_m[:2], np.int32),
+    }
+    per_subject = {
+        "n_vertices": full((len(subjects), 2), np.int32),
+        "roi_n_vertices": full((len(subjects), 2, len(rois)), np.int32),
+        "noise_ceiling": full((len(subjects), 2, n_vertex), np.float32),
+        "roi_noise_ceiling": full((len(subjects), 2, len(rois))),
+        "n_train": full((len(subjects),), np.int32),
+        "n_val": full((len(subjects),), np.int32),
+    }
+    meta: dict[str, dict[str, str]] = {"backbone": {}, "layer": {}, "setting": {}}
+    settings, provenance = {}, {}
+    for part in parts:
+        m, s = models.index(part.attrs["model"]), subjects.index(int(part.attrs["subject"]))
+        nv, roi_idx = part.sizes["vertex"], [rois.index(r) for r in part["roi"].values.tolist()]
+        for name in ("r", "alpha"):
+            arrays[name][m, s, :, :nv] = part[name].values
+        for name in ("roi_median", "roi_median_low", "roi_median_high", "roi_median_boot"):
+            arrays[name][m, s][:, roi_idx] = part[name].values
+        arrays["val_challenge_score"][m, s] = part["val_challenge_score"].values
+        arrays["n_components"][m, s] = part.attrs["n_components"]
+        per_subject["n_vertices"][s] = part["n_vertices"].values
+        per_subject["roi_n_vertices"][s][:, roi_idx] = part["roi_n_vertices"].values
+        if "noise_ceiling" in part:
+            per_subject["noise_ceiling"][s, :, :nv] = part["noise_ceiling"].values
+            per_subject["roi_noise_ceiling"][s][:, roi_idx] = part["roi_noise_ceiling"].values
+        per_subject["n_train"][s], per_subject["n_val"][s] = part.attrs["n_train"], part.attrs["n_val"]
+        model = part.attrs["model"]
+        meta["backbone"][model], meta["layer"][model] = part.attrs["backbone"], part.attrs["layer"]
+        meta["setting"][model] = part.attrs["setting_label"]
+        settings[part.attrs["setting_label"]] = json.loads(part.attrs["setting"])
+        provenance[part.attrs["backbone"]] = json.loads(part.attrs["provenance"])
+    dims = {
+        "r": ("model", "subject", "hemisphere", "vertex"),
+        "alpha": ("model", "subject", "hemisphere", "vertex"),
+        "roi_median": ("model", "subject", "hemisphere", "roi"),
+        "roi_median_low": ("model", "subject", "hemisphere", "roi"),
+        "roi_median_high": ("model", "subject", "hemisphere", "roi"),
+        "roi_median_boot": ("model", "subject", "hemisphere", "roi", "boot"),
+        "val_challenge_score": ("model", "subject", "hemisphere"),
+        "n_components": ("model", "subject"),
+        "n_vertices": ("subject", "hemisphere"),
+        "roi_n_vertices": ("subject", "hemisphere", "roi"),
+        "noise_ceiling": ("subject", "hemisphere", "vertex"),
+        "roi_noise_ceiling": ("subject", "hemisphere", "roi"),
+        "n_train": ("subject",),
+        "n_val": ("subject",),
+    }
+    values = arrays | per_subject
+    if np.isnan(per_subject["noise_ceiling"]).all():
+        values.pop("noise_ceiling")
+        values.pop("roi_noise_ceiling")
+    first = parts[0].attrs
+    return xr.Dataset(
+        {name: (dims[name], array) for name, array in values.items()},
+        coords={
+            "model": models,
+            "backbone": ("model", [meta["backbone"][m] for m in models]),
+            "layer": ("model", [meta["layer"][m] for m in models]),
+            "setting": ("model", [meta["setting"][m] for m in models]),
+            "subject": subjects,
+            "hemisphere": list(HEMISPHERES),
+            "roi": rois,
+            "roi_class": ("roi", [roi_class[r] for r in rois]),
+        },
+        attrs=dict(
+            settings=json.dumps(settings),
+            provenance=json.dumps(provenance),
+            split_seed=first["split_seed"],
+            n_boot=first["n_boot"],
+            level=first["level"],
+            **(attrs or {}),
+        ),
+    )
+
+
+def load_results(path: str | os.PathLike) -> xr.Dataset:
+    """Open ``results.nc`` (or the folder holding it) fully into memory.
+
+    Files written before the challenge score followed the official definition hold ``noise_normalized`` (and a
+    percent-unit ``noise_ceiling``); those two are dropped with a warning, the rest reads as before.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise ResultsError(f"No results file {path}; run `encoders fit` (or fit_grid) first")
+    try:
+        with xr.open_dataset(path, engine=NETCDF_ENGINE) as results:
+            results = results.load()
+    except Exception as error:  # a damaged file fails in many ways inside the reader (IndexError, struct.error, ...)
+        raise ResultsError(
+            f"Cannot read results file {path} ({error}); it may be truncated: rerun `encoders fit` with the same "
+            "--out to rebuild it from the finished combinations"
+        ) from error
+    if "noise_normalized" in results:
+        warnings.warn(
+            f"{path} was written by an older version: its noise-normalised score used another formula and units "
+            "and is dropped; rerun `encoders fit` for the challenge score",
+            UserWarning,
+            stacklevel=2,
+        )
+        results = results.drop_vars([name for name in ("noise_normalized", "noise_ceiling") if name in results])
+    return results
+
+
+def find_model(results: xr.Dataset, model: str) -> str:
+    """The full model id of ``model``: itself, or the one model whose id starts with ``model + ":"``."""
+    models = results["model"].values.tolist()
+    matches = [m for m in models if m == model] or [m for m in models if m.startswith(f"{model}:")]
+    if len(matches) != 1:
+        raise UnknownNameError(
+            f"model {model!r} {'is ambiguous' if matches else 'is not in the results'}; "
+            f"{'matches' if matches else 'models'}: {matches or models}"
+        )
+    return matches[0]
+
+
+def model_recipe(results: xr.Dataset, model: str) -> tuple[str, str, EncoderSetting]:
+    """(backbone, layer, encoder setting) of a model id (or unique prefix) of the results."""
+    row = results.sel(model=find_model(results, model))
+    setting = EncoderSetting(**json.loads(results.attrs["settings"])[str(row["setting"].values)])
+    return str(row["backbone"].values), str(row["layer"].values), setting

@@ -1,0 +1,105 @@
+"""Encoder settings of the grid: the recipe of one encoder (PCA, ridge, alpha selection) and model names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from encoders.errors import InvalidArgumentError
+from encoders.ridge import CLOSED_FORM_CV
+
+__all__ = ["DEFAULT_SETTING_ALPHAS", "SOLVERS", "EncoderSetting", "parse_model"]
+
+DEFAULT_SETTING_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 11))  # 1e-2 ... 1e8, one per decade
+SOLVERS = ("primal", "kernel")
+
+
+@dataclass(frozen=True)
+class EncoderSetting:
+    """One encoder recipe: optional PCA, then ridge regression with the alpha chosen per vertex.
+
+    Parameters
+    ----------
+    pca : int or None, default=100
+        Number of principal components fitted on the training rows; None fits on the full features.
+    solver : {"primal", "kernel"}, default="primal"
+        Ridge in feature space (`RidgeCV`) or on the linear kernel (`KernelRidgeCV`, best without PCA when
+        features outnumber images).
+    alphas : tuple of float, default=DEFAULT_SETTING_ALPHAS
+        Ridge penalties tried per vertex; ``(0.0,)`` is ordinary least squares (the devkit's LinearRegression).
+    cv : int, "loo" or "gcv", default=5
+        Folds for choosing alpha, closed-form leave-one-out, or generalised cross-validation.
+    name : str or None, default=None
+        Label in model names; None builds one such as ``"pca100-ridge-cv5"`` or ``"pca50-ols"``.
+    """
+
+    pca: int | None = 100
+    solver: str = "primal"
+    alphas: tuple[float, ...] = DEFAULT_SETTING_ALPHAS
+    cv: int | str = 5
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alphas", tuple(float(a) for a in np.atleast_1d(self.alphas)))
+        if self.pca is not None and (isinstance(self.pca, bool) or int(self.pca) != self.pca or self.pca < 1):
+            raise InvalidArgumentError(f"Invalid pca={self.pca!r} in EncoderSetting; expected a positive int or None")
+        if self.solver not in SOLVERS:
+            raise InvalidArgumentError(
+                f"Unknown solver={self.solver!r} in EncoderSetting; expected one of {list(SOLVERS)}"
+            )
+        if not self.alphas or min(self.alphas) < 0 or not np.all(np.isfinite(self.alphas)):
+            raise InvalidArgumentError(f"Invalid alphas={self.alphas!r} in EncoderSetting; expected finite values >= 0")
+        if self.cv not in CLOSED_FORM_CV and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
+                                             or self.cv < 2):
+            raise InvalidArgumentError(
+                f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'"
+            )
+        if self.name is not None and not re.fullmatch(r"[\w.+-]+", self.name):
+            raise InvalidArgumentError(
+                f"Invalid name={self.name!r} in EncoderSetting; use letters, digits, '.', '+', '-', '_'"
+            )
+
+    @classmethod
+    def from_value(cls, value: EncoderSetting | Mapping[str, Any]) -> EncoderSetting:
+        """An `EncoderSetting` from itself or a dict such as ``dict(pca=100, solver="primal", cv=5)``."""
+        if isinstance(value, EncoderSetting):
+            return value
+        unknown = set(value) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise InvalidArgumentError(
+                f"Unknown encoder setting keys {sorted(unknown)}; expected some of {list(cls.__dataclass_fields__)}"
+            )
+        return cls(**value)
+
+    @property
+    def label(self) -> str:
+        """Short name used in model ids."""
+        if self.name:
+            return self.name
+        features = f"pca{self.pca}" if self.pca else "full"
+        if self.alphas == (0.0,):
+            return f"{features}-ols"
+        fold = self.cv if isinstance(self.cv, str) else f"cv{self.cv}"
+        return f"{features}-{'ridge' if self.solver == 'primal' else 'kernel'}-{fold}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (stored in result files)."""
+        return asdict(self) | {"alphas": list(self.alphas)}
+
+
+def parse_model(model: str | Sequence[str]) -> tuple[str, str]:
+    """``"backbone:layer"`` or ``(backbone, layer)`` -> ``(backbone, layer)``."""
+    if isinstance(model, str):
+        backbone, sep, layer = model.partition(":")
+        if not sep or not backbone or not layer:
+            raise InvalidArgumentError(
+                f"Invalid model={model!r}; expected 'backbone:layer', e.g. 'alexnet:features.12'"
+            )
+        return backbone, layer
+    if len(model) != 2:
+        raise InvalidArgumentError(f"Invalid model={model!r}; expected a (backbone, layer) pair")
+    return str(model[0]), str(model[1])
