@@ -23,6 +23,8 @@ RESULTS_FILE = "results.nc"
 # (2: challenge score with the official formula and fraction-unit ceilings, data fingerprints in the key)
 RESULTS_SCHEMA = 2
 NETCDF_ENGINE = "scipy"
+# variables of a combination file that belong to the subject's data, not to the model fitted on it
+_SUBJECT_VARIABLES = ("n_vertices", "roi_n_vertices", "noise_ceiling", "roi_noise_ceiling")
 
 
 def write_atomic(dataset: xr.Dataset, path: Path) -> None:
@@ -57,76 +59,44 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
     roi_class = {r: c for p in parts for r, c in zip(p["roi"].values.tolist(), p["roi_class"].values.tolist())}
     class_rank = {name: rank for rank, name in enumerate(("all", *ROI_CLASSES))}
     rois = sorted(roi_class, key=lambda r: class_rank[roi_class[r]])  # stable: first-seen order within a class
-    n_vertex = max(p.sizes["vertex"] for p in parts)
-    n_boot = parts[0].sizes["boot"]
-    shape_m = (len(models), len(subjects), 2)
+    sizes = {"model": len(models), "subject": len(subjects), "hemisphere": len(HEMISPHERES), "roi": len(rois),
+             "vertex": max(p.sizes["vertex"] for p in parts), "boot": parts[0].sizes["boot"]}
+    values: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
 
-    def full(shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
-        return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else 0, dtype=dtype)
+    def put(name: str, dims: tuple[str, ...], value: Any, at: dict[str, Any]) -> None:
+        """Write one part's ``value`` into the combined array ``name`` (made on first use, NaN or 0 elsewhere)."""
+        value = np.asarray(value)
+        if name not in values:
+            fill = np.nan if value.dtype.kind == "f" else 0
+            values[name] = (dims, np.full([sizes[d] for d in dims], fill, dtype=value.dtype))
+        array = values[name][1]
+        scalar = tuple(at[d] for d in dims if d in ("model", "subject"))
+        rest = tuple(at[d] for d in dims if d not in ("model", "subject"))
+        if rest:  # index in two steps: the ROI list mixed with scalars would move the ROI axis first
+            array[scalar][rest] = value
+        else:
+            array[scalar] = value
 
-    arrays = {
-        "r": full((*shape_m, n_vertex), np.float32),
-        "alpha": full((*shape_m, n_vertex)),
-        "roi_median": full((*shape_m, len(rois))),
-        "roi_median_low": full((*shape_m, len(rois))),
-        "roi_median_high": full((*shape_m, len(rois))),
-        "roi_median_boot": full((*shape_m, len(rois), n_boot), np.float32),
-        "val_challenge_score": full(shape_m),
-        "n_components": full(shape_m[:2], np.int32),
-    }
-    per_subject = {
-        "n_vertices": full((len(subjects), 2), np.int32),
-        "roi_n_vertices": full((len(subjects), 2, len(rois)), np.int32),
-        "noise_ceiling": full((len(subjects), 2, n_vertex), np.float32),
-        "roi_noise_ceiling": full((len(subjects), 2, len(rois))),
-        "n_train": full((len(subjects),), np.int32),
-        "n_val": full((len(subjects),), np.int32),
-    }
     meta: dict[str, dict[str, str]] = {"backbone": {}, "layer": {}, "setting": {}}
     settings, provenance = {}, {}
     for part in parts:
-        m, s = models.index(part.attrs["model"]), subjects.index(int(part.attrs["subject"]))
-        nv, roi_idx = part.sizes["vertex"], [rois.index(r) for r in part["roi"].values.tolist()]
-        for name in ("r", "alpha"):
-            arrays[name][m, s, :, :nv] = part[name].values
-        for name in ("roi_median", "roi_median_low", "roi_median_high", "roi_median_boot"):
-            arrays[name][m, s][:, roi_idx] = part[name].values
-        arrays["val_challenge_score"][m, s] = part["val_challenge_score"].values
-        arrays["n_components"][m, s] = part.attrs["n_components"]
-        per_subject["n_vertices"][s] = part["n_vertices"].values
-        per_subject["roi_n_vertices"][s][:, roi_idx] = part["roi_n_vertices"].values
-        if "noise_ceiling" in part:
-            per_subject["noise_ceiling"][s, :, :nv] = part["noise_ceiling"].values
-            per_subject["roi_noise_ceiling"][s][:, roi_idx] = part["roi_noise_ceiling"].values
-        per_subject["n_train"][s], per_subject["n_val"][s] = part.attrs["n_train"], part.attrs["n_val"]
         model = part.attrs["model"]
+        at = {"model": models.index(model), "subject": subjects.index(int(part.attrs["subject"])),
+              "hemisphere": slice(None), "roi": [rois.index(r) for r in part["roi"].values.tolist()],
+              "vertex": slice(0, part.sizes["vertex"]), "boot": slice(None)}
+        for name, variable in part.data_vars.items():
+            owner = () if name in _SUBJECT_VARIABLES else ("model",)
+            put(name, (*owner, "subject", *variable.dims), variable.values, at)
+        put("n_components", ("model", "subject"), np.int32(part.attrs["n_components"]), at)
+        put("n_train", ("subject",), np.int32(part.attrs["n_train"]), at)
+        put("n_val", ("subject",), np.int32(part.attrs["n_val"]), at)
         meta["backbone"][model], meta["layer"][model] = part.attrs["backbone"], part.attrs["layer"]
         meta["setting"][model] = part.attrs["setting_label"]
         settings[part.attrs["setting_label"]] = json.loads(part.attrs["setting"])
         provenance[part.attrs["backbone"]] = json.loads(part.attrs["provenance"])
-    dims = {
-        "r": ("model", "subject", "hemisphere", "vertex"),
-        "alpha": ("model", "subject", "hemisphere", "vertex"),
-        "roi_median": ("model", "subject", "hemisphere", "roi"),
-        "roi_median_low": ("model", "subject", "hemisphere", "roi"),
-        "roi_median_high": ("model", "subject", "hemisphere", "roi"),
-        "roi_median_boot": ("model", "subject", "hemisphere", "roi", "boot"),
-        "val_challenge_score": ("model", "subject", "hemisphere"),
-        "n_components": ("model", "subject"),
-        "n_vertices": ("subject", "hemisphere"),
-        "roi_n_vertices": ("subject", "hemisphere", "roi"),
-        "noise_ceiling": ("subject", "hemisphere", "vertex"),
-        "roi_noise_ceiling": ("subject", "hemisphere", "roi"),
-        "n_train": ("subject",),
-        "n_val": ("subject",),
-    }
-    values = arrays | per_subject
-    if np.isnan(per_subject["noise_ceiling"]).all():
-        values.pop("noise_ceiling")
-        values.pop("roi_noise_ceiling")
     first = parts[0].attrs
     return xr.Dataset(
-        {name: (dims[name], array) for name, array in values.items()},
+        values,
         coords={
             "model": models,
             "backbone": ("model", [meta["backbone"][m] for m in models]),
