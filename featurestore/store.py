@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -295,14 +296,37 @@ def plan_rows(stored_ids: np.ndarray, done: Mapping[str, np.ndarray], requested_
                    nsd_ids=nsd_ids, tasks=tuple(tasks), unavailable=tuple(unavailable), layers=tuple(done))
 
 
+def _check_local_root(root: Path, read_only: bool) -> None:
+    """Refuse, naming the path and what to do, a local store path that cannot be read (or, to write, written).
+
+    To write, the path must be missing, an empty folder or a feature store whose folder and top-level sub-folders
+    are writable (a store made read-only as a whole, ``chmod -R a-w``, is refused before any lock file is tried).
+    """
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"feature store path {root} is a file, not a folder; give the path of a store "
+                                 f"folder (or of a new one, to create it)")
+    is_store = (root / "zarr.json").is_file()
+    if read_only and not is_store:
+        raise FileNotFoundError(f"No feature store at {root} (no zarr.json there); check the path, or create the "
+                                f"store with `featurestore extract --store {root} ...`")
+    if read_only or not root.exists():
+        return
+    if not is_store and any(root.iterdir()):
+        raise FileExistsError(f"{root} holds other files and is not a feature store (no zarr.json there); give a "
+                              f"new or empty folder to create a store")
+    for folder in (root, *(child for child in root.iterdir() if child.is_dir())):
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"feature store {root} is read-only (no write permission on {folder}); make it "
+                                  f"writable (chmod -R u+w) or extract into another store")
+
+
 def _open_zarr_store(url: str | Path, read_only: bool,
                      storage_options: Mapping[str, Any] | None) -> tuple[Store, Path | None]:
     """A zarr store for a local path (atomic file writes) or any other fsspec URL; the local root or None."""
     text = str(url)
     if isinstance(url, Path) or "://" not in text or text.startswith("file://"):
         root = Path(text.removeprefix("file://")).expanduser().absolute()
-        if read_only and not (root / "zarr.json").is_file():
-            raise FileNotFoundError(f"No feature store at {root} (no zarr.json there)")
+        _check_local_root(root, read_only)
         return LocalStore(root, read_only=read_only), root
     return FsspecStore.from_url(text, storage_options=dict(storage_options or {}), read_only=read_only), None
 
