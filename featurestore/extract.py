@@ -204,6 +204,17 @@ def _projection_seed(spec: str | None, seed: int) -> int | None:
     return seed if spec is not None and spec.startswith("srp:") else None
 
 
+def _storage_dtype(requested: str | None, entry: CatalogEntry, stored: Mapping[str, Any]) -> str:
+    """The dtype to store: the one asked for; else the group's, while its catalog entry still says what it said
+    when the group was made; else the entry's. A catalog edit of ``dtype`` is thus checked like ``dtype=``
+    (ProvenanceError naming both dtypes), and a group made with an explicit dtype keeps it on reruns."""
+    if requested is not None:
+        return requested
+    if stored and stored["entry"].get("dtype") == entry.dtype:
+        return stored["dtype"]
+    return entry.dtype
+
+
 def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayout, ...], dict[str, Reducer]]:
     """Stored layout and reducer of each layer, from the backbone's probed output shapes and the entry's reduce."""
     entry = backbone.entry
@@ -341,7 +352,8 @@ def extract(
     chunk_rows : int, default=None
         Rows per stored chunk; None keeps an existing group's, else 256.
     dtype : {"float16", "float32"}, default=None
-        Storage dtype; None keeps an existing group's, else the entry's.
+        Storage dtype; None keeps an existing group's unless the catalog entry's dtype changed since the group was
+        made (then the entry's is asked for, and a mismatch is refused like an explicit dtype), else the entry's.
     catalog : path or sequence of paths, default=()
         User catalog files adding or overriding entries.
     subjects : int, str or sequence, default=None
@@ -378,7 +390,7 @@ def extract(
     target = _open_target(store, dry_run, storage_options)
     exists = target is not None and target.has_backbone(entry.name)
     stored = target.provenance(entry.name) if exists else {}
-    dtype = dtype or stored.get("dtype") or entry.dtype
+    dtype = _storage_dtype(dtype, entry, stored)
     if dtype not in DTYPES:
         raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
     chunk_rows = chunk_rows or stored.get("chunk_rows") or DEFAULT_CHUNK_ROWS

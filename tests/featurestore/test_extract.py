@@ -76,6 +76,11 @@ def stored_arrays(store: Path | str, **options) -> dict[str, np.ndarray]:
     return {name: group[name][:] for name in names}
 
 
+def stored_files(store: Path) -> dict[str, bytes]:
+    """Every file of a local store, by relative path (to assert that a refused run changed nothing)."""
+    return {str(path.relative_to(store)): path.read_bytes() for path in sorted(store.rglob("*")) if path.is_file()}
+
+
 def assert_same_store(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
     """Identical bytes, NaN padding included."""
     assert a.keys() == b.keys()
@@ -242,6 +247,23 @@ def test_other_recipe_is_refused(tmp_path, algonauts_dir, tiny_catalog) -> None:
     assert "layer features.5 n_features 192 != 16" in str(error.value)
     assert "layer features.5 reduce avgpool != srp:16" in str(error.value)
     assert open_store(store).ids(BACKBONE, "features.2").size == 5
+
+
+def test_catalog_dtype_is_checked_like_the_dtype_argument(tmp_path, small_store, algonauts_dir,
+                                                          tiny_catalog) -> None:
+    before = stored_files(small_store)
+    float32 = tmp_path / "float32.yaml"
+    float32.write_text(f"{BACKBONE}:\n  extends: alexnet.testfile\n  preprocessing: {json.dumps(TINY_PREPROCESSING)}\n"
+                       f"  layers: {json.dumps(LAYERS)}\n  reduce: {{features.5: avgpool, features.12: 'srp:64'}}\n"
+                       "  reduce_seed: 3\n  dtype: float32\n", encoding="utf-8")
+    with pytest.raises(ProvenanceError, match="dtype float16 != float32"):
+        extract(BACKBONE, algonauts_dir, small_store, catalog=[*tiny_catalog, float32], **RUN)
+    assert stored_files(small_store) == before
+    # a group made with an explicit dtype keeps it on reruns from the unchanged catalog
+    store = tmp_path / "s32.zarr"
+    extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, dtype="float32", subjects=[2], **RUN)
+    report = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN)
+    assert report.plan.dtype == "float32" and report.rows_computed == 3
 
 
 def test_float16_overflow_names_the_layer(tmp_path, algonauts_dir, tiny_catalog, untrained_weights) -> None:
