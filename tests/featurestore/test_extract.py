@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 import featurestore.backbones
 from featurestore.extract import NonFiniteFeaturesError, default_num_workers, extract
 from featurestore.reduction import make_reducer
+from featurestore.stimuli import StimulusError
 from featurestore.store import ProvenanceError, StoreLockedError, open_features, open_store
 
 from .conftest import TINY_PREPROCESSING
@@ -310,3 +312,54 @@ def test_cuda_float16_autocast_matches_torchvision(tmp_path, algonauts_dir, tiny
     for layer in LAYERS:   # float16 compute: looser than the CPU test's float16 storage rounding
         stored = open_features(tmp_path / "s.zarr", BACKBONE, layer).values.astype(np.float32)
         np.testing.assert_allclose(stored, reference[layer], rtol=2e-2, atol=2e-2 * np.abs(reference[layer]).max())
+
+
+def copy_with_bad_images(algonauts_dir: Path, target: Path, bad: dict[int, bytes]) -> Path:
+    """A copy of the Algonauts folders where every file of the NSD ids in ``bad`` holds the given bytes."""
+    shutil.copytree(algonauts_dir, target)
+    for nsd_id, content in bad.items():
+        for path in target.rglob(f"*_nsd-{nsd_id:05d}.png"):
+            path.write_bytes(content)
+    return target
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize(("content", "reason"), [(b"", "the file is empty"),
+                                                 (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "cannot read image")])
+def test_unreadable_image_stops_with_one_line_naming_the_file(tmp_path, algonauts_dir, tiny_catalog, workers,
+                                                              content, reason) -> None:
+    data = copy_with_bad_images(algonauts_dir, tmp_path / "data", {2950: content})   # subject 1 only, row 2
+    with pytest.raises(StimulusError) as error:
+        extract(BACKBONE, data, tmp_path / "s.zarr", catalog=tiny_catalog, **{**RUN, "num_workers": workers})
+    message = str(error.value)
+    assert "\n" not in message and "Traceback" not in message and "BytesIO" not in message
+    assert f"cannot read image {data / 'subj01/training_split/training_images/train-0003_nsd-02950.png'}" in message
+    assert reason in message and "--skip-bad-images" in message
+    assert open_store(tmp_path / "s.zarr").ids(BACKBONE, "features.2").tolist() == [7, 13, 845]   # chunk 0
+
+
+def test_skip_bad_images_hides_their_rows_and_resumes_identically(tmp_path, extracted, algonauts_dir,
+                                                                   tiny_catalog) -> None:
+    data = copy_with_bad_images(algonauts_dir, tmp_path / "data", {845: b"", 61000: b"GIF89a broken"})
+    store = tmp_path / "s.zarr"
+    with pytest.raises(StimulusError, match="nsd-00845.png: the file is empty"):   # without the flag: stop
+        extract(BACKBONE, data, store, catalog=tiny_catalog, **RUN)
+    report = extract(BACKBONE, data, store, catalog=tiny_catalog, skip_bad_images=True, **RUN)   # resumes
+    assert [image["nsd_id"] for image in report.skipped_images] == [845, 61000]
+    assert "nsd-61000.png: not an image format PIL can decode" in report.skipped_images[1]["reason"]
+    good = [13, 2950, 5001, 7, 40000, 72999]   # rows: 7 13 845 | 2950 5001 40000 | 61000 72999
+    reference = open_features(extracted[0], BACKBONE, "features.2")
+    for layer in LAYERS:
+        features = open_features(store, BACKBONE, layer)
+        assert sorted(features.nsd_id.values.tolist()) == sorted(good)
+        assert np.isfinite(features.values).all()
+    np.testing.assert_array_equal(open_features(store, BACKBONE, "features.2").sel(nsd_id=good).values,
+                                  reference.sel(nsd_id=good).values)
+    assert open_store(store).summary()["n_ids"].tolist() == [6] * len(LAYERS)
+    assert [image["nsd_id"] for image in open_store(store).skipped_images(BACKBONE)] == [845, 61000]
+    assert extract(BACKBONE, data, store, catalog=tiny_catalog, skip_bad_images=True, **RUN).rows_computed == 0
+    # one run with the flag from scratch gives the same store, byte for byte
+    again = tmp_path / "again.zarr"
+    extract(BACKBONE, data, again, catalog=tiny_catalog, skip_bad_images=True, **RUN)
+    assert_same_store(stored_arrays(again), stored_arrays(store))
+    assert open_store(again).skipped_images(BACKBONE) == open_store(store).skipped_images(BACKBONE)
