@@ -363,3 +363,45 @@ def test_skip_bad_images_hides_their_rows_and_resumes_identically(tmp_path, extr
     extract(BACKBONE, data, again, catalog=tiny_catalog, skip_bad_images=True, **RUN)
     assert_same_store(stored_arrays(again), stored_arrays(store))
     assert open_store(again).skipped_images(BACKBONE) == open_store(store).skipped_images(BACKBONE)
+
+
+def children_of(pid: int) -> set[int]:
+    """Pids of the live child processes of ``pid`` (from /proc; zombies count as gone)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_of_a_killed_extraction_exit_with_it(tmp_path, algonauts_dir, tiny_catalog) -> None:
+    command = [sys.executable, "-c", KILLABLE, "extract", "--backbone", BACKBONE, "--images", str(algonauts_dir),
+               "--store", str(tmp_path / "s.zarr"), "--catalog", *map(str, tiny_catalog), "--chunk-rows", "1",
+               "--batch-size", "1", "--workers", "2", "--no-progress", "--device", "cpu"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first_chunk_done = tmp_path / "s.zarr" / BACKBONE / "_done" / LAYERS[-1] / "c" / "0"
+    deadline = time.monotonic() + 240
+    while not first_chunk_done.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = children_of(child.pid)
+    assert child.poll() is None and len(workers) >= 2, child.stderr.read().decode()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)
+    child.stderr.close()
