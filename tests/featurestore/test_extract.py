@@ -405,3 +405,45 @@ def test_workers_of_a_killed_extraction_exit_with_it(tmp_path, algonauts_dir, ti
         time.sleep(0.05)
     assert not any(alive(pid) for pid in workers)
     child.stderr.close()
+
+
+KILL_AT_WRITE = textwrap.dedent("""
+    import os, signal, sys
+    import zarr
+    kind, nth = sys.argv[1], int(sys.argv[2])
+    setitem = zarr.Array.__setitem__
+    seen = 0
+
+    def setitem_then_die(self, key, value):  # SIGKILL just before the nth write of a marker / of layer data
+        global seen
+        is_marker = "/_done/" in self.path
+        if is_marker == (kind == "marker") and not self.path.endswith("/nsd_id"):
+            seen += 1
+            if seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        setitem(self, key, value)
+
+    zarr.Array.__setitem__ = setitem_then_die
+    from featurestore.cli import main
+    sys.exit(main(sys.argv[3:]))
+""")
+
+
+@pytest.mark.parametrize(("kind", "nth"), [("marker", 1), ("marker", 6), ("data", 9)],
+                         ids=["chunk0-data-written-marker-not", "chunk1-two-layers-marked", "chunk2-before-data"])
+def test_kill_inside_a_chunk_write_then_resume_equals_uninterrupted_run(tmp_path, extracted, algonauts_dir,
+                                                                        tiny_catalog, kind, nth) -> None:
+    store = tmp_path / "s.zarr"
+    command = [sys.executable, "-c", KILL_AT_WRITE, kind, str(nth), "extract", "--backbone", BACKBONE, "--images",
+               str(algonauts_dir), "--store", str(store), "--catalog", *map(str, tiny_catalog), "--chunk-rows", "3",
+               "--batch-size", "2", "--workers", "0", "--no-progress", "--device", "cpu"]
+    killed = subprocess.run(command, capture_output=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    markers = sum(int(np.count_nonzero(open_store(store).done_counts(BACKBONE, layer))) for layer in LAYERS)
+    assert markers == (nth - 1 if kind == "marker" else 8)   # 4 layers x 3 chunks = 12 markers in a full run
+    resumed = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN)
+    assert resumed.plan.rows.new_ids.size == 0 and resumed.rows_computed > 0
+    assert_same_store(stored_arrays(store), stored_arrays(extracted[0]))
+    for layer in LAYERS:
+        np.testing.assert_array_equal(open_features(store, BACKBONE, layer).values.view(np.uint16),
+                                      open_features(extracted[0], BACKBONE, layer).values.view(np.uint16))
