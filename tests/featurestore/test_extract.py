@@ -333,7 +333,8 @@ def test_unreadable_image_stops_with_one_line_naming_the_file(tmp_path, algonaut
         extract(BACKBONE, data, tmp_path / "s.zarr", catalog=tiny_catalog, **{**RUN, "num_workers": workers})
     message = str(error.value)
     assert "\n" not in message and "Traceback" not in message and "BytesIO" not in message
-    assert f"cannot read image {data / 'subj01/training_split/training_images/train-0003_nsd-02950.png'}" in message
+    bad = data / "subj01/training_split/training_images/train-0003_nsd-02950.png"
+    assert f"cannot read image {bad}" in message
     assert reason in message and "--skip-bad-images" in message
     assert open_store(tmp_path / "s.zarr").ids(BACKBONE, "features.2").tolist() == [7, 13, 845]   # chunk 0
 

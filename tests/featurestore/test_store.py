@@ -325,7 +325,8 @@ def test_store_paths_that_cannot_hold_a_store_are_named(tmp_path, monkeypatch) -
     for mode in ("r", "a"):
         with pytest.raises(NotADirectoryError, match=f"feature store path {afile} is a file, not a folder"):
             open_store(afile, mode)
-    with pytest.raises(FileNotFoundError, match=rf"No feature store at {tmp_path / 'missing'} .*featurestore extract"):
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError, match=rf"No feature store at {missing} .*featurestore extract"):
         open_features(tmp_path / "missing", "toy", "conv")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "image.png").write_bytes(b"")
