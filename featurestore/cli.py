@@ -48,7 +48,9 @@ def _cmd_extract(args: argparse.Namespace) -> None:
                      batch_size=args.batch_size, num_workers=args.workers, chunk_rows=args.chunk_rows,
                      dtype=args.dtype, catalog=args.catalog, subjects=args.subjects,
                      storage_options=dict(args.storage_option), dry_run=args.dry_run,
-                     progress=not args.no_progress, wait=args.wait)
+                     progress=not args.no_progress, wait=args.wait, skip_bad_images=args.skip_bad_images)
+    for image in report.skipped_images:
+        print(f"featurestore: skipped NSD id {image['nsd_id']}: {image['reason']}", file=sys.stderr)
     if not args.dry_run:
         plan = report.plan
         print(f"{plan.backbone}: {report.rows_computed} images through the model, {report.chunks_written} chunk(s) "
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--wait", action="store_true", help="wait for another writer of this backbone instead "
                                                              "of failing")
     extract.add_argument("--no-progress", action="store_true", help="no progress bar")
+    extract.add_argument("--skip-bad-images", action="store_true",
+                         help="skip unreadable images (recorded in the store, listed at the end) instead of stopping")
     store_options(extract)
     extract.set_defaults(run=_cmd_extract, interrupted="interrupted; finished chunks are kept; rerun the same "
                                                     "command to resume")

@@ -12,8 +12,10 @@ first row), so a chunk's values come from the same batches whether the run was i
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,7 +37,7 @@ from featurestore.catalog import CatalogEntry, get_entry
 from featurestore.errors import FeatureStoreError, InvalidParameterError, check_type
 from featurestore.lock import WriterLock
 from featurestore.reduction import Reducer, make_reducer
-from featurestore.stimuli import StimulusSource, open_stimuli
+from featurestore.stimuli import StimulusError, StimulusSource, open_stimuli
 from featurestore.store import (
     DTYPES,
     ChunkTask,
@@ -103,13 +105,14 @@ class ExtractPlan:
 
 @dataclass(frozen=True)
 class ExtractReport:
-    """What a run did: its plan, images run through the model, chunks written."""
+    """What a run did: its plan, images run through the model, chunks written, unreadable images skipped."""
 
     plan: ExtractPlan
     rows_computed: int
     chunks_written: int
     dry_run: bool
     seconds: float
+    skipped_images: tuple[dict[str, Any], ...] = ()
 
 
 def _human_bytes(n: int) -> str:
@@ -135,7 +138,11 @@ def default_num_workers(device: torch.device) -> int:
 
 
 class _PendingImages(Dataset):
-    """Row index -> (transformed image tensor, row index), for the rows a plan computes."""
+    """Row index -> (transformed image tensor, row index, problem), for the rows a plan computes.
+
+    ``problem`` is "" or why the image could not be read (a StimulusError naming the file); a blank image then
+    stands in, so the batch keeps its shape, and the main process decides to stop or skip. A worker never raises for
+    a bad image: DataLoader would wrap the error in a worker traceback."""
 
     def __init__(self, source: StimulusSource, transform: Any, nsd_ids: np.ndarray) -> None:
         self.source = source
@@ -145,14 +152,27 @@ class _PendingImages(Dataset):
     def __len__(self) -> int:
         return self.nsd_ids.size
 
-    def __getitem__(self, row: int) -> tuple[torch.Tensor, int]:
-        image: Image.Image = self.source.load(int(self.nsd_ids[row]))
-        return self.transform(image), row
+    def __getitem__(self, row: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            image: Image.Image = self.source.load(int(self.nsd_ids[row]))
+        except StimulusError as error:
+            return self.transform(Image.new("RGB", (1, 1))), row, str(error)
+        return self.transform(image), row, ""
 
 
-def _one_thread(_: int) -> None:
-    """DataLoader worker init: one torch thread per decoding worker (no oversubscription)."""
+def _init_worker(parent_pid: int, _worker_id: int) -> None:
+    """DataLoader worker init: one torch thread per decoding worker (no oversubscription), and a watch that ends the
+    worker when its parent dies (a SIGKILLed extraction's workers otherwise decoded on for minutes)."""
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="featurestore-parent-watch",
+                     daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.25) -> None:
+    """Return never: poll the parent pid and end this process at once when the parent is gone (re-parented)."""
+    while os.getppid() == parent_pid:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def _chunk_batches(rows: RowPlan, batch_size: int) -> Iterator[tuple[int, list[int]]]:
@@ -204,6 +224,17 @@ def _projection_seed(spec: str | None, seed: int) -> int | None:
     return seed if spec is not None and spec.startswith("srp:") else None
 
 
+def _storage_dtype(requested: str | None, entry: CatalogEntry, stored: Mapping[str, Any]) -> str:
+    """The dtype to store: the one asked for; else the group's, while its catalog entry still says what it said
+    when the group was made; else the entry's. A catalog edit of ``dtype`` is thus checked like ``dtype=``
+    (ProvenanceError naming both dtypes), and a group made with an explicit dtype keeps it on reruns."""
+    if requested is not None:
+        return requested
+    if stored and stored["entry"].get("dtype") == entry.dtype:
+        return stored["dtype"]
+    return entry.dtype
+
+
 def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayout, ...], dict[str, Reducer]]:
     """Stored layout and reducer of each layer, from the backbone's probed output shapes and the entry's reduce."""
     entry = backbone.entry
@@ -238,20 +269,26 @@ def _recipe_differences(store: FeatureStore, entry: CatalogEntry, layers: Sequen
 
 def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, layouts: Sequence[LayerLayout],
                    reducers: Mapping[str, Reducer], source: StimulusSource, rows: RowPlan, dtype: str,
-                   batch_size: int, num_workers: int, progress: bool) -> tuple[int, int]:
-    """Run the plan's pending rows through the model and write every chunk; (rows computed, chunks written)."""
+                   batch_size: int, num_workers: int, progress: bool,
+                   skip_bad_images: bool) -> tuple[int, int, list[dict[str, Any]]]:
+    """Run the plan's pending rows through the model and write every chunk; (rows computed, chunks written, skipped
+    images). An unreadable image stops the run (StimulusError naming the file) before its chunk is written, or with
+    ``skip_bad_images`` is recorded in the group (before its chunk) and its row written as NaN."""
     device = backbone.device
     batches = list(_chunk_batches(rows, batch_size))
     loader = DataLoader(_PendingImages(source, backbone.transform, rows.nsd_ids),
                         batch_sampler=[batch for _, batch in batches], num_workers=num_workers,
                         multiprocessing_context="spawn" if num_workers > 0 else None,
-                        worker_init_fn=_one_thread if num_workers > 0 else None, pin_memory=device.type == "cuda")
+                        worker_init_fn=functools.partial(_init_worker, os.getpid()) if num_workers > 0 else None,
+                        pin_memory=device.type == "cuda")
     names = [layout.name for layout in layouts]
     extractor = backbone.extractor(names)
     autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" and dtype == "float16"
                 else contextlib.nullcontext())
     buffers: dict[str, list[np.ndarray]] = {name: [] for name in names}
     computed = written = 0
+    skipped: list[dict[str, Any]] = []
+    chunk_skipped: list[dict[str, Any]] = []
     last_batch_of_task = {position: index for index, (position, _) in enumerate(batches)}
     bar = tqdm(total=rows.ids_to_compute.size, unit="img", desc=backbone.entry.name, disable=not progress,
                file=sys.stderr)
@@ -260,13 +297,24 @@ def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, la
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-writer")
     writing: Future | None = None
     with bar, torch.inference_mode(), writer:
-        for index, (images, _) in enumerate(loader):
+        for index, (images, batch_rows, problems) in enumerate(loader):
+            bad = [i for i, problem in enumerate(problems) if problem]
+            if bad and not skip_bad_images:
+                raise StimulusError(f"{problems[bad[0]]}; fix or remove the file, or pass skip_bad_images=True "
+                                    f"(CLI: --skip-bad-images) to skip unreadable images")
+            chunk_skipped += [{"nsd_id": int(rows.nsd_ids[batch_rows[i]]),
+                               "path": source.describe(int(rows.nsd_ids[batch_rows[i]])), "reason": problems[i]}
+                              for i in bad]
             n_images = images.shape[0]
             with autocast:
                 outputs = extractor(_padded(images, batch_size).to(device, non_blocking=True))
             for name in names:
                 reduced = reducers[name](outputs[name][:n_images])
-                buffers[name].append(_finite_rows(reduced, dtype, backbone.entry, name, device))
+                values = _finite_rows(reduced, dtype, backbone.entry, name, device)
+                if bad:
+                    values = values.copy()
+                    values[bad] = np.nan   # the fill value of rows never written; readers never see these rows
+                buffers[name].append(values)
             computed += n_images
             bar.update(n_images)
             position = batches[index][0]
@@ -274,6 +322,10 @@ def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, la
                 continue
             task = rows.tasks[position]
             chunk = {name: np.concatenate(buffers[name]) for name in task.layers}
+            if chunk_skipped:
+                store.record_skipped_images(backbone.entry.name, chunk_skipped)
+                skipped += chunk_skipped
+                chunk_skipped = []
             if writing is not None:
                 writing.result()  # at most one chunk in flight; re-raises a failed write here
                 lock.refresh()
@@ -283,7 +335,7 @@ def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, la
         if writing is not None:
             writing.result()
             lock.refresh()
-    return computed, written
+    return computed, written, skipped
 
 
 def _open_target(store: str | Path | FeatureStore, dry_run: bool,
@@ -316,6 +368,7 @@ def extract(
     dry_run: bool = False,
     progress: bool = True,
     wait: bool | float = False,
+    skip_bad_images: bool = False,
     out: TextIO | None = None,
 ) -> ExtractReport:
     """Extract ``layers`` of ``backbone`` for every image of ``images`` into ``store``; skip what is stored.
@@ -341,7 +394,8 @@ def extract(
     chunk_rows : int, default=None
         Rows per stored chunk; None keeps an existing group's, else 256.
     dtype : {"float16", "float32"}, default=None
-        Storage dtype; None keeps an existing group's, else the entry's.
+        Storage dtype; None keeps an existing group's unless the catalog entry's dtype changed since the group was
+        made (then the entry's is asked for, and a mismatch is refused like an explicit dtype), else the entry's.
     catalog : path or sequence of paths, default=()
         User catalog files adding or overriding entries.
     subjects : int, str or sequence, default=None
@@ -356,6 +410,12 @@ def extract(
     wait : bool or float, default=False
         When another process writes this backbone: False refuses (StoreLockedError), True waits, a number
         waits up to that many seconds.
+    skip_bad_images : bool, default=False
+        An unreadable (corrupt, empty, truncated) image stops the run with a StimulusError naming the file; chunks
+        finished before are kept. With True it is skipped instead: listed in the group's ``skipped_images``
+        attribute (NSD id, path, reason) and in the report, its row (planned like any other, so chunks and resume
+        stay as they are) holds NaN and is hidden from ``open_features``, ``ids`` and ``ls``. A skipped id stays
+        skipped in this store, also after its file is fixed.
     out : text stream, default=None
         Where a dry run prints its plan (stdout when None).
 
@@ -378,7 +438,7 @@ def extract(
     target = _open_target(store, dry_run, storage_options)
     exists = target is not None and target.has_backbone(entry.name)
     stored = target.provenance(entry.name) if exists else {}
-    dtype = dtype or stored.get("dtype") or entry.dtype
+    dtype = _storage_dtype(dtype, entry, stored)
     if dtype not in DTYPES:
         raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
     chunk_rows = chunk_rows or stored.get("chunk_rows") or DEFAULT_CHUNK_ROWS
@@ -415,7 +475,7 @@ def extract(
         if not rows.tasks:
             return ExtractReport(plan, 0, 0, False, time.monotonic() - started)
         workers = default_num_workers(model.device) if num_workers is None else num_workers
-        computed, written = _write_pending(target, lock, model, layouts, reducers, source, rows, dtype, batch_size,
-                                           workers, progress)
-    return ExtractReport(plan, computed, written, False, time.monotonic() - started)
+        computed, written, skipped = _write_pending(target, lock, model, layouts, reducers, source, rows, dtype,
+                                                    batch_size, workers, progress, skip_bad_images)
+    return ExtractReport(plan, computed, written, False, time.monotonic() - started, tuple(skipped))
 

@@ -3,7 +3,9 @@
 Layout (the store is any fsspec URL: a local path, ``s3://bucket/features.zarr``, ...)::
 
     zarr.json                   root group
-    <backbone>/                 group; attrs["provenance"]: what made the features (see build_provenance)
+    <backbone>/                 group; attrs["provenance"]: what made the features (see build_provenance);
+                                attrs["skipped_images"]: unreadable images skipped on request (nsd_id, path,
+                                reason); their rows stay planned, hold NaN and are hidden from readers
     <backbone>/nsd_id           int64 (n_rows,), chunks (chunk_rows,): the NSD id of every row
     <backbone>/<layer>          float16 | float32 (n_rows, n_features), one object per row chunk of chunk_rows
                                 rows x all features (plain or sharded, below), blosc-zstd; attrs: feature_shape
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +77,7 @@ __all__ = [
 
 ID_ARRAY = "nsd_id"
 DONE_GROUP = "_done"
+SKIPPED_ATTR = "skipped_images"
 DTYPES = ("float16", "float32")
 VERSIONED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "zarr", "numpy", "nsd-featurestore")
 # zstd level 1: level 5 compressed AlexNet activations at 15 MB/s, slower than the forward pass (BENCHMARKS.md)
@@ -295,14 +299,37 @@ def plan_rows(stored_ids: np.ndarray, done: Mapping[str, np.ndarray], requested_
                    nsd_ids=nsd_ids, tasks=tuple(tasks), unavailable=tuple(unavailable), layers=tuple(done))
 
 
+def _check_local_root(root: Path, read_only: bool) -> None:
+    """Refuse, naming the path and what to do, a local store path that cannot be read (or, to write, written).
+
+    To write, the path must be missing, an empty folder or a feature store whose folder and top-level sub-folders
+    are writable (a store made read-only as a whole, ``chmod -R a-w``, is refused before any lock file is tried).
+    """
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"feature store path {root} is a file, not a folder; give the path of a store "
+                                 f"folder (or of a new one, to create it)")
+    is_store = (root / "zarr.json").is_file()
+    if read_only and not is_store:
+        raise FileNotFoundError(f"No feature store at {root} (no zarr.json there); check the path, or create the "
+                                f"store with `featurestore extract --store {root} ...`")
+    if read_only or not root.exists():
+        return
+    if not is_store and any(root.iterdir()):
+        raise FileExistsError(f"{root} holds other files and is not a feature store (no zarr.json there); give a "
+                              f"new or empty folder to create a store")
+    for folder in (root, *(child for child in root.iterdir() if child.is_dir())):
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"feature store {root} is read-only (no write permission on {folder}); make it "
+                                  f"writable (chmod -R u+w) or extract into another store")
+
+
 def _open_zarr_store(url: str | Path, read_only: bool,
                      storage_options: Mapping[str, Any] | None) -> tuple[Store, Path | None]:
     """A zarr store for a local path (atomic file writes) or any other fsspec URL; the local root or None."""
     text = str(url)
     if isinstance(url, Path) or "://" not in text or text.startswith("file://"):
         root = Path(text.removeprefix("file://")).expanduser().absolute()
-        if read_only and not (root / "zarr.json").is_file():
-            raise FileNotFoundError(f"No feature store at {root} (no zarr.json there)")
+        _check_local_root(root, read_only)
         return LocalStore(root, read_only=read_only), root
     return FsspecStore.from_url(text, storage_options=dict(storage_options or {}), read_only=read_only), None
 
@@ -386,15 +413,22 @@ class FeatureStore:
         except KeyError:
             return np.zeros(0, dtype=np.int32)
 
+    def skipped_images(self, backbone: str) -> list[dict[str, Any]]:
+        """Images that could not be read and were skipped ({"nsd_id", "path", "reason"}, by id): their rows hold
+        no features and are hidden from every reader."""
+        return list(self._group(backbone).attrs.get(SKIPPED_ATTR, []))
+
     def _finished_rows(self, backbone: str, layer: str) -> np.ndarray:
-        """Row indices of ``layer`` that readers may see (below their chunk's marker), ascending."""
+        """Row indices of ``layer`` that readers may see (below their chunk's marker, not skipped), ascending."""
         array = self._layer_array(backbone, layer)
         chunk_rows = _object_rows(array)
         n_rows = min(self.planned_ids(backbone).size, array.shape[0])
         counts = self.done_counts(backbone, layer)
         rows = [np.arange(c * chunk_rows, c * chunk_rows + int(k)) for c, k in enumerate(counts) if k]
         rows_all = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        return rows_all[rows_all < n_rows]
+        rows_all = rows_all[rows_all < n_rows]
+        skipped = [record["nsd_id"] for record in self.skipped_images(backbone)]
+        return rows_all[~np.isin(self.planned_ids(backbone)[rows_all], skipped)] if skipped else rows_all
 
     def ids(self, backbone: str, layer: str) -> np.ndarray:
         """NSD ids whose features for ``layer`` are final, in row order."""
@@ -516,6 +550,17 @@ class FeatureStore:
                                    shards=tuple(storage["shards"]) if "shards" in storage else None, dtype=dtype,
                                    fill_value=np.nan, compressors=_COMPRESSOR,
                                    attributes={**layout.attrs(), "storage": storage})
+
+    def record_skipped_images(self, backbone: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """Add unreadable images ({"nsd_id", "path", "reason"}) to the group's ``skipped_images`` attribute, by id.
+
+        Called before the chunk holding their rows is written: a row is hidden from readers before its marker
+        says it is final, so a kill at any point never exposes it."""
+        self._require_writable()
+        group = self._group(backbone)
+        merged = {record["nsd_id"]: record for record in group.attrs.get(SKIPPED_ATTR, [])}
+        merged.update({int(record["nsd_id"]): {**record, "nsd_id": int(record["nsd_id"])} for record in records})
+        group.attrs[SKIPPED_ATTR] = [merged[nsd_id] for nsd_id in sorted(merged)]
 
     def write_chunk(self, backbone: str, layer: str, task: ChunkTask, computed: np.ndarray) -> None:
         """Write one whole chunk of ``layer`` (rows [task.compute_from, task.stop) in ``computed``), then mark it.

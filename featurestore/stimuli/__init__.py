@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from featurestore.errors import FeatureStoreError
 
@@ -75,6 +75,11 @@ def read_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
         with Image.open(io.BytesIO(data) if data is not None else path) as image:
             image.load()
             return image.convert("RGB")
+    except UnidentifiedImageError as error:
+        # PIL names the in-memory stream (<_io.BytesIO object at 0x..>), not the file: say what it is instead
+        size = len(data) if data is not None else os.path.getsize(path)
+        reason = "the file is empty" if size == 0 else f"not an image format PIL can decode ({size} bytes)"
+        raise StimulusError(f"cannot read image {os.fspath(path)}: {reason}") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise StimulusError(f"cannot read image {os.fspath(path)}: {error}") from error
 

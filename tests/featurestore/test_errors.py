@@ -33,8 +33,9 @@ def test_missing_entry_reads_as_a_sentence() -> None:
 
 
 def test_errors_module_imports_nothing_heavy() -> None:
-    code = ("import sys\nfor name in ('torch', 'torchvision', 'PIL', 'h5py', 'open_clip'):\n    sys.modules[name] = None\n"
-            "import featurestore.errors\nprint(sorted(m for m in ('torch', 'PIL', 'h5py') if sys.modules.get(m)))")
+    code = ("import sys\nfor name in ('torch', 'torchvision', 'PIL', 'h5py', 'open_clip'):\n"
+            "    sys.modules[name] = None\nimport featurestore.errors\n"
+            "print(sorted(m for m in ('torch', 'PIL', 'h5py') if sys.modules.get(m)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

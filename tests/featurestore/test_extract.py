@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 import featurestore.backbones
 from featurestore.extract import NonFiniteFeaturesError, default_num_workers, extract
 from featurestore.reduction import make_reducer
+from featurestore.stimuli import StimulusError
 from featurestore.store import ProvenanceError, StoreLockedError, open_features, open_store
 
 from .conftest import TINY_PREPROCESSING
@@ -74,6 +76,11 @@ def stored_arrays(store: Path | str, **options) -> dict[str, np.ndarray]:
     group = zarr.open_group(store, mode="r", **options)[BACKBONE]
     names = ["nsd_id", *LAYERS, *(f"_done/{layer}" for layer in LAYERS)]
     return {name: group[name][:] for name in names}
+
+
+def stored_files(store: Path) -> dict[str, bytes]:
+    """Every file of a local store, by relative path (to assert that a refused run changed nothing)."""
+    return {str(path.relative_to(store)): path.read_bytes() for path in sorted(store.rglob("*")) if path.is_file()}
 
 
 def assert_same_store(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
@@ -244,6 +251,23 @@ def test_other_recipe_is_refused(tmp_path, algonauts_dir, tiny_catalog) -> None:
     assert open_store(store).ids(BACKBONE, "features.2").size == 5
 
 
+def test_catalog_dtype_is_checked_like_the_dtype_argument(tmp_path, small_store, algonauts_dir,
+                                                          tiny_catalog) -> None:
+    before = stored_files(small_store)
+    float32 = tmp_path / "float32.yaml"
+    float32.write_text(f"{BACKBONE}:\n  extends: alexnet.testfile\n  preprocessing: {json.dumps(TINY_PREPROCESSING)}\n"
+                       f"  layers: {json.dumps(LAYERS)}\n  reduce: {{features.5: avgpool, features.12: 'srp:64'}}\n"
+                       "  reduce_seed: 3\n  dtype: float32\n", encoding="utf-8")
+    with pytest.raises(ProvenanceError, match="dtype float16 != float32"):
+        extract(BACKBONE, algonauts_dir, small_store, catalog=[*tiny_catalog, float32], **RUN)
+    assert stored_files(small_store) == before
+    # a group made with an explicit dtype keeps it on reruns from the unchanged catalog
+    store = tmp_path / "s32.zarr"
+    extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, dtype="float32", subjects=[2], **RUN)
+    report = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN)
+    assert report.plan.dtype == "float32" and report.rows_computed == 3
+
+
 def test_float16_overflow_names_the_layer(tmp_path, algonauts_dir, tiny_catalog, untrained_weights) -> None:
     state = torch.load(untrained_weights["alexnet"], weights_only=True)
     loud = tmp_path / "loud.pt"
@@ -288,3 +312,139 @@ def test_cuda_float16_autocast_matches_torchvision(tmp_path, algonauts_dir, tiny
     for layer in LAYERS:   # float16 compute: looser than the CPU test's float16 storage rounding
         stored = open_features(tmp_path / "s.zarr", BACKBONE, layer).values.astype(np.float32)
         np.testing.assert_allclose(stored, reference[layer], rtol=2e-2, atol=2e-2 * np.abs(reference[layer]).max())
+
+
+def copy_with_bad_images(algonauts_dir: Path, target: Path, bad: dict[int, bytes]) -> Path:
+    """A copy of the Algonauts folders where every file of the NSD ids in ``bad`` holds the given bytes."""
+    shutil.copytree(algonauts_dir, target)
+    for nsd_id, content in bad.items():
+        for path in target.rglob(f"*_nsd-{nsd_id:05d}.png"):
+            path.write_bytes(content)
+    return target
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize(("content", "reason"), [(b"", "the file is empty"),
+                                                 (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "cannot read image")])
+def test_unreadable_image_stops_with_one_line_naming_the_file(tmp_path, algonauts_dir, tiny_catalog, workers,
+                                                              content, reason) -> None:
+    data = copy_with_bad_images(algonauts_dir, tmp_path / "data", {2950: content})   # subject 1 only, row 2
+    with pytest.raises(StimulusError) as error:
+        extract(BACKBONE, data, tmp_path / "s.zarr", catalog=tiny_catalog, **{**RUN, "num_workers": workers})
+    message = str(error.value)
+    assert "\n" not in message and "Traceback" not in message and "BytesIO" not in message
+    bad = data / "subj01/training_split/training_images/train-0003_nsd-02950.png"
+    assert f"cannot read image {bad}" in message
+    assert reason in message and "--skip-bad-images" in message
+    assert open_store(tmp_path / "s.zarr").ids(BACKBONE, "features.2").tolist() == [7, 13, 845]   # chunk 0
+
+
+def test_skip_bad_images_hides_their_rows_and_resumes_identically(tmp_path, extracted, algonauts_dir,
+                                                                   tiny_catalog) -> None:
+    data = copy_with_bad_images(algonauts_dir, tmp_path / "data", {845: b"", 61000: b"GIF89a broken"})
+    store = tmp_path / "s.zarr"
+    with pytest.raises(StimulusError, match="nsd-00845.png: the file is empty"):   # without the flag: stop
+        extract(BACKBONE, data, store, catalog=tiny_catalog, **RUN)
+    report = extract(BACKBONE, data, store, catalog=tiny_catalog, skip_bad_images=True, **RUN)   # resumes
+    assert [image["nsd_id"] for image in report.skipped_images] == [845, 61000]
+    assert "nsd-61000.png: not an image format PIL can decode" in report.skipped_images[1]["reason"]
+    good = [13, 2950, 5001, 7, 40000, 72999]   # rows: 7 13 845 | 2950 5001 40000 | 61000 72999
+    reference = open_features(extracted[0], BACKBONE, "features.2")
+    for layer in LAYERS:
+        features = open_features(store, BACKBONE, layer)
+        assert sorted(features.nsd_id.values.tolist()) == sorted(good)
+        assert np.isfinite(features.values).all()
+    np.testing.assert_array_equal(open_features(store, BACKBONE, "features.2").sel(nsd_id=good).values,
+                                  reference.sel(nsd_id=good).values)
+    assert open_store(store).summary()["n_ids"].tolist() == [6] * len(LAYERS)
+    assert [image["nsd_id"] for image in open_store(store).skipped_images(BACKBONE)] == [845, 61000]
+    assert extract(BACKBONE, data, store, catalog=tiny_catalog, skip_bad_images=True, **RUN).rows_computed == 0
+    # one run with the flag from scratch gives the same store, byte for byte
+    again = tmp_path / "again.zarr"
+    extract(BACKBONE, data, again, catalog=tiny_catalog, skip_bad_images=True, **RUN)
+    assert_same_store(stored_arrays(again), stored_arrays(store))
+    assert open_store(again).skipped_images(BACKBONE) == open_store(store).skipped_images(BACKBONE)
+
+
+def children_of(pid: int) -> set[int]:
+    """Pids of the live child processes of ``pid`` (from /proc; zombies count as gone)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_of_a_killed_extraction_exit_with_it(tmp_path, algonauts_dir, tiny_catalog) -> None:
+    command = [sys.executable, "-c", KILLABLE, "extract", "--backbone", BACKBONE, "--images", str(algonauts_dir),
+               "--store", str(tmp_path / "s.zarr"), "--catalog", *map(str, tiny_catalog), "--chunk-rows", "1",
+               "--batch-size", "1", "--workers", "2", "--no-progress", "--device", "cpu"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first_chunk_done = tmp_path / "s.zarr" / BACKBONE / "_done" / LAYERS[-1] / "c" / "0"
+    deadline = time.monotonic() + 240
+    while not first_chunk_done.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = children_of(child.pid)
+    assert child.poll() is None and len(workers) >= 2, child.stderr.read().decode()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)
+    child.stderr.close()
+
+
+KILL_AT_WRITE = textwrap.dedent("""
+    import os, signal, sys
+    import zarr
+    kind, nth = sys.argv[1], int(sys.argv[2])
+    setitem = zarr.Array.__setitem__
+    seen = 0
+
+    def setitem_then_die(self, key, value):  # SIGKILL just before the nth write of a marker / of layer data
+        global seen
+        is_marker = "/_done/" in self.path
+        if is_marker == (kind == "marker") and not self.path.endswith("/nsd_id"):
+            seen += 1
+            if seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        setitem(self, key, value)
+
+    zarr.Array.__setitem__ = setitem_then_die
+    from featurestore.cli import main
+    sys.exit(main(sys.argv[3:]))
+""")
+
+
+@pytest.mark.parametrize(("kind", "nth"), [("marker", 1), ("marker", 6), ("data", 9)],
+                         ids=["chunk0-data-written-marker-not", "chunk1-two-layers-marked", "chunk2-before-data"])
+def test_kill_inside_a_chunk_write_then_resume_equals_uninterrupted_run(tmp_path, extracted, algonauts_dir,
+                                                                        tiny_catalog, kind, nth) -> None:
+    store = tmp_path / "s.zarr"
+    command = [sys.executable, "-c", KILL_AT_WRITE, kind, str(nth), "extract", "--backbone", BACKBONE, "--images",
+               str(algonauts_dir), "--store", str(store), "--catalog", *map(str, tiny_catalog), "--chunk-rows", "3",
+               "--batch-size", "2", "--workers", "0", "--no-progress", "--device", "cpu"]
+    killed = subprocess.run(command, capture_output=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    markers = sum(int(np.count_nonzero(open_store(store).done_counts(BACKBONE, layer))) for layer in LAYERS)
+    assert markers == (nth - 1 if kind == "marker" else 8)   # 4 layers x 3 chunks = 12 markers in a full run
+    resumed = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN)
+    assert resumed.plan.rows.new_ids.size == 0 and resumed.rows_computed > 0
+    assert_same_store(stored_arrays(store), stored_arrays(extracted[0]))
+    for layer in LAYERS:
+        np.testing.assert_array_equal(open_features(store, BACKBONE, layer).values.view(np.uint16),
+                                      open_features(extracted[0], BACKBONE, layer).values.view(np.uint16))

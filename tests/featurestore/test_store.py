@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,3 +317,32 @@ def test_stores_without_storage_attrs_open_as_plain(tmp_path) -> None:
     old = open_store(tmp_path / "s.zarr")
     assert old.storage("toy", "conv") == {"layout": "plain"}
     np.testing.assert_array_equal(open_features(old, "toy", "conv").values, expected([1, 2, 3], LAYOUTS[0]))
+
+
+def test_store_paths_that_cannot_hold_a_store_are_named(tmp_path, monkeypatch) -> None:
+    afile = tmp_path / "features.zarr"
+    afile.write_text("not a store")
+    for mode in ("r", "a"):
+        with pytest.raises(NotADirectoryError, match=f"feature store path {afile} is a file, not a folder"):
+            open_store(afile, mode)
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError, match=rf"No feature store at {missing} .*featurestore extract"):
+        open_features(tmp_path / "missing", "toy", "conv")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "image.png").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="data holds other files and is not a feature store"):
+        open_store(tmp_path / "data", "a")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["image.png"]
+
+
+def test_read_only_store_is_refused_before_any_lock_file(tmp_path, monkeypatch) -> None:
+    # the tests run as root, for whom chmod a-w changes nothing: the permission check itself is patched
+    run(open_store(tmp_path / "s.zarr", mode="a"), [1, 2])
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    locked_out = tmp_path / "s.zarr" / "toy"
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked_out)
+    with pytest.raises(PermissionError, match=rf"^feature store {tmp_path / 's.zarr'} is read-only \(no write "
+                                              rf"permission on {locked_out}\)"):
+        open_store(tmp_path / "s.zarr", "a")
+    assert open_store(tmp_path / "s.zarr").ids("toy", "conv").size == 2    # reading still works
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
