@@ -1,28 +1,12 @@
 """Read one subject of the Algonauts 2023 challenge data (fMRI, image ids, ROI masks) with checks.
 
-Layout (per subject ``<data>/subjXX``)::
-
-    training_split/training_fmri/{lh,rh}_training_fmri.npy   float (n_train, n_vertices_hemi)
-    training_split/training_images/train-0001_nsd-00013.png   1-based row, 0-based NSD id
-    test_split/test_images/test-0001_nsd-00845.png
-    roi_masks/{lh,rh}.all-vertices_fsaverage_space.npy         (163842,) 0/1: the challenge vertices
-    roi_masks/{lh,rh}.<class>_{challenge,fsaverage}_space.npy  int ROI ids (0 = no ROI)
-    roi_masks/mapping_<class>.npy                              pickled dict {id: ROI name}
-    test_split/test_fmri/{lh,rh}_test_fmri.npy                 optional: float (n_test, n_vertices_hemi),
-                                                               repeats averaged (the post-challenge release)
-    test_split/noise_ceiling/{lh,rh}_noise_ceiling.npy         optional: (n_vertices_hemi,) fraction in [0, 1]
-
-The noise ceiling is the organisers' (``challenge_data_preparation.py``): ncsnr^2 / (ncsnr^2 + norm_term), with
-norm_term from the test images' repeat counts, so it belongs to the test split. A file with values above 1 holds
-percent units written by some other tool and is refused rather than rescaled. Nothing is read from an older
-``subjXX/noise_ceiling/`` folder.
+The layout (folders, file names, units) is defined once, in `nsd.layout`.
 
 Challenge vertex ``i`` of a hemisphere is the ``i``-th nonzero entry of its all-vertices fsaverage mask.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,27 +14,26 @@ from pathlib import Path
 import numpy as np
 
 from encoders.errors import ChallengeDataError
-# subject_number is also imported from here by grid, leaderboard and submission
-from featurestore.stimuli.algonauts import parse_image_name, subject_folder_name, subject_number
-
-HEMISPHERES = ("lh", "rh")
-ROI_CLASSES = (
-    "prf-visualrois",
-    "floc-bodies",
-    "floc-faces",
-    "floc-places",
-    "floc-words",
-    "streams",
+from nsd.layout import (
+    ALL_VERTICES_MASK,
+    FSAVERAGE_N_VERTICES,
+    HEMISPHERES,
+    NOISE_CEILING_FILE,
+    ROI_CLASSES,
+    ROI_MAPPING,
+    ROI_MASK,
+    ROI_MASK_FOLDER,
+    SPLIT_FOLDERS,
+    SUBJECT_FOLDER,
+    TEST_FMRI_FILE,
+    TRAINING_FMRI_FILE,
+    parse_image_name,
+    subject_folder_name,
+    subject_number,
 )
-ALL_VERTICES = "All vertices"
-FSAVERAGE_N_VERTICES = 163842
-SPACES = ("challenge", "fsaverage")
 
-_SPLIT_FOLDERS = {
-    "train": Path("training_split", "training_images"),
-    "test": Path("test_split", "test_images"),
-}
-_SUBJECT_DIR = re.compile(r"^subj(\d\d)$")
+ALL_VERTICES = "All vertices"
+SPACES = ("challenge", "fsaverage")
 _FINITE_CHECK_ROWS = 1024
 
 
@@ -62,7 +45,7 @@ def list_subjects(data_dir: str | Path) -> list[int]:
     subjects = sorted(
         int(match.group(1))
         for child in data_dir.iterdir()
-        if child.is_dir() and (match := _SUBJECT_DIR.match(child.name))
+        if child.is_dir() and (match := SUBJECT_FOLDER.fullmatch(child.name))
     )
     if not subjects:
         raise ChallengeDataError(f"No subjXX folders in {data_dir}; expected the Algonauts 2023 layout")
@@ -82,9 +65,9 @@ def subject_dir(data_dir: str | Path, subject: int | str) -> Path:
 
 def list_images(data_dir: str | Path, subject: int | str, split: str) -> tuple[np.ndarray, list[Path]]:
     """NSD ids (int64) and paths of a subject's ``"train"`` or ``"test"`` images, in row (file) order."""
-    if split not in _SPLIT_FOLDERS:
-        raise ChallengeDataError(f"Unknown split={split!r}; expected one of {sorted(_SPLIT_FOLDERS)}")
-    folder = subject_dir(data_dir, subject) / _SPLIT_FOLDERS[split]
+    if split not in SPLIT_FOLDERS:
+        raise ChallengeDataError(f"Unknown split={split!r}; expected one of {sorted(SPLIT_FOLDERS)}")
+    folder = subject_dir(data_dir, subject).joinpath(*SPLIT_FOLDERS[split])
     if not folder.is_dir():
         raise ChallengeDataError(f"Missing image folder {folder}")
     parsed = []
@@ -168,7 +151,7 @@ class RoiAtlas:
 
     def __init__(self, data_dir: str | Path, subject: int | str, *, n_vertices: Mapping[str, int] | None = None):
         self.subject = subject_number(subject)
-        self.roi_dir = subject_dir(data_dir, subject) / "roi_masks"
+        self.roi_dir = subject_dir(data_dir, subject) / ROI_MASK_FOLDER
         self._n_vertices = dict(n_vertices) if n_vertices is not None else None
         self._cache: dict[tuple, object] = {}
 
@@ -184,7 +167,7 @@ class RoiAtlas:
         """Bool (163842,) fsaverage mask of the challenge vertices of ``hemi``."""
         key = ("all", _check_hemi(hemi))
         if key not in self._cache:
-            path = self.roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy"
+            path = self.roi_dir / ALL_VERTICES_MASK.format(hemi=hemi)
             mask = _load_npy(path)
             if mask.shape != (FSAVERAGE_N_VERTICES,):
                 raise ChallengeDataError(
@@ -204,7 +187,7 @@ class RoiAtlas:
         self._check_class(roi_class)
         key = ("mapping", roi_class)
         if key not in self._cache:
-            path = self.roi_dir / f"mapping_{roi_class}.npy"
+            path = self.roi_dir / ROI_MAPPING.format(roi_class=roi_class)
             loaded = _load_npy(path, allow_pickle=True)
             mapping = loaded.item() if loaded.dtype == object and loaded.shape == () else None
             if not isinstance(mapping, dict):
@@ -220,7 +203,7 @@ class RoiAtlas:
             raise ChallengeDataError(f"Unknown space={space!r}; expected one of {list(SPACES)}")
         key = ("labels", hemi, roi_class, space)
         if key not in self._cache:
-            path = self.roi_dir / f"{hemi}.{roi_class}_{space}_space.npy"
+            path = self.roi_dir / ROI_MASK.format(hemi=hemi, roi_class=roi_class, space=space)
             labels = _load_npy(path)
             expected = self.n_vertices(hemi) if space == "challenge" else FSAVERAGE_N_VERTICES
             if labels.shape != (expected,):
@@ -386,15 +369,15 @@ def load_noise_ceiling(path: str | Path, n_vertices: int) -> np.ndarray:
 def _load_test_split(
     folder: Path, n_test: int, n_vertices: Mapping[str, int], *, check_finite: bool
 ) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
-    """(test fMRI, noise ceiling) of ``subjXX/test_split``, each None when its files are absent."""
-    fmri_paths = _hemisphere_files(folder / "test_fmri", "{hemi}_test_fmri.npy")
+    """(test fMRI, noise ceiling) of a subject folder's ``test_split``, each None when its files are absent."""
+    fmri_paths = _hemisphere_files(folder, TEST_FMRI_FILE)
     test_fmri = None
     if fmri_paths is not None:
         test_fmri = {
             hemi: _load_fmri(path, n_test, n_vertices[hemi], check_finite=check_finite, split="test")
             for hemi, path in fmri_paths.items()
         }
-    ceiling_paths = _hemisphere_files(folder / "noise_ceiling", "{hemi}_noise_ceiling.npy")
+    ceiling_paths = _hemisphere_files(folder, NOISE_CEILING_FILE)
     ceiling = None
     if ceiling_paths is not None:
         ceiling = {hemi: load_noise_ceiling(path, n_vertices[hemi]) for hemi, path in ceiling_paths.items()}
@@ -405,9 +388,9 @@ def has_test_split(data_dir: str | Path, subjects: Iterable[int | str] | None = 
     """Whether every subject (default: all) has the test fMRI and noise ceiling that the official score needs."""
     numbers = list_subjects(data_dir) if subjects is None else [subject_number(s) for s in subjects]
     return all(
-        (subject_dir(data_dir, number) / "test_split" / name / f"{hemi}_{name}.npy").is_file()
+        (subject_dir(data_dir, number) / pattern.format(hemi=hemi)).is_file()
         for number in numbers
-        for name in ("test_fmri", "noise_ceiling")
+        for pattern in (TEST_FMRI_FILE, NOISE_CEILING_FILE)
         for hemi in HEMISPHERES
     )
 
@@ -424,9 +407,8 @@ def load_subject(data_dir: str | Path, subject: int | str, *, check_finite: bool
     folder = subject_dir(data_dir, subject)
     train_ids, train_images = list_images(data_dir, subject, "train")
     test_ids, test_images = list_images(data_dir, subject, "test")
-    fmri_dir = folder / "training_split" / "training_fmri"
     fmri = {
-        hemi: _load_fmri(fmri_dir / f"{hemi}_training_fmri.npy", len(train_ids), check_finite=check_finite)
+        hemi: _load_fmri(folder / TRAINING_FMRI_FILE.format(hemi=hemi), len(train_ids), check_finite=check_finite)
         for hemi in HEMISPHERES
     }
     n_vertices = {hemi: fmri[hemi].shape[1] for hemi in HEMISPHERES}
@@ -434,7 +416,7 @@ def load_subject(data_dir: str | Path, subject: int | str, *, check_finite: bool
     for hemi in HEMISPHERES:
         rois.all_vertices(hemi)
     test_fmri, noise_ceiling = _load_test_split(
-        folder / "test_split", len(test_ids), n_vertices, check_finite=check_finite
+        folder, len(test_ids), n_vertices, check_finite=check_finite
     )
     return SubjectData(
         subject=subject_number(subject),

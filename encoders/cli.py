@@ -327,9 +327,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from encoders.challenge import has_test_split
-    from encoders.demo import write_checked_submission, write_test_submission
     from encoders.evaluate import evaluate_submission
     from encoders.grid import EncoderSetting, load_results, predict_test
+    from encoders.submit import write_checked_submission, write_test_submission
 
     subjects = _lists(args.subjects)
     check_output_folder(args.out, "--out")
@@ -381,7 +381,7 @@ def _check_submission(args: argparse.Namespace) -> int:
 
 
 def _plots(args: argparse.Namespace) -> int:
-    from encoders.demo import write_figures
+    from encoders.figures import write_figures
     from encoders.grid import load_results
 
     figures = write_figures(load_results(args.results), args.out, model=args.model, subject=args.subject,

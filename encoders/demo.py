@@ -1,8 +1,8 @@
 """The whole workflow offline in one call: demo data, features, model grid, leaderboard, figures, report, submission.
 
 Every step reuses what an earlier run left in ``out_dir`` (the data folder, the feature store, finished grid
-combinations, figures, report and submission newer than the results), so a rerun takes seconds. ``write_figures`` and ``write_test_submission`` also serve the
-``encoders plots`` and ``encoders submit`` commands on real results.
+combinations, figures, report and submission newer than the results), so a rerun takes seconds. The steps are the
+library's own (`encoders.figures`, `encoders.submit`, ...), the same that the ``encoders`` commands run.
 """
 
 from __future__ import annotations
@@ -15,25 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import xarray as xr
 
-from encoders.errors import InvalidArgumentError, check_output_folder
-from encoders.challenge import ALL_VERTICES, HEMISPHERES, RoiAtlas, load_subject
-from encoders.grid import EncoderSetting, fit_grid, model_recipe, predict_test
+from encoders.challenge import ALL_VERTICES
+from encoders.errors import InvalidArgumentError
 from encoders.evaluate import evaluate_submission
-from encoders.leaderboard import CHALLENGE_SCORE, best_layers, best_model, format_leaderboard, leaderboard
-from encoders.plots import (
-    find_surface,
-    plot_accuracy,
-    plot_image_response,
-    plot_layer_roi_heatmap,
-    plot_roi,
-    plot_roi_medians,
+from encoders.figures import write_figures
+from encoders.grid import EncoderSetting, fit_grid
+from encoders.leaderboard import (
+    CHALLENGE_SCORE,
+    best_layers,
+    best_model,
+    format_leaderboard,
+    leaderboard,
 )
 from encoders.report import write_report
-from encoders.submission import check_submission, write_submission
+from encoders.submission import check_submission
+from encoders.submit import SUBMISSION_ZIP, write_test_submission
 
 __all__ = [
     "DEMO_BACKBONES",
@@ -41,14 +39,10 @@ __all__ = [
     "DemoOutputs",
     "DemoSize",
     "run_demo",
-    "write_checked_submission",
-    "write_figures",
-    "write_test_submission",
 ]
 
 DEMO_BACKBONES = ("alexnet.untrained", "ViT-B-32.untrained")
 FIGURES_MANIFEST = "figures.json"
-SUBMISSION_ZIP = "algonauts_2023_submission.zip"
 
 
 @dataclass(frozen=True)
@@ -115,116 +109,6 @@ def _up_to_date(paths: Sequence[Path], source: Path) -> bool:
 
 def _step(number: int, text: str) -> None:
     print(f"\n== {number}/6 {text}", flush=True)
-
-
-def _roi_table(results: xr.Dataset, model: str, subject: int) -> pd.DataFrame:
-    """Median r per ROI (rows) and hemisphere (columns) of one model and subject, ROIs present on a hemisphere."""
-    medians = results["roi_median"].sel(model=model, subject=subject).drop_sel(roi=ALL_VERTICES)
-    table = medians.to_pandas().T
-    return table.dropna(how="all")[list(HEMISPHERES)]
-
-
-def _layer_heatmap_table(results: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
-    """Rows (backbone, layer) in the grid's order, columns = ROI; one setting (the first) so rows stay unique."""
-    first_setting = results["setting"].values[0]
-    rows = table[table["setting"] == first_setting]
-    rois = [r for r in results["roi"].values.tolist() if r in table.columns]
-    frame = rows.set_index(["backbone", "layer"])[rois]
-    order = [(b, l) for b, l, s in zip(results["backbone"].values, results["layer"].values, results["setting"].values)
-             if s == first_setting]
-    return frame.loc[order]
-
-
-def write_figures(
-    results: xr.Dataset,
-    out_dir: str | os.PathLike,
-    *,
-    model: str | None = None,
-    subject: int | None = None,
-    data_dir: str | os.PathLike | None = None,
-) -> list[Path]:
-    """The standard figures of a grid: accuracy on the surface (PNG per hemisphere + interactive HTML) of one
-    model, an ROI on the surface, median r per ROI LH vs RH, layer x ROI heatmap, one image's fMRI response.
-
-    ``model`` defaults to the best model over all vertices, ``subject`` to the first subject, ``data_dir`` to the
-    one recorded in the results.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(data_dir or results.attrs["data_dir"])
-    model = model or best_model(results)
-    subject = int(subject if subject is not None else results["subject"].values[0])
-    atlas = RoiAtlas(data_dir, subject)
-    surface = find_surface()
-    short = model.split(":", 1)[1] if ":" in model else model
-    row = results.sel(model=model, subject=subject)
-    r = {
-        hemi: row["r"].sel(hemisphere=hemi).values[: int(row["n_vertices"].sel(hemisphere=hemi))]
-        for hemi in HEMISPHERES
-    }
-    figures = plot_accuracy(
-        r, atlas, out_dir, name="accuracy", title=f"Validation r, {model}", surface=surface
-    )
-    roi = next((name for name in ("V1v", "FFA-1", "PPA") if atlas.mask("lh", name).any()), atlas.roi_names("lh")[0])
-    figures.append(plot_roi(atlas, roi, out_dir / f"roi_{roi}.png", hemi="lh", surface=surface))
-    figures.append(
-        plot_roi_medians(
-            _roi_table(results, model, subject), out_dir / "roi_medians.png",
-            title=f"Median r per ROI: {short}, subj{subject:02d}",
-        )
-    )
-    table = leaderboard(results, ceiling=False)
-    figures.append(
-        plot_layer_roi_heatmap(
-            _layer_heatmap_table(results, table), out_dir / "layer_roi_heatmap.png",
-            title="Median r (mean over subjects and hemispheres): layer x ROI",
-        )
-    )
-    data = load_subject(data_dir, subject, check_finite=False)
-    response = {hemi: np.asarray(data.fmri[hemi][0]) for hemi in HEMISPHERES}
-    figures.append(
-        plot_image_response(
-            data.train_images[0], response, atlas, out_dir / "image_response.png",
-            title=f"subj{subject:02d} {data.train_images[0].name}: measured fMRI", surface=surface,
-        )
-    )
-    return figures
-
-
-def write_checked_submission(
-    predictions: dict[int, dict[str, np.ndarray]],
-    out_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    subjects: Sequence[int | str] | None = None,
-) -> Path:
-    """`write_submission`, then `check_submission` on the zip; ``ValueError`` listing problems if any."""
-    archive = write_submission(predictions, out_dir, data_dir, subjects, zip_name=SUBMISSION_ZIP)
-    problems = check_submission(archive, data_dir, subjects)
-    if problems:
-        raise InvalidArgumentError(f"submission {archive} failed its check:\n  " + "\n  ".join(problems))
-    return archive
-
-
-def write_test_submission(
-    results: xr.Dataset,
-    out_dir: str | os.PathLike,
-    *,
-    model: str | None = None,
-    store: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    subjects: Sequence[int | str] | None = None,
-) -> Path:
-    """Refit a model of the results (default: the best) on all training images and write a checked submission zip.
-
-    Raises ``ValueError`` listing the problems if the written zip does not pass `check_submission`.
-    """
-    check_output_folder(out_dir, "out_dir")
-    backbone, layer, setting = model_recipe(results, model or best_model(results))
-    data_dir = data_dir or results.attrs["data_dir"]
-    predictions = predict_test(
-        store or results.attrs["store"], data_dir, (backbone, layer), setting=setting, subjects=subjects
-    )
-    return write_checked_submission(predictions, out_dir, data_dir, subjects)
 
 
 def _model_provenance(results: xr.Dataset) -> dict[str, dict[str, Any]]:

@@ -19,11 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from encoders.bootstrap import BootstrapCI, percentile_interval, resample_indices, resampled_r
-from encoders.challenge import ALL_VERTICES, HEMISPHERES, list_subjects, load_subject, subject_number
+from encoders.bootstrap import (
+    BootstrapCI,
+    percentile_interval,
+    resample_indices,
+    resampled_r,
+)
+from encoders.challenge import ALL_VERTICES, list_subjects, load_subject
 from encoders.errors import ChallengeDataError
-from encoders.scoring import challenge_score, challenge_score_rows, pearson_r, roi_medians
+from encoders.scoring import (
+    challenge_score,
+    challenge_score_rows,
+    pearson_r,
+    roi_medians,
+)
 from encoders.submission import read_submission
+from nsd.layout import HEMISPHERES, subject_number
 
 __all__ = ["Evaluation", "HemisphereScore", "evaluate_predictions", "evaluate_submission"]
 

@@ -16,9 +16,10 @@ import pandas as pd
 import xarray as xr
 
 from encoders.bootstrap import PairedBootstrap, paired_bootstrap, percentile_interval
-from encoders.challenge import ALL_VERTICES, HEMISPHERES, RoiAtlas, subject_number
+from encoders.challenge import ALL_VERTICES, RoiAtlas
 from encoders.errors import InvalidArgumentError, UnknownNameError
 from encoders.grid import find_model, predict_validation
+from nsd.layout import HEMISPHERES, subject_number
 
 __all__ = [
     "CEILING_ROW",

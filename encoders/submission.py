@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from encoders.challenge import RoiAtlas, list_images, list_subjects
 from encoders.errors import SubmissionError
-from encoders.challenge import HEMISPHERES, RoiAtlas, list_images, list_subjects, subject_number
-
-PREDICTION_FILE = "{hemi}_pred_test.npy"
-_SUBJECT_FOLDER = re.compile(r"^subj\d\d$")
+from nsd.layout import HEMISPHERES, PREDICTION_FILE, SUBJECT_FOLDER, subject_number
 
 
 def expected_shapes(
@@ -135,7 +132,7 @@ def _members(path: Path) -> Iterator[tuple[list[str], Callable[[str], bytes]]]:
         names = sorted(
             file.relative_to(path).as_posix()
             for file in path.rglob("*")
-            if file.is_file() and any(_SUBJECT_FOLDER.match(part) for part in file.relative_to(path).parts[:-1])
+            if file.is_file() and any(SUBJECT_FOLDER.fullmatch(part) for part in file.relative_to(path).parts[:-1])
         )
         yield names, lambda name: (path / name).read_bytes()
     elif zipfile.is_zipfile(path):
@@ -160,7 +157,7 @@ def _inspect(
     with _members(path) as (names, read):
         for name in names:
             parts = PurePosixPath(name).parts
-            at = next((i for i, part in enumerate(parts) if _SUBJECT_FOLDER.match(part)), None)
+            at = next((i for i, part in enumerate(parts) if SUBJECT_FOLDER.fullmatch(part)), None)
             if at is None or len(parts) != at + 2 or parts[-1] not in expected_names:
                 problems.append(f"{name}: unexpected file; expected only subjXX/{{lh,rh}}_pred_test.npy")
                 continue

@@ -21,27 +21,22 @@ import scipy.sparse.csgraph
 from PIL import Image
 
 from featurestore.errors import InvalidParameterError
+from nsd.layout import (
+    FSAVERAGE5_N_VERTICES,
+    FSAVERAGE_N_VERTICES,
+    HEMISPHERES,
+    N_NSD_IMAGES,
+    ROI_NAMES,
+)
 
-__all__ = ["ROI_CLASSES", "make_demo_data"]
+__all__ = ["make_demo_data"]
 
 GENERATOR_VERSION = 2  # 2: test fMRI and the fraction-unit noise ceiling in test_split/, as the challenge data
 IMAGE_SIZE = 425
-N_NSD_IMAGES = 73000
-N_FSAVERAGE_VERTICES = 163842
-N_FSAVERAGE5_VERTICES = 10242
-HEMISPHERES = ("lh", "rh")
 MANIFEST_FILE = "demo_manifest.json"
 TRUTH_FILE = "demo_truth.json"
 TRUTH_FOLDER = "demo_truth"
 
-ROI_CLASSES: dict[str, tuple[str, ...]] = {
-    "prf-visualrois": ("V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"),
-    "floc-bodies": ("EBA", "FBA-1", "FBA-2", "mTL-bodies"),
-    "floc-faces": ("OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"),
-    "floc-places": ("OPA", "PPA", "RSC"),
-    "floc-words": ("OWFA", "VWFA-1", "VWFA-2", "mfs-words", "mTL-words"),
-    "streams": ("early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal"),
-}
 # Category-selective patches on the occipital cap: centre (distance from the occipital pole as a fraction of
 # the cap radius, angle in degrees: 0 lateral, 90 dorsal, -90 ventral, 180 medial) and radius (cap fraction).
 FLOC_PATCHES: dict[str, tuple[float, float, float]] = {
@@ -202,7 +197,7 @@ def _occipital_cap(hemi: str, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
 def _mesh_adjacency(hemi: str, vertices: np.ndarray) -> scipy.sparse.csr_matrix:
     """Which of the given fsaverage5 vertices share a triangle edge, as a (len(vertices),)*2 sparse matrix."""
     faces = _fsaverage5(hemi)[2]
-    position = np.full(N_FSAVERAGE5_VERTICES, -1)
+    position = np.full(FSAVERAGE5_N_VERTICES, -1)
     position[vertices] = np.arange(len(vertices))
     edges = position[np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])]
     edges = edges[(edges >= 0).all(axis=1)]
@@ -242,7 +237,7 @@ def _roi_labels(xy: np.ndarray, adjacency: scipy.sparse.csr_matrix, rng: np.rand
     streams[in_mid] = 2 + sector[in_mid]
     streams[in_high] = 5 + sector[in_high]
     labels["streams"] = streams
-    for roi_class, names in ROI_CLASSES.items():
+    for roi_class, names in ROI_NAMES.items():
         if not roi_class.startswith("floc-"):
             continue
         patches = np.array([FLOC_PATCHES[name] for name in names])
@@ -253,7 +248,7 @@ def _roi_labels(xy: np.ndarray, adjacency: scipy.sparse.csr_matrix, rng: np.rand
         distance[:, ~present] = np.inf
         distance[distance > patches[:, 2]] = np.inf
         labels[roi_class] = np.where(np.isfinite(distance).any(1), distance.argmin(1) + 1, 0).astype(np.int32)
-    return {roi_class: _keep_largest_pieces(labels[roi_class], adjacency) for roi_class in ROI_CLASSES}
+    return {roi_class: _keep_largest_pieces(labels[roi_class], adjacency) for roi_class in ROI_NAMES}
 
 
 def _standardize(values: np.ndarray, n_fit: int) -> np.ndarray:
@@ -358,12 +353,12 @@ def _write_hemisphere(
     subject, n_train, noise_sd = f"subj{number:02d}", params["n_train"], params["noise_sd"]
     rng = np.random.default_rng([params["seed"], 2, number, HEMISPHERES.index(hemi)])
     masks = root / subject / "roi_masks"
-    all_vertices = np.zeros(N_FSAVERAGE_VERTICES, dtype=np.int32)
+    all_vertices = np.zeros(FSAVERAGE_N_VERTICES, dtype=np.int32)
     all_vertices[vertices] = 1
     _save(masks / f"{hemi}.all-vertices_fsaverage_space.npy", all_vertices)
     labels = _roi_labels(xy, _mesh_adjacency(hemi, vertices), rng)
     for roi_class, challenge_labels in labels.items():
-        fsaverage_labels = np.zeros(N_FSAVERAGE_VERTICES, dtype=np.int32)
+        fsaverage_labels = np.zeros(FSAVERAGE_N_VERTICES, dtype=np.int32)
         fsaverage_labels[vertices] = challenge_labels
         _save(masks / f"{hemi}.{roi_class}_challenge_space.npy", challenge_labels)
         _save(masks / f"{hemi}.{roi_class}_fsaverage_space.npy", fsaverage_labels)
@@ -384,7 +379,7 @@ def _write_hemisphere(
         "median_noise_ceiling": round(float(np.median(noise_ceiling)), 4),
         "roi_median_noise_ceiling": {
             name: round(float(np.median(noise_ceiling[labels[roi_class] == label])), 4)
-            for roi_class, names in ROI_CLASSES.items()
+            for roi_class, names in ROI_NAMES.items()
             for label, name in enumerate(names, start=1)
             if (labels[roi_class] == label).any()
         },
@@ -416,7 +411,7 @@ def _write_dataset(root: Path, params: dict) -> dict:
             image_dir.mkdir(parents=True)
             for row, nsd_id in enumerate(ids.tolist(), start=1):
                 (image_dir / f"{prefix}-{row:04d}_nsd-{nsd_id:05d}.png").write_bytes(png[nsd_id])
-        for roi_class, names in ROI_CLASSES.items():
+        for roi_class, names in ROI_NAMES.items():
             _save(folder / "roi_masks" / f"mapping_{roi_class}.npy", {0: "Unknown", **dict(enumerate(names, start=1))})
         rows = [row_of[nsd_id] for nsd_id in np.concatenate([train_ids, test_ids]).tolist()]
         subjects[folder.name] = {"n_train": len(train_ids), "n_test": len(test_ids)}
@@ -554,7 +549,7 @@ def make_demo_data(
         raise InvalidParameterError(f"n_subjects must be at most 99 (folders are subjXX); got {n_subjects}")
     if not 0.0 <= params["shared_fraction"] <= 1.0:
         raise InvalidParameterError(f"shared_fraction must be in [0, 1]; got {shared_fraction}")
-    if params["n_vertices"] + params["n_vertices"] // 10 > N_FSAVERAGE5_VERTICES:
+    if params["n_vertices"] + params["n_vertices"] // 10 > FSAVERAGE5_N_VERTICES:
         raise InvalidParameterError(f"n_vertices + 10% (the rh count) must fit in fsaverage5's 10,242 vertices; "
                                     f"got {n_vertices}")
     if params["noise_sd"] < 0:

@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from nsd.layout import LayoutError
+
 __all__ = ["DEBUG_ENV", "OS_USER_ERRORS", "USER_ERRORS", "FeatureStoreError", "InvalidParameterError",
            "MissingEntryError", "check_type", "run_command"]
 
@@ -46,7 +48,8 @@ def check_type(name: str, value: object, expected: type | tuple[type, ...], what
 # OSErrors that mean "this path is not what you said": the user fixes them, so they print one line too
 OS_USER_ERRORS: tuple[type[OSError], ...] = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
                                              NotADirectoryError)
-USER_ERRORS: tuple[type[BaseException], ...] = (FeatureStoreError, *OS_USER_ERRORS)
+# a name that breaks the data layout (nsd.layout.LayoutError, e.g. a bad image file name) is the user's to fix too
+USER_ERRORS: tuple[type[BaseException], ...] = (FeatureStoreError, LayoutError, *OS_USER_ERRORS)
 
 
 def run_command(prog: str, user_errors: tuple[type[BaseException], ...], command: Callable[[], object], *,

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import numpy as _numpy_backend  # the LAPACK calls through scipy that torch has no in-place / subset form of
+from . import (
+    numpy as _numpy_backend,  # the LAPACK calls through scipy that torch has no in-place / subset form of
+)
 
 name = "torch"
 device = "cpu"

@@ -19,7 +19,13 @@ from encoders.errors import MissingFeaturesError
 from encoders.grid.combination import Combination
 from encoders.grid.fit import COMBINATIONS_DIR, fit_grid
 from encoders.grid.pipeline import predict_test, predict_validation
-from encoders.grid.results import RESULTS_FILE, collect_results, find_model, load_results, model_recipe
+from encoders.grid.results import (
+    RESULTS_FILE,
+    collect_results,
+    find_model,
+    load_results,
+    model_recipe,
+)
 from encoders.grid.settings import DEFAULT_SETTING_ALPHAS, EncoderSetting, parse_model
 
 __all__ = [

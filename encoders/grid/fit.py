@@ -11,15 +11,27 @@ from typing import Any
 import dask
 import xarray as xr
 
-from encoders.challenge import list_subjects, subject_number
+from encoders.challenge import list_subjects
 from encoders.errors import InvalidArgumentError, check_output_folder
 from encoders.fingerprint import subject_fingerprint
-from encoders.grid.combination import Combination, GridContext, features_identity, resolve_location
-from encoders.grid.results import NETCDF_ENGINE, RESULTS_FILE, collect_results, load_results, write_atomic
+from encoders.grid.combination import (
+    Combination,
+    GridContext,
+    features_identity,
+    resolve_location,
+)
+from encoders.grid.results import (
+    NETCDF_ENGINE,
+    RESULTS_FILE,
+    collect_results,
+    load_results,
+    write_atomic,
+)
 from encoders.grid.schedule import compute, print_progress, run_combination, summary
 from encoders.grid.settings import EncoderSetting, parse_model
 from encoders.splits import DEVKIT_SEED
 from featurestore.store import open_store
+from nsd.layout import subject_number
 
 __all__ = ["COMBINATIONS_DIR", "fit_grid"]
 

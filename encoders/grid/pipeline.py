@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from encoders.bootstrap import bootstrap_median_r
-from encoders.challenge import ALL_VERTICES, HEMISPHERES, SubjectData, list_subjects, load_subject, subject_number
+from encoders.challenge import ALL_VERTICES, SubjectData, list_subjects, load_subject
 from encoders.errors import MissingFeaturesError
 from encoders.grid.combination import Combination, GridContext, resolve_location
 from encoders.grid.results import model_recipe
@@ -23,6 +23,7 @@ from encoders.ridge import KernelRidgeCV, RidgeCV
 from encoders.scoring import challenge_score, pearson_r, roi_medians
 from encoders.splits import devkit_split
 from featurestore.store import open_features, open_store
+from nsd.layout import HEMISPHERES, subject_number
 
 __all__ = ["IN_MEMORY_BYTES", "fit_combination", "predict_test", "predict_validation"]
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from encoders.challenge import HEMISPHERES, ROI_CLASSES
 from encoders.errors import InvalidArgumentError, ResultsError, UnknownNameError
 from encoders.grid.settings import EncoderSetting
+from nsd.layout import HEMISPHERES, ROI_CLASSES
 
 __all__ = ["RESULTS_FILE", "RESULTS_SCHEMA", "collect_results", "find_model", "load_results", "model_recipe"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,61 +10,14 @@ import numpy as np
 from PIL import Image
 
 from featurestore.stimuli import StimulusError, StimulusSource, read_image
-
-SPLIT_FOLDERS: dict[str, tuple[str, str]] = {
-    "train": ("training_split", "training_images"),
-    "test": ("test_split", "test_images"),
-}
-IMAGE_NAME = re.compile(r"(train|test)-(\d{4,})_nsd-(\d{5})\.png")
-IMAGE_NAME_PATTERN = (
-    "'<train|test>-<row>_nsd-<id>.png' (1-based row of 4 or more digits, 0-based 5-digit NSD id), "
-    "e.g. 'train-0001_nsd-00013.png' or 'test-0001_nsd-00845.png'"
+from nsd.layout import (
+    SPLIT_FOLDERS,
+    SUBJECT_FOLDER,
+    parse_image_name,
+    subject_folder_name,
 )
-SUBJECT_FOLDER = re.compile(r"subj\d\d")
-SUBJECT_TEXT = re.compile(r"(?:subj)?(\d{1,2})")
-MAX_SUBJECT = 99
-N_NSD_IMAGES = 73000
 
-
-def parse_image_name(name: str | os.PathLike) -> tuple[str, int, int]:
-    """Split an Algonauts image file name into (split, 1-based row, 0-based NSD id).
-
-    >>> parse_image_name("train-0001_nsd-00013.png")
-    ('train', 1, 13)
-    """
-    match = IMAGE_NAME.fullmatch(Path(name).name)
-    if match is None:
-        raise StimulusError(f"cannot parse image file name {os.fspath(name)}: expected {IMAGE_NAME_PATTERN}")
-    split, row, nsd_id = match.group(1), int(match.group(2)), int(match.group(3))
-    if row == 0:
-        raise StimulusError(f"image file {os.fspath(name)} has row 0: rows are 1-based; expected {IMAGE_NAME_PATTERN}")
-    if nsd_id >= N_NSD_IMAGES:
-        raise StimulusError(f"image file {os.fspath(name)} names NSD id {nsd_id}: NSD ids are 0..{N_NSD_IMAGES - 1}")
-    return split, row, nsd_id
-
-
-def subject_number(subject: int | str) -> int:
-    """The number of a subject given as ``1``, ``"01"`` or ``"subj01"``: one parser, so every module accepts the same.
-
-    Numbers run 1..99, what ``subjXX`` folders hold: the challenge has subj01..subj08, demo data may have more.
-    """
-    if isinstance(subject, (int, np.integer)) and not isinstance(subject, bool):
-        number = int(subject)
-    elif isinstance(subject, str) and (match := SUBJECT_TEXT.fullmatch(subject)):
-        number = int(match.group(1))
-    else:
-        number = None
-    if number is None or not 1 <= number <= MAX_SUBJECT:
-        raise StimulusError(
-            f"Unknown subject={subject!r}; expected a number 1..{MAX_SUBJECT} as an int, '1', '01' or 'subj01'"
-        )
-    return number
-
-
-def subject_folder_name(subject: int | str) -> str:
-    """The ``subjXX`` folder name of a subject given in any form :func:`subject_number` accepts."""
-    return f"subj{subject_number(subject):02d}"
-
+__all__ = ["AlgonautsImages", "parse_image_name"]
 
 def _is_subject_folder(path: Path) -> bool:
     """Whether ``path`` holds one subject's training_split/ or test_split/."""

@@ -20,9 +20,7 @@ from featurestore.stimuli import (
     NSDHdf5,
     StimulusError,
     open_stimuli,
-    parse_image_name,
 )
-from featurestore.stimuli.algonauts import subject_folder_name, subject_number
 
 ASTRONAUT = skdata.astronaut()  # (512, 512, 3) uint8, shipped with scikit-image
 
@@ -63,59 +61,6 @@ def two_subjects(tmp_path: Path) -> Path:
     recoded = write_png(tmp_path / "subj02/test_split/test_images/test-0002_nsd-00845.png", photo(845), 1)
     assert recoded.read_bytes() != (tmp_path / "subj01/test_split/test_images/test-0001_nsd-00845.png").read_bytes()
     return tmp_path
-
-
-def test_parse_image_name_good():
-    assert parse_image_name("train-0001_nsd-00013.png") == ("train", 1, 13)
-    assert parse_image_name("test-0001_nsd-00845.png") == ("test", 1, 845)
-    assert parse_image_name(Path("/data/subj01/x/train-9841_nsd-72999.png")) == ("train", 9841, 72999)
-    assert parse_image_name("train-10000_nsd-00000.png") == ("train", 10000, 0)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "train-0001_nsd-0013.png",  # 4-digit id
-        "train-0001-nsd-00013.png",
-        "train-0001_nsd-00013.jpg",
-        "val-0001_nsd-00013.png",
-        "train-001_nsd-00013.png",
-        "Train-0001_nsd-00013.png",
-        "train-0001_nsd-00013.png.bak",
-    ],
-)
-def test_parse_image_name_bad(name):
-    with pytest.raises(StimulusError, match=r"train-0001_nsd-00013\.png") as info:
-        parse_image_name(f"/some/dir/{name}")
-    assert f"/some/dir/{name}" in str(info.value)
-
-
-def test_parse_image_name_out_of_range():
-    with pytest.raises(StimulusError, match="rows are 1-based"):
-        parse_image_name("train-0000_nsd-00013.png")
-    with pytest.raises(StimulusError, match=r"0\.\.72999"):
-        parse_image_name("test-0001_nsd-73000.png")
-
-
-@pytest.mark.parametrize(
-    ("given", "number"),
-    [(2, 2), (np.int64(2), 2), (np.uint8(2), 2), ("2", 2), ("02", 2), ("subj02", 2), ("subj2", 2), (1, 1), (99, 99),
-     ("subj99", 99)],
-)
-def test_subject_number_forms(given, number):
-    assert subject_number(given) == number
-    assert subject_folder_name(given) == f"subj{number:02d}"
-
-
-@pytest.mark.parametrize(
-    "given", [True, np.bool_(True), 0, -1, 100, 2.0, None, "0", "subj00", "100", "002", "SUBJ02", " 2", "alice"]
-)
-def test_subject_number_refuses(given):
-    message = f"Unknown subject={given!r}; expected a number 1..99 as an int, '1', '01' or 'subj01'"
-    with pytest.raises(StimulusError, match=re.escape(message)):
-        subject_number(given)
-    with pytest.raises(StimulusError, match=re.escape(message)):
-        subject_folder_name(given)
 
 
 def test_algonauts_union_deduplicates_shared_ids(two_subjects: Path):
