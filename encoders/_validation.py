@@ -62,8 +62,9 @@ class Satisfies:
 BOOLEAN = Satisfies(lambda value: isinstance(value, (bool, np.bool_)), "a bool")
 ARRAY_LIKE = Satisfies(lambda value: isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str),
                        "a sequence or ndarray")
-SPLITS = Satisfies(lambda value: not isinstance(value, str) and (hasattr(value, "split") or isinstance(value, Iterable)),
-                   "a splitter with split() or an iterable of (train, val) index pairs")
+SPLITS = Satisfies(
+    lambda value: not isinstance(value, str) and (hasattr(value, "split") or isinstance(value, Iterable)),
+    "a splitter with split() or an iterable of (train, val) index pairs")
 
 
 def check_params(estimator: Any, constraints: Mapping[str, Sequence[Any]]) -> None:
