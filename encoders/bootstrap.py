@@ -59,8 +59,9 @@ class BootstrapCI:
     estimate : float
         The statistic on the original (not resampled) validation images.
     low, high : float
-        Bounds of the central `level` percentile interval of the resampled statistics; NaN when there are fewer
-        than `MIN_IMAGES` images or the interval would exclude `estimate` (see the module notes).
+        Bounds of the central `level` percentile interval of the resampled statistics; from `bootstrap_median_r`
+        and `paired_bootstrap` NaN when there are fewer than `MIN_IMAGES` images or the interval would exclude
+        `estimate` (see the module notes).
     level : float
         Coverage of the interval, e.g. 0.95.
     samples : ndarray of shape (n_boot,)
@@ -189,20 +190,23 @@ def _nanmedian_rows(r: np.ndarray) -> np.ndarray:
 
 
 def percentile_interval(estimate: float, samples: np.ndarray, level: float) -> BootstrapCI:
-    """Central `level` percentile interval of bootstrap `samples` (NaN samples ignored) around `estimate`.
-
-    An interval that excludes a finite `estimate` (resamples biased by more than their spread, a sign of too few
-    images) is returned as NaN with a `BootstrapIntervalWarning`.
-    """
+    """Central `level` percentile interval of bootstrap `samples` (NaN samples ignored) around `estimate`."""
     tail = (1.0 - level) / 2.0 * 100.0
     finite = samples[np.isfinite(samples)]
     low, high = np.percentile(finite, [tail, 100.0 - tail]) if finite.size else (np.nan, np.nan)
-    if finite.size and np.isfinite(estimate) and not low <= estimate <= high:
-        warnings.warn(f"the {level:.0%} bootstrap interval [{low:.4g}, {high:.4g}] excludes its estimate "
-                      f"{estimate:.4g} (the resamples are biased: too few images); its bounds are NaN",
-                      BootstrapIntervalWarning, stacklevel=3)
-        low = high = np.nan
     return BootstrapCI(float(estimate), float(low), float(high), level, samples)
+
+
+def _interval_with_estimate(estimate: float, samples: np.ndarray, level: float) -> BootstrapCI:
+    """`percentile_interval`, NaN (with a `BootstrapIntervalWarning`) where it excludes a finite `estimate`: the
+    resamples are then biased by more than their spread, a sign of too few images."""
+    ci = percentile_interval(estimate, samples, level)
+    if np.isfinite(ci.estimate) and np.isfinite(ci.low) and not ci.low <= ci.estimate <= ci.high:
+        warnings.warn(f"the {level:.0%} bootstrap interval [{ci.low:.4g}, {ci.high:.4g}] excludes its estimate "
+                      f"{ci.estimate:.4g} (the resamples are biased: too few images); its bounds are NaN",
+                      BootstrapIntervalWarning, stacklevel=3)
+        return _no_interval(estimate, samples, level)
+    return ci
 
 
 def _no_interval(estimate: float, samples: np.ndarray, level: float) -> BootstrapCI:
@@ -211,9 +215,9 @@ def _no_interval(estimate: float, samples: np.ndarray, level: float) -> Bootstra
 
 
 def _interval_rule(n_images: int) -> Callable[[float, np.ndarray, float], BootstrapCI]:
-    """`percentile_interval`, or with fewer than `MIN_IMAGES` images a warning and `_no_interval`."""
+    """`_interval_with_estimate`, or with fewer than `MIN_IMAGES` images a warning and `_no_interval`."""
     if n_images >= MIN_IMAGES:
-        return percentile_interval
+        return _interval_with_estimate
     warnings.warn(f"{n_images} validation images are too few for a bootstrap interval (at least {MIN_IMAGES}); "
                   "the bounds are NaN", BootstrapIntervalWarning, stacklevel=3)
     return _no_interval
@@ -318,7 +322,7 @@ def paired_bootstrap(
     diff = med["b"] - med["a"]
     finite = np.isfinite(diff)
     interval = _interval_rule(np.shape(y_true)[0])
-    enough = interval is percentile_interval
+    enough = interval is _interval_with_estimate
     p_value = float(np.mean(diff[finite] <= 0)) if finite.any() and enough else float("nan")
     return PairedBootstrap(
         a=interval(est["a"], med["a"], level),

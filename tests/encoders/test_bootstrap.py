@@ -126,11 +126,11 @@ def test_an_interval_that_would_exclude_its_estimate_is_nan():
         ci = bootstrap_median_r(y_true, y_pred, n_boot=200, seed=16)["all"]
     assert ci.estimate < np.percentile(ci.samples, 2.5)
     assert np.isnan(ci.low) and np.isnan(ci.high)
-    samples = np.array([0.1, 0.2, np.nan, 0.3])
-    assert (percentile_interval(0.2, samples, 0.9).low, percentile_interval(0.2, samples, 0.9).high) == pytest.approx(
-        (0.11, 0.29))
-    with pytest.warns(BootstrapIntervalWarning, match="excludes its estimate 0.5"):
-        assert np.isnan(percentile_interval(0.5, samples, 0.9).high)
+    # percentile_interval itself gives the bounds whatever the estimate (the leaderboard passes a placeholder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BootstrapIntervalWarning)
+        outside = percentile_interval(0.0, np.array([0.1, 0.2, np.nan, 0.3]), 0.9)
+    assert (outside.low, outside.high) == pytest.approx((0.11, 0.29))
 
 
 def test_paired_bootstrap_same_resamples_and_direction():
