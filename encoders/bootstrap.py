@@ -8,11 +8,20 @@ what "is B really better than A?" needs: the images that are hard for A are hard
 For one vertex the percentile interval of r covers the truth at about the nominal rate. For the median over
 many vertices with independent noise it is conservative: each resample adds fresh per-vertex noise to r
 (measured: a 90% interval covered 97% of simulations with 15 or 101 vertices at rho=0.5, 80 images).
+
+Too few images. An interval needs at least ``MIN_IMAGES`` (10) validation images: with fewer, many resamples hold
+only two distinct images, whose r is exactly +1 or -1 (34% of resamples with 4 images, 2% with 6, 0.04% with 8,
+5e-6 with 10). Below that the bounds are NaN and a ``BootstrapIntervalWarning`` says so; the estimate and the
+resampled statistics are still returned. With more images a percentile interval can still miss its own estimate,
+when the resampled statistic is biased by more than its spread (measured, median r of 200 independent vertices at
+rho=0.9, 95% intervals: 20% of them with 10 images, 4% with 20, none with 40 or 80): such an interval is NaN too,
+with the same warning, rather than an interval that excludes the number it is about.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +29,9 @@ import numpy as np
 from encoders.scoring import pearson_r
 
 __all__ = [
+    "MIN_IMAGES",
     "BootstrapCI",
+    "BootstrapIntervalWarning",
     "PairedBootstrap",
     "bootstrap_median_r",
     "paired_bootstrap",
@@ -28,6 +39,15 @@ __all__ = [
     "resample_indices",
     "resampled_r",
 ]
+
+
+MIN_IMAGES = 10
+"""Fewest validation images for a bootstrap interval (see the module notes)."""
+
+
+class BootstrapIntervalWarning(UserWarning):
+    """A bootstrap interval is NaN: too few images, or the resamples miss the estimate. Silence it with
+    ``warnings.filterwarnings("ignore", category=BootstrapIntervalWarning)``."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +59,9 @@ class BootstrapCI:
     estimate : float
         The statistic on the original (not resampled) validation images.
     low, high : float
-        Bounds of the central `level` percentile interval of the resampled statistics.
+        Bounds of the central `level` percentile interval of the resampled statistics; from `bootstrap_median_r`
+        and `paired_bootstrap` NaN when there are fewer than `MIN_IMAGES` images or the interval would exclude
+        `estimate` (see the module notes).
     level : float
         Coverage of the interval, e.g. 0.95.
     samples : ndarray of shape (n_boot,)
@@ -175,6 +197,32 @@ def percentile_interval(estimate: float, samples: np.ndarray, level: float) -> B
     return BootstrapCI(float(estimate), float(low), float(high), level, samples)
 
 
+def _interval_with_estimate(estimate: float, samples: np.ndarray, level: float) -> BootstrapCI:
+    """`percentile_interval`, NaN (with a `BootstrapIntervalWarning`) where it excludes a finite `estimate`: the
+    resamples are then biased by more than their spread, a sign of too few images."""
+    ci = percentile_interval(estimate, samples, level)
+    if np.isfinite(ci.estimate) and np.isfinite(ci.low) and not ci.low <= ci.estimate <= ci.high:
+        warnings.warn(f"the {level:.0%} bootstrap interval [{ci.low:.4g}, {ci.high:.4g}] excludes its estimate "
+                      f"{ci.estimate:.4g} (the resamples are biased: too few images); its bounds are NaN",
+                      BootstrapIntervalWarning, stacklevel=3)
+        return _no_interval(estimate, samples, level)
+    return ci
+
+
+def _no_interval(estimate: float, samples: np.ndarray, level: float) -> BootstrapCI:
+    """The estimate and the resampled statistics without bounds (NaN)."""
+    return BootstrapCI(float(estimate), np.nan, np.nan, level, samples)
+
+
+def _interval_rule(n_images: int) -> Callable[[float, np.ndarray, float], BootstrapCI]:
+    """`_interval_with_estimate`, or with fewer than `MIN_IMAGES` images a warning and `_no_interval`."""
+    if n_images >= MIN_IMAGES:
+        return _interval_with_estimate
+    warnings.warn(f"{n_images} validation images are too few for a bootstrap interval (at least {MIN_IMAGES}); "
+                  "the bounds are NaN", BootstrapIntervalWarning, stacklevel=3)
+    return _no_interval
+
+
 def _check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1); got {level}")
@@ -211,7 +259,8 @@ def bootstrap_median_r(
     Returns
     -------
     dict of str to BootstrapCI
-        One interval per group, in the order of `groups`.
+        One interval per group, in the order of `groups`; NaN bounds with fewer than `MIN_IMAGES` images or where
+        the interval would exclude the estimate (with a `BootstrapIntervalWarning`).
     """
     _check_pair(y_true, y_pred)
     _check_level(level)
@@ -222,8 +271,9 @@ def bootstrap_median_r(
         for name, mask in masks.items():
             blocks[name].append(_nanmedian_rows(r[:, mask]))
     r_full = _pearson(y_true, y_pred)[None, :]
+    interval = _interval_rule(np.shape(y_true)[0])
     return {
-        name: percentile_interval(_nanmedian_rows(r_full[:, mask])[0], np.concatenate(blocks[name]), level)
+        name: interval(_nanmedian_rows(r_full[:, mask])[0], np.concatenate(blocks[name]), level)
         for name, mask in masks.items()
     }
 
@@ -253,7 +303,8 @@ def paired_bootstrap(
     Returns
     -------
     PairedBootstrap
-        Intervals for A, B and B - A, and the fraction of resamples where B <= A.
+        Intervals for A, B and B - A, and the fraction of resamples where B <= A; with fewer than `MIN_IMAGES`
+        images NaN bounds and a NaN p-value (with a `BootstrapIntervalWarning`).
     """
     _check_pair(y_true, pred_a, "pred_a")
     _check_pair(y_true, pred_b, "pred_b")
@@ -270,10 +321,12 @@ def paired_bootstrap(
     }
     diff = med["b"] - med["a"]
     finite = np.isfinite(diff)
-    p_value = float(np.mean(diff[finite] <= 0)) if finite.any() else float("nan")
+    interval = _interval_rule(np.shape(y_true)[0])
+    enough = interval is _interval_with_estimate
+    p_value = float(np.mean(diff[finite] <= 0)) if finite.any() and enough else float("nan")
     return PairedBootstrap(
-        a=percentile_interval(est["a"], med["a"], level),
-        b=percentile_interval(est["b"], med["b"], level),
-        difference=percentile_interval(est["b"] - est["a"], diff, level),
+        a=interval(est["a"], med["a"], level),
+        b=interval(est["b"], med["b"], level),
+        difference=interval(est["b"] - est["a"], diff, level),
         p_value=p_value,
     )

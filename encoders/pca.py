@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from numbers import Integral
 from types import ModuleType
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import Integers, Options, check_features, check_params
 from .backend import ALL_BACKENDS, get_backend
 
 _BLOCK_BYTES = 64 * 2**20  # one block in the accumulation dtype
@@ -200,12 +199,13 @@ def _auto_iterations(n: int, p: int, k: int) -> int:
 
 
 def _flip_signs(vectors: np.ndarray) -> np.ndarray:
-    """Signs (+1/-1 per column) that make the largest-magnitude entry of each column positive."""
+    """Signs (+1/-1 per column, in the dtype of ``vectors``, so flipping keeps it) that make the largest-magnitude
+    entry of each column positive."""
     largest = vectors[np.argmax(np.abs(vectors), axis=0), np.arange(vectors.shape[1])]
-    return np.where(largest < 0, -1.0, 1.0)
+    return np.where(largest < 0, -1.0, 1.0).astype(vectors.dtype)
 
 
-class PCA(BaseEstimator):
+class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Principal component analysis of a matrix streamed in blocks, for n_features up to millions.
 
     Parameters
@@ -251,6 +251,8 @@ class PCA(BaseEstimator):
     singular_values_ : ndarray of shape (n_components,)
     mean_ : ndarray of shape (n_features,)
     n_components_, n_samples_, n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features,)
+        Column names of a DataFrame X (only then).
     method_ : str
         The method used ("auto" resolved).
     n_iter_ : int
@@ -265,15 +267,15 @@ class PCA(BaseEstimator):
     (50, 5)
     """
 
-    _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "method": [StrOptions({"auto", "gram", "covariance", "randomized"})],
-        "backend": [StrOptions({"auto", *ALL_BACKENDS})],
-        "block_size": [Interval(Integral, 1, None, closed="left"), None],
-        "dtype": [StrOptions({"float32", "float64"})],
-        "n_oversamples": [Interval(Integral, 0, None, closed="left")],
-        "n_iter": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "random_state": [Interval(Integral, 0, None, closed="left")],
+    _constraints: dict = {
+        "n_components": [Integers(1)],
+        "method": [Options(frozenset({"auto", "gram", "covariance", "randomized"}))],
+        "backend": [Options(frozenset({"auto", *ALL_BACKENDS}))],
+        "block_size": [Integers(1), None],
+        "dtype": [Options(frozenset({"float32", "float64"}))],
+        "n_oversamples": [Integers(0)],
+        "n_iter": [Integers(0), Options(frozenset({"auto"}))],
+        "random_state": [Integers(0)],
     }
 
     def __init__(self, n_components: int = 100, *, method: str = "auto", backend: str = "auto",
@@ -325,10 +327,8 @@ class PCA(BaseEstimator):
         ndarray of shape (n_rows, n_components)
         """
         check_is_fitted(self)
-        data = _matrix_source(X)
+        data = _matrix_source(check_features(self, X, reset=False, stream=True))
         n_rows, p = data.shape
-        if p != self.n_features_in_:
-            raise ValueError(f"X has {p} features, but PCA was fitted with {self.n_features_in_}")
         xp = get_backend(self.backend)
         components = xp.asarray(self.components_.T, self.dtype)
         mean = xp.asarray(self.mean_, self.dtype)
@@ -338,6 +338,8 @@ class PCA(BaseEstimator):
         reads = [partial(_read, data, block_rows, slice(None), xp, self.dtype) for block_rows in rows]
         for block_rows, block in zip(rows, _prefetched(reads), strict=True):
             scores[block_rows] = xp.to_numpy(xp.matmul(block - mean, components))
+        if not np.isfinite(scores).all():  # NaN or infinities in X spread into their rows' scores
+            raise ValueError("X contains NaN or infinite values")
         return scores
 
     @property
@@ -349,13 +351,23 @@ class PCA(BaseEstimator):
             self._components = self._principal_axes()
         return self._components
 
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: the output dtype is ``dtype``, whatever the input's."""
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = [self.dtype]
+        return tags
+
+    @property
+    def _n_features_out(self) -> int:
+        """Output width, for scikit-learn's ``get_feature_names_out`` ("pca0", "pca1", ...)."""
+        return self.n_components_
+
     def _fit(self, X: Any) -> np.ndarray:
         """Validate, fit, set the learned attributes and return the training scores."""
-        self._validate_params()
+        check_params(self, self._constraints)
+        X = check_features(self, X, reset=True, stream=True, min_samples=2)
         data = _matrix_source(X)
         n, p = data.shape
-        if n < 2:
-            raise ValueError(f"PCA needs at least 2 samples; got X of shape {(n, p)}")
         if self.n_components > min(n, p):
             raise ValueError(f"n_components={self.n_components} must be <= min(n_samples, n_features)="
                              f"{min(n, p)} for X of shape {(n, p)}")
@@ -380,7 +392,7 @@ class PCA(BaseEstimator):
             self._components = None if centred is None else xp.to_numpy(
                 xp.matmul(xp.ascontiguous(xp.asarray(self._scaled_left.T, self.dtype)), centred))
         self.method_, self.X_fit_, self.mean_ = method, X, mean
-        self.n_samples_, self.n_features_in_, self.n_components_ = n, p, k
+        self.n_samples_, self.n_components_ = n, k
         self.singular_values_ = np.sqrt(eigvals[:k])
         self.explained_variance_ = eigvals[:k] / (n - 1)
         self.explained_variance_ratio_ = eigvals[:k] / total
@@ -418,6 +430,8 @@ class PCA(BaseEstimator):
             total += float(xp.to_numpy(xp.sum(block * block)))
             if centred is not None:
                 centred[:, cols] = block
+        if not np.isfinite(total):
+            raise ValueError("X contains NaN or infinite values")
         for _ in range(self.n_iter_ + 1):
             basis = xp.qr(sketch)
             # Xc (Xc^T Q) computed as Xc (Q^T Xc)^T with Q^T in row-major order: on the torch CPU backend a

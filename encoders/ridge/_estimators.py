@@ -7,13 +7,13 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..backend import get_backend
+from .. import scoring
+from .._validation import ARRAY_LIKE, BOOLEAN, SPLITS, Integers, Options, check_features, check_params, check_targets
+from ..backend import ALL_BACKENDS, get_backend
 from ..pca import cross_gram_matrix, gram_matrix
-from ..scoring import pearson_r
 from ..splits import kfold
 from ._solvers import (
     CLOSED_FORM_CV,
@@ -21,6 +21,7 @@ from ._solvers import (
     RIDGE_SOLVERS,
     SCORINGS,
     Folds,
+    _all_finite,
     check_alphas,
     check_folds,
 )
@@ -28,15 +29,14 @@ from ._solvers import (
 DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
 _SHARED_CONSTRAINTS: dict = {
-    "alphas": ["array-like"],
-    "cv": [StrOptions(set(CLOSED_FORM_CV)), "cv_object"],
-    "fit_intercept": ["boolean"],
-    "alpha_per_target": ["boolean"],
-    "solver": [str],
-    "backend": [str],
-    "scoring": [str],
-    "dtype": [StrOptions({"float32", "float64"})],
-    "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+    "alphas": [ARRAY_LIKE],
+    "cv": [Options(frozenset(CLOSED_FORM_CV)), Integers(2), SPLITS, None],
+    "fit_intercept": [BOOLEAN],
+    "alpha_per_target": [BOOLEAN],
+    "backend": [Options(frozenset({"auto", *ALL_BACKENDS}))],
+    "scoring": [Options(frozenset(SCORINGS))],
+    "dtype": [Options(frozenset({"float32", "float64"}))],
+    "batch_size": [Integers(1), None],
 }
 
 
@@ -60,27 +60,31 @@ def _targets_2d(Y: Any) -> np.ndarray:
     return Y[:, None] if Y.ndim == 1 else Y
 
 
-def _check_rows(X: Any, Y: np.ndarray, x_name: str) -> None:
-    """Same number of rows in ``X`` and ``Y``; the error names both shapes."""
-    if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"{x_name} has {X.shape[0]} rows (shape {tuple(X.shape)}) but Y has {Y.shape[0]} "
-                         f"(shape {Y.shape})")
+class _BaseRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
+    """Parameter checks, target shapes and scores shared by the primal and kernel estimators.
 
+    ``score`` is scikit-learn's (:class:`~sklearn.base.RegressorMixin`): R^2 averaged uniformly over targets, a
+    float; :meth:`pearson_r` gives one Pearson r per target.
+    """
 
-class _BaseRidgeCV(BaseEstimator):
-    """Parameter checks and scoring shared by the primal and kernel estimators."""
-
+    _constraints: dict = {}
     _solvers: dict = {}
 
     def _check_params(self) -> tuple[Any, np.ndarray]:
         """Validate every parameter; return the solver function and the alphas."""
-        self._validate_params()
-        if self.solver not in self._solvers:
-            raise ValueError(f"Unknown solver={self.solver!r}; expected one of {sorted(self._solvers)}")
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"Unknown scoring={self.scoring!r}; expected one of {list(SCORINGS)}")
-        get_backend(self.backend)
+        check_params(self, self._constraints)
+        get_backend(self.backend)  # installed and usable here (torch_cuda needs a GPU)
         return self._solvers[self.solver], check_alphas(self.alphas)
+
+    def _fit_targets(self, Y: Any, x_shape: tuple[int, ...]) -> np.ndarray:
+        """Checked targets as a 2-D array; remembers whether they were 1-D, as ``predict`` answers in kind."""
+        Y = check_targets(self, Y, x_shape)
+        self._targets_1d = Y.ndim == 1
+        return _targets_2d(Y)
+
+    def _answer(self, prediction: np.ndarray) -> np.ndarray:
+        """Predictions of shape (n_rows,) for a model fitted on 1-D targets, else (n_rows, n_targets)."""
+        return prediction[:, 0] if self._targets_1d else prediction
 
     def _solver_options(self) -> dict:
         """Keyword arguments every solver takes, from the estimator's parameters."""
@@ -93,14 +97,20 @@ class _BaseRidgeCV(BaseEstimator):
         self.best_alphas_ = solution.best_alphas
         self.cv_scores_ = solution.cv_scores
 
-    def score(self, X: Any, Y: Any) -> np.ndarray:
-        """Pearson r between ``predict(X)`` and each column of ``Y``.
+    def pearson_r(self, X: Any, Y: Any) -> np.ndarray:
+        """Pearson r between ``predict(X)`` and ``Y``, one per target (the encoding accuracy of each vertex).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), as for :meth:`predict`
+        Y : array-like of shape (n_samples, n_targets) or (n_samples,)
 
         Returns
         -------
         ndarray of shape (n_targets,)
+            NaN for a target whose values or predictions are constant.
         """
-        return pearson_r(_targets_2d(Y), self.predict(X))
+        return scoring.pearson_r(_targets_2d(Y), _targets_2d(self.predict(X)))
 
 
 class RidgeCV(_BaseRidgeCV):
@@ -136,11 +146,19 @@ class RidgeCV(_BaseRidgeCV):
     Attributes
     ----------
     coef_ : ndarray of shape (n_features, n_targets)
+        A 1-D y counts as one target here (``predict`` then returns 1-D predictions).
     intercept_ : ndarray of shape (n_targets,)
     best_alphas_ : ndarray of shape (n_targets,)
     cv_scores_ : ndarray of shape (n_alphas, n_targets)
         Mean validation score of each alpha (leave-one-out: over all rows).
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features,)
+        Column names of a DataFrame X (only then).
+
+    Notes
+    -----
+    ``score(X, y)`` is scikit-learn's coefficient of determination R^2, averaged uniformly over targets (a float);
+    :meth:`pearson_r` gives the Pearson r of every target.
 
     Examples
     --------
@@ -152,7 +170,7 @@ class RidgeCV(_BaseRidgeCV):
     (100, 3)
     """
 
-    _parameter_constraints: dict = dict(_SHARED_CONSTRAINTS)
+    _constraints: dict = {**_SHARED_CONSTRAINTS, "solver": [Options(frozenset(RIDGE_SOLVERS))]}
     _solvers = RIDGE_SOLVERS
 
     def __init__(self, alphas: Any = DEFAULT_ALPHAS, *, cv: Any = 5, fit_intercept: bool = True,
@@ -181,26 +199,22 @@ class RidgeCV(_BaseRidgeCV):
         self : RidgeCV
         """
         solver, alphas = self._check_params()
-        X, Y = np.asarray(X), _targets_2d(Y)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
-        _check_rows(X, Y, "X")
+        X = check_features(self, X, reset=True)
+        Y = self._fit_targets(Y, X.shape)
         folds = _resolve_cv(self.cv, X.shape[0])
         solution = solver(X, Y, alphas, folds, **self._solver_options())
         self._set_solution(solution)
         self.coef_ = solution.coef
-        self.n_features_in_ = X.shape[1]
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted targets ``X @ coef_ + intercept_``, ndarray of shape (n_samples, n_targets)."""
+        """Predicted targets ``X @ coef_ + intercept_``, ndarray of shape (n_samples, n_targets), or (n_samples,)
+        when fitted on a 1-D y."""
         check_is_fitted(self)
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have shape (n_samples, {self.n_features_in_}); got {X.shape}")
+        X = check_features(self, X, reset=False, finite=True)
         prediction = X @ self.coef_
         prediction += self.intercept_  # in place: no second (n_samples, n_targets) array
-        return prediction
+        return self._answer(prediction)
 
 
 class KernelRidgeCV(_BaseRidgeCV):
@@ -232,6 +246,8 @@ class KernelRidgeCV(_BaseRidgeCV):
     best_alphas_ : ndarray of shape (n_targets,)
     cv_scores_ : ndarray of shape (n_alphas, n_targets)
     n_samples_fit_ : int
+    n_features_in_ : int
+        Columns of X: n_features, or n_samples_fit_ for ``kernel="precomputed"``.
     X_fit_ : the training matrix, kept (not copied) for the cross Gram matrix (``kernel="linear"``)
     x_mean_ : ndarray of shape (n_features,), column means of ``X_fit_`` (``kernel="linear"``)
 
@@ -244,10 +260,11 @@ class KernelRidgeCV(_BaseRidgeCV):
     (4, 2)
     """
 
-    _parameter_constraints: dict = {
+    _constraints: dict = {
         **_SHARED_CONSTRAINTS,
-        "kernel": [StrOptions({"linear", "precomputed"})],
-        "block_size": [Interval(Integral, 1, None, closed="left"), None],
+        "solver": [Options(frozenset(KERNEL_RIDGE_SOLVERS))],
+        "kernel": [Options(frozenset({"linear", "precomputed"}))],
+        "block_size": [Integers(1), None],
     }
     _solvers = KERNEL_RIDGE_SOLVERS
 
@@ -281,18 +298,15 @@ class KernelRidgeCV(_BaseRidgeCV):
         self : KernelRidgeCV
         """
         solver, alphas = self._check_params()
-        Y = _targets_2d(Y)
-        X = X if hasattr(X, "shape") else np.asarray(X)
-        if len(X.shape) != 2:
-            raise ValueError(f"X must be 2-D; got shape {tuple(X.shape)}")
-        _check_rows(X, Y, "X")
+        X = check_features(self, X, reset=True, stream=self.kernel == "linear")
+        Y = self._fit_targets(Y, X.shape)
         folds = _resolve_cv(self.cv, Y.shape[0])
         if self.kernel == "linear":
             kernel, self.x_mean_ = gram_matrix(X, block_size=self.block_size, backend=self.backend,
                                                dtype=self.dtype)
             self.X_fit_ = X
         else:
-            kernel = np.asarray(X)
+            kernel = X
         # a Gram matrix computed here is the solver's to overwrite: its eigenvectors take its memory
         solution = solver(kernel, Y, alphas, folds, overwrite_k=self.kernel == "linear", **self._solver_options())
         self._set_solution(solution)
@@ -302,7 +316,7 @@ class KernelRidgeCV(_BaseRidgeCV):
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted targets ``K(X, X_fit) @ dual_coef_ + intercept_`` (computed as ``(K dual_basis_)
-        dual_weights_``), ndarray of shape (n_rows, n_targets).
+        dual_weights_``), ndarray of shape (n_rows, n_targets), or (n_rows,) when fitted on a 1-D y.
 
         Parameters
         ----------
@@ -310,17 +324,22 @@ class KernelRidgeCV(_BaseRidgeCV):
             (n_rows, n_samples_fit_) when ``kernel="precomputed"``
         """
         check_is_fitted(self)
-        if self.kernel == "linear":
-            cross = cross_gram_matrix(X, self.X_fit_, self.x_mean_, block_size=self.block_size,
+        linear = self.kernel == "linear"
+        cross = check_features(self, X, reset=False, stream=linear, finite=not linear)
+        if linear:
+            cross = cross_gram_matrix(cross, self.X_fit_, self.x_mean_, block_size=self.block_size,
                                       backend=self.backend, dtype=self.dtype)
-        else:
-            cross = np.asarray(X)
-            if cross.ndim != 2 or cross.shape[1] != self.n_samples_fit_:
-                raise ValueError(f"a precomputed kernel for predict must have shape (n_rows, "
-                                 f"{self.n_samples_fit_}); got {cross.shape}")
+            if not _all_finite(cross):  # NaN or infinities in X spread into its kernel rows
+                raise ValueError("X contains NaN or infinite values")
         prediction = (cross @ self.dual_basis_) @ self.dual_weights_
         prediction += self.intercept_
-        return prediction
+        return self._answer(prediction)
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: a precomputed kernel is pairwise (its columns are training rows)."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = self.kernel == "precomputed"
+        return tags
 
     @property
     def dual_coef_(self) -> np.ndarray:

@@ -326,10 +326,11 @@ def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarra
 
 def _intercept(y: np.ndarray, row_mean: np.ndarray, basis: np.ndarray, weights: np.ndarray, fit_intercept: bool,
                dtype: str) -> np.ndarray:
-    """``mean(Y) - mean_row @ coef``, with ``coef = basis @ weights`` never formed; zeros without intercept."""
+    """``mean(Y) - mean_row @ coef``, with ``coef = basis @ weights`` never formed; zeros without intercept. The
+    mean is taken in ``dtype``, as the solvers centre Y (a float16 mean would be rounded to float16)."""
     if not fit_intercept:
         return np.zeros(y.shape[1], dtype=dtype)
-    return (y.mean(axis=0) - (row_mean @ basis) @ weights).astype(dtype)
+    return (y.mean(axis=0, dtype=dtype) - (row_mean @ basis) @ weights).astype(dtype)
 
 
 def _cross_validate(fold: Callable, full_spectrum: Callable[[], _Spectrum], y: np.ndarray, alphas: np.ndarray,
@@ -436,7 +437,7 @@ def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *
         raise ValueError(f"K must be square (n_samples, n_samples); got shape {K.shape}")
     alphas, cv, xp = check_alphas(alphas), check_folds(cv, K.shape[0]), get_backend(backend)
     kernel = xp.asarray(K, dtype)
-    row_mean = K.mean(axis=0)  # before K may be overwritten
+    row_mean = K.mean(axis=0, dtype=dtype)  # before K may be overwritten
 
     def fold(train: np.ndarray, val: np.ndarray) -> tuple[_Spectrum, Any]:
         return _kernel_fold(kernel, train, val, fit_intercept, xp)

@@ -1,10 +1,19 @@
 """Bootstrap of median r: exact agreement with a slow scipy loop, nominal coverage, paired comparisons."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from encoders.bootstrap import bootstrap_median_r, paired_bootstrap, resample_indices
+from encoders.bootstrap import (
+    MIN_IMAGES,
+    BootstrapIntervalWarning,
+    bootstrap_median_r,
+    paired_bootstrap,
+    percentile_interval,
+    resample_indices,
+)
 
 
 def _responses(n_images: int, n_vertices: int, rho: float | np.ndarray, seed: int):
@@ -67,6 +76,61 @@ def test_interval_covers_truth_at_about_nominal_rate():
         ci = bootstrap_median_r(y_true, y_pred, n_boot=300, level=0.9, seed=sim)["all"]
         hits += ci.low <= rho <= ci.high
     assert 0.8 <= hits / n_sim <= 0.96
+
+
+@pytest.mark.parametrize("level", [0.8, 0.9])
+def test_bounds_are_the_percentiles_of_the_seeded_resamples_at_the_level(level):
+    """The documented seed reproduces the resamples; the bounds are their percentiles at (1 -+ level) / 2."""
+    y_true, good = _responses(30, 7, np.linspace(0.1, 0.8, 7), seed=1)
+    bad = good + np.random.default_rng(2).standard_normal(good.shape).astype(np.float32)
+    indices = resample_indices(30, 60, seed=5)
+    every = np.ones(7, bool)
+    slow = {"a": _slow_medians(y_true, bad, indices, every), "b": _slow_medians(y_true, good, indices, every)}
+    slow["difference"] = slow["b"] - slow["a"]
+    tail = (1 - level) / 2 * 100
+    single = bootstrap_median_r(y_true, good, n_boot=60, level=level, seed=5)["all"]
+    paired = paired_bootstrap(y_true, bad, good, n_boot=60, level=level, seed=5)
+    for name, ci in (("b", single), ("a", paired.a), ("b", paired.b), ("difference", paired.difference)):
+        np.testing.assert_allclose(ci.samples, slow[name], atol=1e-9)
+        assert ci.level == level
+        assert (ci.low, ci.high) == pytest.approx(tuple(np.percentile(slow[name], [tail, 100 - tail])), abs=1e-12)
+        # the level matters: the default 95 % bounds are elsewhere
+        assert (ci.low, ci.high) != pytest.approx(tuple(np.percentile(slow[name], [2.5, 97.5])), abs=1e-6)
+
+
+def test_too_few_images_give_nan_bounds_and_a_warning():
+    y_true, y_pred = _responses(4, 5, 0.6, seed=6)
+    with pytest.warns(BootstrapIntervalWarning, match=r"4 validation images are too few for a bootstrap interval "
+                                                      rf"\(at least {MIN_IMAGES}\); the bounds are NaN"):
+        ci = bootstrap_median_r(y_true, y_pred, n_boot=50)["all"]
+    assert np.isnan(ci.low) and np.isnan(ci.high)
+    assert np.isfinite(ci.estimate) and ci.samples.shape == (50,)
+    with pytest.warns(BootstrapIntervalWarning, match="4 validation images are too few"):
+        paired = paired_bootstrap(y_true, y_pred, y_pred[::-1], n_boot=50)
+    assert np.isnan(paired.p_value)
+    for ci in (paired.a, paired.b, paired.difference):
+        assert np.isnan(ci.low) and np.isnan(ci.high) and np.isfinite(ci.estimate)
+    y_true, y_pred = _responses(MIN_IMAGES, 5, 0.6, seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BootstrapIntervalWarning)
+        ci = bootstrap_median_r(y_true, y_pred, n_boot=50)["all"]
+    assert ci.low <= ci.estimate <= ci.high
+
+
+def test_an_interval_that_would_exclude_its_estimate_is_nan():
+    """Median r of 200 vertices at rho=0.9 from 10 images: the resamples' medians are biased upwards by more than
+    their spread, and the 95 % percentile interval would lie above the estimate."""
+    y_true, y_pred = _responses(10, 200, 0.9, seed=16)
+    with pytest.warns(BootstrapIntervalWarning, match=r"the 95% bootstrap interval \[0.9076, 0.9333\] excludes its "
+                                                      r"estimate 0.9066"):
+        ci = bootstrap_median_r(y_true, y_pred, n_boot=200, seed=16)["all"]
+    assert ci.estimate < np.percentile(ci.samples, 2.5)
+    assert np.isnan(ci.low) and np.isnan(ci.high)
+    # percentile_interval itself gives the bounds whatever the estimate (the leaderboard passes a placeholder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BootstrapIntervalWarning)
+        outside = percentile_interval(0.0, np.array([0.1, 0.2, np.nan, 0.3]), 0.9)
+    assert (outside.low, outside.high) == pytest.approx((0.11, 0.29))
 
 
 def test_paired_bootstrap_same_resamples_and_direction():

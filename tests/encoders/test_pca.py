@@ -10,6 +10,7 @@ import torch
 import xarray as xr
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import encoders.pca as pca_module
 from encoders.pca import PCA, _block_edges, cross_gram_matrix, gram_matrix, sketch_width
@@ -143,20 +144,57 @@ def test_parameter_and_data_errors():
         PCA(25).fit(X)
     with pytest.raises(ValueError, match="method='covariance' forms a p x p matrix"):
         PCA(5, method="covariance").fit(X)
-    with pytest.raises(ValueError, match="'method' parameter of PCA must be a str among"):
+    with pytest.raises(ValueError, match=r"The 'method' parameter of PCA must be one of \['auto', 'covariance', "
+                                         r"'gram', 'randomized'\]; got 'svd'"):
         PCA(5, method="svd").fit(X)
-    with pytest.raises(ValueError, match="'backend' parameter of PCA"):
+    with pytest.raises(ValueError, match=r"The 'backend' parameter of PCA must be one of .*; got 'cupy'"):
         PCA(5, backend="cupy").fit(X)
-    with pytest.raises(ValueError, match="must be 2-D"):
+    with pytest.raises(ValueError, match=r"The 'n_iter' parameter of PCA must be an int >= 0 or one of \['auto'\]; "
+                                         r"got -1"):
+        PCA(5, n_iter=-1).fit(X)
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
         PCA(5).fit(X[0])
+    with pytest.raises(ValueError, match=r"Found array with 1 sample\(s\) \(shape=\(1, 30\)\) while a minimum of 2 "
+                                         r"is required by PCA"):
+        PCA(1).fit(X[:1])
     with pytest.raises(NotFittedError):
         PCA(5).transform(X)
-    with pytest.raises(ValueError, match="X has 29 features, but PCA was fitted with 30"):
+    with pytest.raises(ValueError, match="X has 29 features, but PCA is expecting 30 features as input"):
         PCA(5, backend="numpy").fit(X).transform(X[:, 1:])
-    bad = X.copy()
-    bad[3, 4] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        PCA(5, backend="numpy").fit(bad)
+    with pytest.raises(ValueError, match="X has 29 features, but PCA is expecting 30 features as input"):
+        PCA(5, backend="numpy").fit(as_input(X, "dask")).transform(as_input(X[:, 1:], "dask"))
+
+
+@pytest.mark.parametrize("method", ["gram", "covariance", "randomized"])
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_nan_and_infinity_are_refused_by_fit_and_transform(method, kind):
+    X = low_rank_data(40, 30)
+    model = PCA(5, method=method, backend="numpy").fit(as_input(X, kind))
+    for bad in (np.nan, np.inf):
+        rows = X.copy()
+        rows[3, 4] = bad
+        with pytest.raises(ValueError, match="X contains NaN or infinite values"):
+            PCA(5, method=method, backend="numpy").fit(as_input(rows, kind))
+        with pytest.raises(ValueError, match="X contains NaN or infinite values"):
+            model.transform(as_input(rows, kind))
+
+
+def _expected_failed_checks(estimator):
+    """Where our PCA differs from scikit-learn's contract on purpose."""
+    if estimator.method == "gram":
+        return {"check_dict_unchanged": "method='gram' computes components_ on first access (one more pass over the "
+                                        "training matrix, which fit avoids) and caches them, so the first transform "
+                                        "adds them to the estimator's __dict__"}
+    return {}
+
+
+@parametrize_with_checks([
+    PCA(n_components=2, backend="numpy"),
+    PCA(n_components=1, method="gram", dtype="float32", backend="torch"),
+    PCA(n_components=2, method="randomized", backend="numpy"),
+], expected_failed_checks=_expected_failed_checks, xfail_strict=True)
+def test_scikit_learn_contract(estimator, check):
+    check(estimator)
 
 
 def test_streams_a_lazy_float16_layer_with_bounded_memory():

@@ -12,7 +12,9 @@ from himalaya.ridge import RidgeCV as HimalayaRidgeCV
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import RidgeCV as SkRidgeCV
+from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from encoders.pca import cross_gram_matrix, gram_matrix
 from encoders.ridge import KernelRidgeCV, RidgeCV
@@ -108,7 +110,7 @@ def test_precomputed_raw_kernel_gives_the_same_model():
     np.testing.assert_allclose(raw.predict(X_new @ X.T), linear.predict(X_new), rtol=1e-8)
 
 
-def test_cv_forms_agree_and_score_is_pearson_r():
+def test_cv_forms_agree_and_scores():
     X, Y = make_problem(100, 10, 6, seed=7)
     by_int = RidgeCV(ALPHAS, cv=4, backend="numpy").fit(X, Y)
     by_folds = RidgeCV(ALPHAS, cv=kfold(100, 4, seed=0), backend="numpy").fit(X, Y)
@@ -118,9 +120,22 @@ def test_cv_forms_agree_and_score_is_pearson_r():
     by_none = RidgeCV(ALPHAS, cv=None, backend="numpy").fit(X, Y)
     reference = SkRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Y)
     np.testing.assert_array_equal(by_none.best_alphas_, reference.alpha_)
-    np.testing.assert_allclose(by_int.score(X, Y), pearson_r(Y, by_int.predict(X)), rtol=1e-12)
+    X_new, Y_new = make_problem(40, 10, 6, seed=8)
+    score = by_int.score(X_new, Y_new)
+    assert isinstance(score, float)
+    assert score == pytest.approx(r2_score(Y_new, by_int.predict(X_new)), rel=1e-12)
+    per_target = [r2_score(Y_new[:, i], by_int.predict(X_new)[:, i]) for i in range(6)]
+    assert score == pytest.approx(np.mean(per_target), rel=1e-12)  # uniform average, not variance-weighted
+    np.testing.assert_allclose(by_int.pearson_r(X_new, Y_new), pearson_r(Y_new, by_int.predict(X_new)), rtol=1e-12)
     one = RidgeCV(ALPHAS, backend="numpy").fit(X, Y[:, 0])
-    assert one.coef_.shape == (10, 1) and one.predict(X).shape == (100, 1) and one.score(X, Y[:, 0]).shape == (1,)
+    assert one.coef_.shape == (10, 1) and one.predict(X).shape == (100,)
+    column = RidgeCV(ALPHAS, backend="numpy").fit(X, Y[:, :1])
+    assert column.predict(X).shape == (100, 1)
+    np.testing.assert_array_equal(one.predict(X), column.predict(X)[:, 0])
+    assert one.score(X_new, Y_new[:, 0]) == pytest.approx(r2_score(Y_new[:, 0], one.predict(X_new)), rel=1e-12)
+    np.testing.assert_allclose(one.pearson_r(X_new, Y_new[:, 0]), pearson_r(Y_new[:, :1], one.predict(X_new)[:, None]),
+                               rtol=1e-12)
+    assert one.pearson_r(X_new, Y_new[:, 0]).shape == (1,)
 
 
 def test_sklearn_conventions():
@@ -133,15 +148,23 @@ def test_sklearn_conventions():
 
 
 @pytest.mark.parametrize(("estimator", "message"), [
-    (RidgeCV(solver="qr"), r"Unknown solver='qr'; expected one of \['gram', 'svd'\]"),
-    (KernelRidgeCV(solver="svd"), r"Unknown solver='svd'; expected one of \['eigh'\]"),
+    (RidgeCV(solver="qr"), r"The 'solver' parameter of RidgeCV must be one of \['gram', 'svd'\]; got 'qr'"),
+    (KernelRidgeCV(solver="svd"), r"The 'solver' parameter of KernelRidgeCV must be one of \['eigh'\]; got 'svd'"),
     (RidgeCV(alphas=[1.0, -2.0]), r"alphas must be finite and >= 0; got \[1.0, -2.0\]"),
-    (RidgeCV(scoring="r2"), r"Unknown scoring='r2'; expected one of \['neg_mse', 'r'\]"),
-    (RidgeCV(backend="cupy"), r"Unknown backend='cupy'"),
-    (RidgeCV(cv="nope"), r"'cv' parameter of RidgeCV"),
+    (RidgeCV(alphas="big"), r"The 'alphas' parameter of RidgeCV must be a sequence or ndarray; got 'big'"),
+    (RidgeCV(scoring="r2"), r"The 'scoring' parameter of RidgeCV must be one of \['neg_mse', 'r'\]; got 'r2'"),
+    (RidgeCV(backend="cupy"), r"The 'backend' parameter of RidgeCV must be one of \['auto', 'numpy', 'torch', "
+                              r"'torch_cuda'\]; got 'cupy'"),
+    (RidgeCV(cv="nope"), r"The 'cv' parameter of RidgeCV must be one of \['gcv', 'loo'\], an int >= 2, a splitter "
+                         r"with split\(\) or an iterable of \(train, val\) index pairs or None; got 'nope'"),
+    (RidgeCV(cv=1), r"The 'cv' parameter of RidgeCV must be .*; got 1"),
     (RidgeCV(cv=50), r"cv=50 folds needs 2 <= cv <= n_samples=20"),
-    (KernelRidgeCV(kernel="rbf"), r"'kernel' parameter of KernelRidgeCV"),
-    (RidgeCV(batch_size=0), r"'batch_size' parameter of RidgeCV"),
+    (RidgeCV(fit_intercept="yes"), r"The 'fit_intercept' parameter of RidgeCV must be a bool; got 'yes'"),
+    (KernelRidgeCV(kernel="rbf"), r"The 'kernel' parameter of KernelRidgeCV must be one of \['linear', "
+                                  r"'precomputed'\]; got 'rbf'"),
+    (RidgeCV(batch_size=0), r"The 'batch_size' parameter of RidgeCV must be an int >= 1 or None; got 0"),
+    (KernelRidgeCV(block_size=2.5), r"The 'block_size' parameter of KernelRidgeCV must be an int >= 1 or None; "
+                                    r"got 2.5"),
 ])
 def test_parameter_errors_name_the_parameter_and_value(estimator, message):
     X, Y = make_problem(20, 4, 2)
@@ -155,7 +178,39 @@ def test_data_errors_name_shapes():
         RidgeCV().fit(X, Y[:18])
     with pytest.raises(ValueError, match=r"X has 20 rows \(shape \(20, 4\)\) but Y has 18"):
         KernelRidgeCV().fit(X, Y[:18])
-    with pytest.raises(ValueError, match=r"X must have shape \(n_samples, 4\); got \(5, 3\)"):
+    with pytest.raises(ValueError, match=r"X has 3 features, but RidgeCV is expecting 4 features as input"):
         RidgeCV(backend="numpy").fit(X, Y).predict(X[:5, :3])
-    with pytest.raises(ValueError, match=r"must have shape \(n_rows, 20\); got \(5, 19\)"):
+    with pytest.raises(ValueError, match=r"X has 19 features, but KernelRidgeCV is expecting 20 features as input"):
         KernelRidgeCV(kernel="precomputed", backend="numpy").fit(X @ X.T, Y).predict(np.zeros((5, 19)))
+
+
+def test_lazy_input_is_checked_without_being_read():
+    """A dask X is checked by shape and dtype at fit and predict; its values only as the kernel streams them."""
+    X, Y = make_problem(30, 12, 2, seed=9)
+    lazy = da.from_array(X, chunks=(30, 5))
+    model = KernelRidgeCV(ALPHAS, cv=3, backend="numpy").fit(lazy, Y)
+    assert model.X_fit_ is lazy and model.n_features_in_ == 12
+    with pytest.raises(ValueError, match=r"X has 11 features, but KernelRidgeCV is expecting 12 features as input"):
+        model.predict(lazy[:, 1:])
+    with pytest.raises(ValueError, match=r"Expected a 2D array, got shape \(30,\)"):
+        model.predict(lazy[:, 0])
+    with pytest.raises(ValueError, match=r"Complex data not supported; KernelRidgeCV got X of dtype complex128"):
+        KernelRidgeCV(ALPHAS, cv=3).fit(lazy + 1j, Y)
+    with pytest.raises(ValueError, match=r"Found array with 0 feature\(s\) \(shape=\(30, 0\)\)"):
+        KernelRidgeCV(ALPHAS, cv=3).fit(lazy[:, :0], Y)
+    for bad in (np.nan, np.inf):
+        rows = X[:4].copy()
+        rows[2, 7] = bad
+        with pytest.raises(ValueError, match="X contains NaN or infinite values"):
+            model.predict(da.from_array(rows, chunks=(4, 5)))
+
+
+@parametrize_with_checks([
+    RidgeCV(backend="numpy"),
+    RidgeCV(solver="gram", cv="gcv", dtype="float32", backend="torch"),
+    KernelRidgeCV(backend="torch"),
+    KernelRidgeCV(kernel="precomputed", cv="loo", backend="numpy"),
+])
+def test_scikit_learn_contract(estimator, check):
+    """Every scikit-learn estimator check passes: no expected failures."""
+    check(estimator)
