@@ -10,14 +10,10 @@ import numpy as np
 from PIL import Image
 
 from featurestore.stimuli import StimulusError, StimulusSource, read_image
-from nsd.layout import (
-    SPLIT_FOLDERS,
-    SUBJECT_FOLDER,
-    parse_image_name,
-    subject_folder_name,
-)
+from nsd.layout import SPLIT_FOLDERS, SUBJECT_FOLDER, LayoutError, parse_image_name, subject_folder_name
 
 __all__ = ["AlgonautsImages", "parse_image_name"]
+
 
 def _is_subject_folder(path: Path) -> bool:
     """Whether ``path`` holds one subject's training_split/ or test_split/."""
@@ -112,7 +108,10 @@ class AlgonautsImages(StimulusSource):
                 raise StimulusError(f"{folder} has neither training_split/training_images/ nor test_split/test_images/")
             for split, image_dir in image_dirs.items():
                 for path in _image_files(image_dir):
-                    found_split, _, nsd_id = parse_image_name(path)
+                    try:
+                        found_split, _, nsd_id = parse_image_name(path)
+                    except LayoutError as error:
+                        raise StimulusError(str(error)) from error
                     if found_split != split:
                         raise StimulusError(f"{path} is named as a {found_split} image but lies in {image_dir.name}/")
                     files.setdefault(nsd_id, []).append(path)
