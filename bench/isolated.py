@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import psutil
 
-
 GB = 1e9  # memory figures are in decimal GB, the unit of issue 6's goal (runs before 2026-12-02 recorded GiB)
 
 

@@ -74,7 +74,12 @@ def write_feature_store(store: str | Path, truth: PlantedTruth, *, backbone: str
     and an interrupted write resumes. ``store`` is a benchmark cache: one its provenance check refuses (made
     from other sizes or seeds, or by an older store layout) is deleted and written again.
     """
-    from featurestore.store import LayerLayout, ProvenanceError, build_provenance, open_store
+    from featurestore.store import (
+        LayerLayout,
+        ProvenanceError,
+        build_provenance,
+        open_store,
+    )
 
     opened = open_store(str(store), "a")
     entry = {"name": backbone, "source": "bench.synthetic", "architecture": "planted-truth", **asdict(truth)}

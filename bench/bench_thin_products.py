@@ -1,6 +1,6 @@
 """Thin-product benchmark: matmul rate of a randomized-PCA power iteration against the width of its sketch.
 
-Run ``python bench/thin_products.py --help``. One power iteration of ``encoders.pca.PCA(method="randomized")`` on
+Run ``python -m bench.bench_thin_products --help``. One power iteration of ``encoders.pca.PCA(method="randomized")`` on
 the centred n x p matrix X held in memory is two products with an n x w basis Q: ``M = Q^T X`` (w x p) and
 ``X M^T`` (n x w), each 2 n p w flops. The script times both, with torch on ``--device``, for each width in
 ``--widths``, next to the 4096 x 4096 matmul rate of the same run. It is the measurement behind the PCA's
@@ -9,25 +9,20 @@ the centred n x p matrix X held in memory is two products with an n x w basis Q:
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
+from typing import Any, Sequence
 
-# Run as a script, Python puts bench/ first on sys.path, where encoders.py would shadow the encoders package.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import argparse  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench.results import (  # noqa: E402
+from bench.results import (
     add_common_arguments,
     check_device,
     format_table,
     parse_with_quick,
     write_results,
 )
-from bench.timing import describe_machine, machine_info, matmul_gflops, measure  # noqa: E402
+from bench.timing import describe_machine, machine_info, matmul_gflops, measure
 
 
 def time_widths(n: int, p: int, widths: Sequence[int], *, dtype: str, device: str, repeats: int

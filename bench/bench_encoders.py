@@ -1,6 +1,6 @@
 """Encoder benchmark: fit + predict + score time and median r of our PCA/ridge against scikit-learn, himalaya, devkit.
 
-Run ``python bench/encoders.py --help``. Features are planted-truth float16 rows written once into a real feature
+Run ``python -m bench.bench_encoders --help``. Features are planted-truth float16 rows written once into a real feature
 store (``bench/synthetic.py``); fMRI is a linear map of the same latent factors plus noise, so median r on the
 validation rows is meaningful. Every method's timed region is: read the features from the store, fit on the
 training rows, predict the validation rows, score every vertex. Each (method, repeat) runs in a fresh process
@@ -25,30 +25,25 @@ ours is then run at that size too and the ratios are taken at equal sizes (the t
 
 from __future__ import annotations
 
-import sys
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
-# Run as a script, Python puts bench/ first on sys.path, where this file would shadow the encoders package.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import himalaya.backend
+import himalaya.kernel_ridge
+import himalaya.ridge
+import himalaya.scoring
+import numpy as np
+from scipy.stats import pearsonr
+from sklearn import linear_model
+from sklearn.decomposition import IncrementalPCA
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
-
-import himalaya.backend  # noqa: E402
-import himalaya.kernel_ridge  # noqa: E402
-import himalaya.ridge  # noqa: E402
-import himalaya.scoring  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy.stats import pearsonr  # noqa: E402
-from sklearn import linear_model  # noqa: E402
-from sklearn.decomposition import IncrementalPCA  # noqa: E402
-
-from bench.encoder_flops import devkit_flops, ours_flops  # noqa: E402
-from bench.isolated import run_isolated  # noqa: E402
-from bench.results import (  # noqa: E402
+from bench.encoder_flops import devkit_flops, ours_flops
+from bench.isolated import run_isolated
+from bench.results import (
     add_common_arguments,
     alpha_selection,
     check_device,
@@ -57,12 +52,12 @@ from bench.results import (  # noqa: E402
     power_iterations,
     write_results,
 )
-from bench.synthetic import PlantedTruth, write_feature_store  # noqa: E402
-from bench.timing import describe_machine, machine_info, matmul_gflops, synchronize  # noqa: E402
-from encoders.pca import PCA  # noqa: E402
-from encoders.ridge import KernelRidgeCV, RidgeCV  # noqa: E402
-from encoders.scoring import pearson_r  # noqa: E402
-from featurestore.store import open_features  # noqa: E402
+from bench.synthetic import PlantedTruth, write_feature_store
+from bench.timing import describe_machine, machine_info, matmul_gflops, synchronize
+from encoders.pca import PCA
+from encoders.ridge import KernelRidgeCV, RidgeCV
+from encoders.scoring import pearson_r
+from featurestore.store import open_features
 
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "nsd-featurestore-bench" / "encoders"
 DEVKIT_COMPONENTS = 100

@@ -1,6 +1,6 @@
 """Extraction benchmark: images/s of our AlexNet extraction against the forward-only limit and the devkit recipe.
 
-Run ``python bench/extraction.py --help``. Three pipelines see the same 425x425 PNGs (crops of real sample photos,
+Run ``python -m bench.bench_extraction --help``. Three pipelines see the same 425x425 PNGs (crops of real sample photos,
 generated once and cached):
 
 - ours: ``featurestore.extract.extract`` of 7 AlexNet layers into a fresh Zarr store (one forward pass per batch);
@@ -15,34 +15,29 @@ generated once and cached):
 
 from __future__ import annotations
 
-import sys
+import argparse
+import functools
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any, Sequence
 
-# Run as a script, Python puts bench/ first on sys.path, where encoders.py would shadow the encoders package.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+import torch
+from PIL import Image
 
-import argparse  # noqa: E402
-import functools  # noqa: E402
-import multiprocessing  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench.results import (  # noqa: E402
+from bench.results import (
     add_common_arguments,
     check_device,
     format_table,
     parse_with_quick,
     write_results,
 )
-from bench.timing import describe_machine, machine_info, measure  # noqa: E402
+from bench.timing import describe_machine, machine_info, measure
 
 LAYERS = ("features.2", "features.5", "features.7", "features.9", "features.12", "classifier.2", "classifier.5")
 IMAGE_SIZE = 425

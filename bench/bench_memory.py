@@ -1,6 +1,6 @@
 """Memory benchmark: peak resident memory of our PCA and ridge on a 73,000 x 46,656 float16 store layer (goal < 6 GB).
 
-Run ``python bench/memory.py --help``. The benchmark writes planted-truth float16 features for ``--rows`` images
+Run ``python -m bench.bench_memory --help``. The benchmark writes planted-truth float16 features for ``--rows`` images
 (NSD ids 0..rows-1) into a real feature store once (6.8 GB at full size; ``--rows`` shrinks it), and fMRI for the
 first ``--fit-rows + --val-rows`` images. Each method then runs in a fresh spawned process whose peak resident set
 size (VmHWM) is reported, together with its size after imports and after loading its inputs (the fMRI), and with
@@ -17,23 +17,18 @@ size (VmHWM) is reported, together with its size after imports and after loading
 
 from __future__ import annotations
 
-import sys
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
-# Run as a script, Python puts bench/ first on sys.path, where encoders.py would shadow the encoders package.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+import psutil
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-
-from bench.isolated import GB, run_isolated  # noqa: E402
-from bench.results import (  # noqa: E402
+from bench.isolated import GB, run_isolated
+from bench.results import (
     add_common_arguments,
     alpha_selection,
     check_device,
@@ -41,8 +36,8 @@ from bench.results import (  # noqa: E402
     parse_with_quick,
     write_results,
 )
-from bench.synthetic import PlantedTruth, write_feature_store  # noqa: E402
-from bench.timing import describe_machine, machine_info  # noqa: E402
+from bench.synthetic import PlantedTruth, write_feature_store
+from bench.timing import describe_machine, machine_info
 
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "nsd-featurestore-bench" / "memory"
 METHODS = ("pca", "pca_ridge", "kernel_ridge", "pca_transform_all")

@@ -1,6 +1,6 @@
 """Scaling benchmark: time of our encoder against training images n (1k..9k) and vertices t (5k..40k).
 
-Run ``python bench/scaling.py --help``. Same data and timed region as ``bench/encoders.py`` (planted-truth float16
+Run ``python -m bench.bench_scaling --help``. Same data and timed region as ``bench/bench_encoders.py`` (planted-truth float16
 features in a real store, fMRI from the same latent factors; read + fit + predict + score, each run in a fresh
 process): n varies with t fixed at its largest value, then t varies with n fixed at its largest value; the
 validation rows are the same for every n. Writes a
@@ -10,21 +10,16 @@ throughput) drawn beside the measured times.
 
 from __future__ import annotations
 
-import sys
+import argparse
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Sequence
 
-# Run as a script, Python puts bench/ first on sys.path, where encoders.py would shadow the encoders package.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
 
-import argparse  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from bench.encoder_flops import ours_flops  # noqa: E402
-from bench.encoders import DEFAULT_CACHE, OURS, Problem, prepare_data, time_method  # noqa: E402
-from bench.results import (  # noqa: E402
+from bench.bench_encoders import DEFAULT_CACHE, OURS, Problem, prepare_data, time_method
+from bench.encoder_flops import ours_flops
+from bench.results import (
     add_common_arguments,
     alpha_selection,
     check_device,
@@ -33,7 +28,7 @@ from bench.results import (  # noqa: E402
     power_iterations,
     write_results,
 )
-from bench.timing import describe_machine, machine_info, matmul_gflops  # noqa: E402
+from bench.timing import describe_machine, machine_info, matmul_gflops
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
