@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from encoders.errors import EncodersError, InvalidArgumentError, check_output_folder
@@ -44,7 +45,7 @@ OUT/best_layers.csv.
 examples:
   encoders fit --store features.zarr --data algonauts_2023 --backbones alexnet
   encoders fit --store features.zarr --data algonauts_2023 --models alexnet:features.5 alexnet:features.12 \\
-      --pca 100 none --solver kernel --subjects 1 2 --scheduler tcp://scheduler:8786
+      --pca 100 none --ridge kernel --subjects 1 2 --scheduler tcp://scheduler:8786
 """
 
 SUBMIT_HELP = """\
@@ -114,6 +115,19 @@ def _alphas(text: str) -> list[float]:
         ) from None
 
 
+class _RenamedOption(argparse.Action):
+    """An option under its old name: stores the value and says, once, the name to use instead."""
+
+    def __init__(self, *args: Any, new_name: str, **kwargs: Any) -> None:
+        self.new_name = new_name
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"encoders: {option_string} is now {self.new_name}; the old name still works for now", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     from encoders.grid import DEFAULT_SETTING_ALPHAS
 
@@ -121,7 +135,9 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pca", type=_pca, nargs="+", default=[100], metavar="K",
                        help="principal components before ridge, or 'none' for the full features; several values "
                             "give several settings (default: 100)")
-    group.add_argument("--solver", choices=("primal", "kernel"), default="primal",
+    group.add_argument("--solver", dest="ridge", choices=("primal", "kernel"), action=_RenamedOption,
+                       new_name="--ridge", help=argparse.SUPPRESS)
+    group.add_argument("--ridge", choices=("primal", "kernel"), default="primal",
                        help="ridge in feature space or on the linear kernel (use kernel with --pca none when "
                             "features outnumber images; default: primal)")
     group.add_argument("--alphas", type=_alphas, default=list(DEFAULT_SETTING_ALPHAS), metavar="A,B,...",
@@ -133,7 +149,7 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> list[dict]:
-    return [dict(pca=pca, solver=args.solver, alphas=args.alphas, cv=args.cv) for pca in args.pca]
+    return [dict(pca=pca, ridge=args.ridge, alphas=args.alphas, cv=args.cv) for pca in args.pca]
 
 
 def _lists(values: list[list[str]] | None) -> list[str] | None:

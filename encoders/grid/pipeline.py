@@ -87,9 +87,9 @@ def fit_encoder(design: Any, fmri: np.ndarray, setting: EncoderSetting) -> tuple
     if setting.pca is not None:
         pca = PCA(n_components=min(setting.pca, *design.shape))
         design = pca.fit_transform(design)
-    elif setting.solver == "primal":
+    elif setting.ridge == "primal":
         design = np.asarray(design[:], dtype=np.float32)
-    estimator = RidgeCV if setting.solver == "primal" else KernelRidgeCV
+    estimator = RidgeCV if setting.ridge == "primal" else KernelRidgeCV
     ridge = estimator(alphas=np.asarray(setting.alphas), cv=setting.cv).fit(design, fmri)
     return pca, ridge, int(design.shape[1])
 

@@ -163,5 +163,5 @@ def find_model(results: xr.Dataset, model: str) -> str:
 def model_recipe(results: xr.Dataset, model: str) -> tuple[str, str, EncoderSetting]:
     """(backbone, layer, encoder setting) of a model id (or unique prefix) of the results."""
     row = results.sel(model=find_model(results, model))
-    setting = EncoderSetting(**json.loads(results.attrs["settings"])[str(row["setting"].values)])
+    setting = EncoderSetting.from_value(json.loads(results.attrs["settings"])[str(row["setting"].values)])
     return str(row["backbone"].values), str(row["layer"].values), setting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -12,10 +13,10 @@ import numpy as np
 from encoders.errors import InvalidArgumentError
 from encoders.ridge import CLOSED_FORM_CV
 
-__all__ = ["DEFAULT_SETTING_ALPHAS", "SOLVERS", "EncoderSetting", "parse_model"]
+__all__ = ["DEFAULT_SETTING_ALPHAS", "RIDGE_FORMS", "EncoderSetting", "parse_model"]
 
 DEFAULT_SETTING_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 11))  # 1e-2 ... 1e8, one per decade
-SOLVERS = ("primal", "kernel")
+RIDGE_FORMS = ("primal", "kernel")
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,10 @@ class EncoderSetting:
     ----------
     pca : int or None, default=100
         Number of principal components fitted on the training rows; None fits on the full features.
-    solver : {"primal", "kernel"}, default="primal"
+    ridge : {"primal", "kernel"}, default="primal"
         Ridge in feature space (`RidgeCV`) or on the linear kernel (`KernelRidgeCV`, best without PCA when
-        features outnumber images).
+        features outnumber images). Named ``solver`` before; that key still reads, with a warning. (The
+        estimators' own ``solver`` is the decomposition they use, as in scikit-learn.)
     alphas : tuple of float, default=DEFAULT_SETTING_ALPHAS
         Ridge penalties tried per vertex; ``(0.0,)`` is ordinary least squares (the devkit's LinearRegression).
     cv : int, "loo" or "gcv", default=5
@@ -38,7 +40,7 @@ class EncoderSetting:
     """
 
     pca: int | None = 100
-    solver: str = "primal"
+    ridge: str = "primal"
     alphas: tuple[float, ...] = DEFAULT_SETTING_ALPHAS
     cv: int | str = 5
     name: str | None = None
@@ -47,9 +49,9 @@ class EncoderSetting:
         object.__setattr__(self, "alphas", tuple(float(a) for a in np.atleast_1d(self.alphas)))
         if self.pca is not None and (isinstance(self.pca, bool) or int(self.pca) != self.pca or self.pca < 1):
             raise InvalidArgumentError(f"Invalid pca={self.pca!r} in EncoderSetting; expected a positive int or None")
-        if self.solver not in SOLVERS:
+        if self.ridge not in RIDGE_FORMS:
             raise InvalidArgumentError(
-                f"Unknown solver={self.solver!r} in EncoderSetting; expected one of {list(SOLVERS)}"
+                f"Unknown ridge={self.ridge!r} in EncoderSetting; expected one of {list(RIDGE_FORMS)}"
             )
         if not self.alphas or min(self.alphas) < 0 or not np.all(np.isfinite(self.alphas)):
             raise InvalidArgumentError(f"Invalid alphas={self.alphas!r} in EncoderSetting; expected finite values >= 0")
@@ -65,9 +67,12 @@ class EncoderSetting:
 
     @classmethod
     def from_value(cls, value: EncoderSetting | Mapping[str, Any]) -> EncoderSetting:
-        """An `EncoderSetting` from itself or a dict such as ``dict(pca=100, solver="primal", cv=5)``."""
+        """An `EncoderSetting` from itself or a dict such as ``dict(pca=100, ridge="primal", cv=5)``."""
         if isinstance(value, EncoderSetting):
             return value
+        if "solver" in value and "ridge" not in value:  # the key's old name, in results files written before
+            warnings.warn("EncoderSetting's 'solver' is now called 'ridge'", FutureWarning, stacklevel=2)
+            value = {("ridge" if key == "solver" else key): item for key, item in value.items()}
         unknown = set(value) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise InvalidArgumentError(
@@ -84,7 +89,7 @@ class EncoderSetting:
         if self.alphas == (0.0,):
             return f"{features}-ols"
         fold = self.cv if isinstance(self.cv, str) else f"cv{self.cv}"
-        return f"{features}-{'ridge' if self.solver == 'primal' else 'kernel'}-{fold}"
+        return f"{features}-{'ridge' if self.ridge == 'primal' else 'kernel'}-{fold}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (stored in result files)."""

@@ -42,11 +42,11 @@ def test_subcommand_help(command, phrase, capsys):
 def test_fit_options_become_settings():
     args = _build_parser().parse_args(
         ["fit", "--store", "s.zarr", "--data", "d", "--models", "a:l1,a:l2", "--pca", "100", "none",
-         "--solver", "kernel", "--alphas", "1,10", "--cv", "gcv", "--subjects", "1", "2"]
+         "--ridge", "kernel", "--alphas", "1,10", "--cv", "gcv", "--subjects", "1", "2"]
     )
     assert _settings(args) == [
-        dict(pca=100, solver="kernel", alphas=[1.0, 10.0], cv="gcv"),
-        dict(pca=None, solver="kernel", alphas=[1.0, 10.0], cv="gcv"),
+        dict(pca=100, ridge="kernel", alphas=[1.0, 10.0], cv="gcv"),
+        dict(pca=None, ridge="kernel", alphas=[1.0, 10.0], cv="gcv"),
     ]
     assert args.models == [["a:l1", "a:l2"]] and args.subjects == [["1"], ["2"]]
 
@@ -93,3 +93,9 @@ def test_errors_exit_1_with_a_message(tmp_path, capsys):
     assert "No results file" in capsys.readouterr().err
     assert main(["submit", "--model", "alexnet:features.5", "--out", str(tmp_path)]) == 1
     assert "--model BACKBONE:LAYER with --store and --data" in capsys.readouterr().err
+
+
+def test_the_old_solver_option_still_works_and_says_its_new_name(capsys):
+    args = _build_parser().parse_args(["fit", "--store", "s", "--data", "d", "--solver", "kernel"])
+    assert _settings(args)[0]["ridge"] == "kernel"
+    assert "--solver is now --ridge" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def grid_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def fitted(grid_data: SimpleNamespace) -> SimpleNamespace:
-    settings = [dict(pca=20, alphas=[1e2, 1e4, 1e6], cv=5), dict(pca=None, solver="kernel", cv="loo")]
+    settings = [dict(pca=20, alphas=[1e2, 1e4, 1e6], cv=5), dict(pca=None, ridge="kernel", cv="loo")]
     out = grid_data.root / "results"
     results = fit_grid(grid_data.store, grid_data.data, backbones=[BACKBONE], settings=settings, out=out, **FAST)
     return SimpleNamespace(results=results, out=out, settings=settings)
@@ -305,7 +305,7 @@ def test_missing_features_name_layer_count_and_command(grid_data, tmp_path):
 @pytest.mark.parametrize(
     "setting, match",
     [
-        (dict(solver="qr"), r"Unknown solver='qr'"),
+        (dict(ridge="qr"), r"Unknown ridge='qr'"),
         (dict(cv=1), r"Invalid cv=1"),
         (dict(pca=0), r"Invalid pca=0"),
         (dict(alphas=[-1.0]), r"Invalid alphas"),
@@ -320,8 +320,8 @@ def test_bad_settings(setting, match):
 def test_setting_labels_and_model_parsing():
     assert EncoderSetting().label == "pca100-ridge-cv5"
     assert EncoderSetting(pca=50, alphas=(0,)).label == "pca50-ols"
-    assert EncoderSetting(pca=None, solver="kernel", cv="loo").label == "full-kernel-loo"
-    assert EncoderSetting(pca=None, solver="kernel", cv="gcv").label == "full-kernel-gcv"
+    assert EncoderSetting(pca=None, ridge="kernel", cv="loo").label == "full-kernel-loo"
+    assert EncoderSetting(pca=None, ridge="kernel", cv="gcv").label == "full-kernel-gcv"
     assert EncoderSetting(name="mine").label == "mine"
     assert parse_model("ViT-B-32.openai:transformer.resblocks.5") == ("ViT-B-32.openai", "transformer.resblocks.5")
     with pytest.raises(ValueError, match="expected 'backbone:layer'"):
@@ -343,3 +343,10 @@ def test_results_written_before_the_official_score_still_load(fitted, tmp_path):
         loaded = load_results(tmp_path)
     assert "noise_normalized" not in loaded and "noise_ceiling" not in loaded
     xr.testing.assert_identical(loaded["roi_median"], fitted.results["roi_median"])
+
+
+def test_the_old_setting_key_still_reads_with_a_warning():
+    """Results files written before name the estimator form 'solver' (now 'ridge', as RidgeCV's own solver differs)."""
+    with pytest.warns(FutureWarning, match="'solver' is now called 'ridge'"):
+        setting = EncoderSetting.from_value(dict(pca=None, solver="kernel", cv="loo"))
+    assert setting == EncoderSetting(pca=None, ridge="kernel", cv="loo")
