@@ -135,11 +135,11 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pca", type=_pca, nargs="+", default=[100], metavar="K",
                        help="principal components before ridge, or 'none' for the full features; several values "
                             "give several settings (default: 100)")
-    group.add_argument("--solver", dest="ridge", choices=("primal", "kernel"), action=_RenamedOption,
-                       new_name="--ridge", help=argparse.SUPPRESS)
     group.add_argument("--ridge", choices=("primal", "kernel"), default="primal",
                        help="ridge in feature space or on the linear kernel (use kernel with --pca none when "
                             "features outnumber images; default: primal)")
+    group.add_argument("--solver", dest="ridge", choices=("primal", "kernel"), action=_RenamedOption,
+                       new_name="--ridge", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     group.add_argument("--alphas", type=_alphas, default=list(DEFAULT_SETTING_ALPHAS), metavar="A,B,...",
                        help="ridge penalties tried per vertex; 0 alone is least squares "
                             "(default: 1e-2 ... 1e8, 11 values)")

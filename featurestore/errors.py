@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from nsd.layout import LayoutError
@@ -56,14 +57,20 @@ def run_command(prog: str, user_errors: tuple[type[BaseException], ...], command
                 debug: bool = False, interrupted: str = "interrupted") -> int:
     """Run ``command()`` as a command line's body and return its exit status.
 
-    The command's own status when it returns an int (else 0); 1 after printing ``<prog>: error: <message>`` (one line) to stderr for an instance of
-    ``user_errors``; 130 after printing ``<prog>: <interrupted>`` for Ctrl-C. Any other exception propagates with
-    its traceback: it is a bug. With ``debug`` (or the environment variable ``NSD_FEATURESTORE_DEBUG=1``) user errors
-    and Ctrl-C propagate too, traceback included.
+    The command's own status when it returns an int (else 0); 1 after printing ``<prog>: error: <message>`` (one
+    line) to stderr for an instance of ``user_errors``; 130 after printing ``<prog>: <interrupted>`` for Ctrl-C. Any
+    other exception propagates with its traceback: it is a bug. Warnings print as one line ``<prog>: warning: ...``.
+    With ``debug`` (or the environment variable ``NSD_FEATURESTORE_DEBUG=1``) user errors and Ctrl-C propagate too,
+    traceback included, and warnings keep Python's format (file and line).
     """
     debug = debug or os.environ.get(DEBUG_ENV) == "1"
     try:
-        status = command()
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = lambda message, category, *_, **__: print(
+                    f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr
+                )
+            status = command()
     except KeyboardInterrupt:
         if debug:
             raise

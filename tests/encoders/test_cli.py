@@ -99,3 +99,4 @@ def test_the_old_solver_option_still_works_and_says_its_new_name(capsys):
     args = _build_parser().parse_args(["fit", "--store", "s", "--data", "d", "--solver", "kernel"])
     assert _settings(args)[0]["ridge"] == "kernel"
     assert "--solver is now --ridge" in capsys.readouterr().err
+    assert _settings(_build_parser().parse_args(["fit", "--store", "s", "--data", "d"]))[0]["ridge"] == "primal"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -56,6 +57,21 @@ def test_run_command_prints_one_line_per_user_error(capsys, monkeypatch) -> None
     assert capsys.readouterr().err == "prog: error: [Errno 2] No such file: '/x'\n"
     assert run_command("prog", (), _raise(KeyboardInterrupt()), interrupted="stopped; rerun to resume") == 130
     assert capsys.readouterr().err == "prog: stopped; rerun to resume\n"
+
+
+def test_run_command_returns_the_command_status_and_prints_warnings_as_one_line(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("NSD_FEATURESTORE_DEBUG", raising=False)
+
+    def command() -> int:
+        warnings.warn("only 3 images:\nno interval", RuntimeWarning)
+        return 3
+
+    assert run_command("prog", (), command) == 3
+    assert capsys.readouterr().err == "prog: warning: only 3 images: no interval\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_command("prog", (), command, debug=True) == 3  # Python's own format, file and line
+    assert [str(w.message) for w in caught] == ["only 3 images:\nno interval"]
 
 
 def test_run_command_keeps_the_traceback_of_bugs_and_in_debug_mode(capsys, monkeypatch) -> None:
