@@ -34,7 +34,7 @@ from encoders.scoring import (
     roi_medians,
 )
 from encoders.submission import read_submission
-from nsd.layout import HEMISPHERES, subject_number
+from nsd.layout import HEMISPHERES, NOISE_CEILING_FILE, TEST_FMRI_FILE, subject_number
 
 __all__ = ["Evaluation", "HemisphereScore", "evaluate_predictions", "evaluate_submission"]
 
@@ -138,15 +138,15 @@ class Evaluation:
 
 def _test_split(subject: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The subject's test fMRI and noise ceiling, or an error naming the folder that lacks them."""
-    folder = subject.rois.roi_dir.parent / "test_split"
+    folder = subject.rois.roi_dir.parent
     if subject.test_fmri is None:
         raise ChallengeDataError(
-            f"Missing {folder / 'test_fmri'}/{{lh,rh}}_test_fmri.npy: scoring on the test images needs the test "
+            f"Missing {folder / TEST_FMRI_FILE.format(hemi='{lh,rh}')}: scoring on the test images needs the test "
             "fMRI (in the post-challenge release of the data)"
         )
     if subject.noise_ceiling is None:
         raise ChallengeDataError(
-            f"Missing {folder / 'noise_ceiling'}/{{lh,rh}}_noise_ceiling.npy: the challenge score needs the test "
+            f"Missing {folder / NOISE_CEILING_FILE.format(hemi='{lh,rh}')}: the challenge score needs the test "
             "split's noise ceiling"
         )
     return subject.test_fmri, subject.noise_ceiling
