@@ -22,7 +22,9 @@ from ._validation import Integers, Options, check_features, check_params
 from .backend import ALL_BACKENDS, get_backend
 
 _BLOCK_BYTES = 64 * 2**20  # one block in the accumulation dtype
-_IN_MEMORY_BYTES = 2 * 2**30  # "randomized" keeps the centred matrix (compute dtype) in memory up to this size
+# "randomized" keeps the centred training matrix (in the compute dtype) in memory up to this size, else streams it
+# once per power iteration (unrelated to encoders.grid.pipeline.IN_MEMORY_BYTES, which bounds a layer read)
+CENTRED_IN_MEMORY_BYTES = 2 * 2**30
 # "randomized" rounds its sketch up to a multiple of this many columns: thin products run near the full matmul rate
 # only when their width fills whole SIMD / GEMM tiles (bench/thin_products.py, MKL, 9,000 x 9,216 float32: a power
 # iteration took 129 ms with 110 columns and 116 ms with 112), and extra columns are extra oversampling
@@ -413,14 +415,14 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         """Leading eigenpairs of the implicit Gram matrix by randomized subspace iteration (Rayleigh-Ritz at the
         end). The first pass over column blocks gives the means, the total and the sketch ``Xc @ omega``; each
         iteration then multiplies by ``Xc Xc^T``: in memory when the centred matrix fits in
-        ``_IN_MEMORY_BYTES`` (kept from the first pass), else by one more pass ``sum_b Xc_b (Xc_b^T Q)``."""
+        ``CENTRED_IN_MEMORY_BYTES`` (kept from the first pass), else by one more pass ``sum_b Xc_b (Xc_b^T Q)``."""
         n, p = data.shape
         width = sketch_width(self.n_components, self.n_oversamples, n, p)
         rng = np.random.default_rng(self.random_state)
         mean = np.empty(p, dtype=self.dtype)
         total = 0.0
         sketch = xp.zeros((n, width), self.dtype)
-        in_memory = n * p * np.dtype(self.dtype).itemsize <= _IN_MEMORY_BYTES
+        in_memory = n * p * np.dtype(self.dtype).itemsize <= CENTRED_IN_MEMORY_BYTES
         centred = xp.zeros((n, p), self.dtype) if in_memory else None
         for cols, block, block_mean in _centred_column_blocks(data, xp, self.dtype, self.block_size):
             # drawing block by block gives the same test matrix as one (p, width) draw, for any block size

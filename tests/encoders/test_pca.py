@@ -254,7 +254,7 @@ def test_randomized_in_memory_and_streamed_agree(backend, monkeypatch):
     X_new = rng.standard_normal((6, 500))
 
     def fit(budget):
-        monkeypatch.setattr(pca_module, "_IN_MEMORY_BYTES", budget)
+        monkeypatch.setattr(pca_module, "CENTRED_IN_MEMORY_BYTES", budget)
         stored = RecordingArray(X, chunks=(80, 64))
         pca = PCA(6, method="randomized", backend=backend, block_size=128, n_iter=4)
         scores = pca.fit_transform(stored)
