@@ -12,8 +12,9 @@ from sklearn.decomposition import PCA as SkPCA
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import encoders.pca as pca_module
-from encoders.pca import PCA, _block_edges, cross_gram_matrix, gram_matrix, sketch_width
+import encoders.pca._solvers as pca_solvers
+from encoders.pca import PCA, cross_gram_matrix, gram_matrix, sketch_width
+from encoders.pca._streaming import _block_edges
 
 BACKENDS = ["numpy", "torch"] + (["torch_cuda"] if torch.cuda.is_available() else [])
 
@@ -254,7 +255,7 @@ def test_randomized_in_memory_and_streamed_agree(backend, monkeypatch):
     X_new = rng.standard_normal((6, 500))
 
     def fit(budget):
-        monkeypatch.setattr(pca_module, "CENTRED_IN_MEMORY_BYTES", budget)
+        monkeypatch.setattr(pca_solvers, "CENTRED_IN_MEMORY_BYTES", budget)
         stored = RecordingArray(X, chunks=(80, 64))
         pca = PCA(6, method="randomized", backend=backend, block_size=128, n_iter=4)
         scores = pca.fit_transform(stored)
