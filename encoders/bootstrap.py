@@ -114,7 +114,9 @@ def _standardize(y: np.ndarray) -> np.ndarray:
         return centred / np.where(scale > 0, scale, np.nan)
 
 
-def _check_pair(y_true: np.ndarray, y_pred: np.ndarray, name: str = "y_pred") -> None:
+def _check_same_2d_shape(y_true: np.ndarray, y_pred: np.ndarray, name: str = "y_pred") -> None:
+    """Refuse ``y_true`` and ``y_pred`` (called ``name`` in the error) unless both are 2-D of the same shape; nothing
+    is converted or returned (unlike ``scoring._check_pair``, which moves both to a backend and accepts 1-D)."""
     if np.shape(y_true) != np.shape(y_pred) or np.ndim(y_true) != 2:
         raise ValueError(
             f"y_true and {name} must both have shape (n_images, n_vertices); "
@@ -136,7 +138,7 @@ def resampled_r(
     block of resamples costs one (batch, n_images) x (n_images, 5 n_vertices) product. Constant vertices (or
     resamples) give NaN. ``batch_size=None`` keeps a block's sums near 2**22 values per sum.
     """
-    _check_pair(y_true, y_pred)
+    _check_same_2d_shape(y_true, y_pred)
     zt, zp = _standardize(y_true), _standardize(y_pred)
     n_boot, n_images = indices.shape
     n_vertices = zt.shape[1]
@@ -262,7 +264,7 @@ def bootstrap_median_r(
         One interval per group, in the order of `groups`; NaN bounds with fewer than `MIN_IMAGES` images or where
         the interval would exclude the estimate (with a `BootstrapIntervalWarning`).
     """
-    _check_pair(y_true, y_pred)
+    _check_same_2d_shape(y_true, y_pred)
     _check_level(level)
     masks = _group_masks(groups, np.shape(y_true)[1])
     indices = resample_indices(np.shape(y_true)[0], n_boot, seed)
@@ -306,8 +308,8 @@ def paired_bootstrap(
         Intervals for A, B and B - A, and the fraction of resamples where B <= A; with fewer than `MIN_IMAGES`
         images NaN bounds and a NaN p-value (with a `BootstrapIntervalWarning`).
     """
-    _check_pair(y_true, pred_a, "pred_a")
-    _check_pair(y_true, pred_b, "pred_b")
+    _check_same_2d_shape(y_true, pred_a, "pred_a")
+    _check_same_2d_shape(y_true, pred_b, "pred_b")
     _check_level(level)
     mask = _group_masks(None if mask is None else {"mask": mask}, np.shape(y_true)[1]).popitem()[1]
     indices = resample_indices(np.shape(y_true)[0], n_boot, seed)

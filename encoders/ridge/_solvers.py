@@ -225,7 +225,7 @@ def _loo_scores(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_i
     return scores
 
 
-def _select_alphas(scores: np.ndarray, alphas: np.ndarray, alpha_per_target: bool) -> np.ndarray:
+def _select_alphas(scores: np.ndarray, alpha_per_target: bool) -> np.ndarray:
     """Index of the best alpha per target (NaN scores never win; ties go to the first alpha, as in sklearn)."""
     filled = np.where(np.isnan(scores), -np.inf, scores)
     if alpha_per_target:
@@ -289,9 +289,9 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
             rss = xp.to_numpy(xp.matmul(keep * keep, squared)) + outside
             scores[i, cols] = -n * rss / slack[i] ** 2 if slack[i] > 0 else np.nan
         if alpha_per_target:
-            best = _select_alphas(scores[:, cols], alphas, True)
+            best = _select_alphas(scores[:, cols], True)
             weights[:, cols] = _weights_block(spectrum, projected, alphas, best, xp, dtype, scratch=y_centred)
-    best = _select_alphas(scores, alphas, alpha_per_target)
+    best = _select_alphas(scores, alpha_per_target)
     if not alpha_per_target:
         weights = _refit(spectrum, y, alphas, best, fit_intercept=fit_intercept, xp=xp, dtype=dtype,
                          batch_size=batch_size)
@@ -352,7 +352,7 @@ def _cross_validate(fold: Callable, full_spectrum: Callable[[], _Spectrum], y: n
     else:
         scores = _kfold_scores(fold, y, alphas, cv, scoring=scoring, **options)
         spectrum = full_spectrum()
-    best = _select_alphas(scores, alphas, alpha_per_target)
+    best = _select_alphas(scores, alpha_per_target)
     return scores, best, _basis(spectrum, xp), _refit(spectrum, y, alphas, best, **options)
 
 

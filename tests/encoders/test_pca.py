@@ -12,8 +12,9 @@ from sklearn.decomposition import PCA as SkPCA
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import encoders.pca as pca_module
-from encoders.pca import PCA, _block_edges, cross_gram_matrix, gram_matrix, sketch_width
+import encoders.pca._solvers as pca_solvers
+from encoders.pca import PCA, PCA_SOLVERS, cross_gram_matrix, gram_matrix, sketch_width
+from encoders.pca._streaming import _block_edges
 
 BACKENDS = ["numpy", "torch"] + (["torch_cuda"] if torch.cuda.is_available() else [])
 
@@ -118,6 +119,25 @@ def test_fit_then_transform_of_training_rows_equals_fit_transform():
     X = low_rank_data(60, 200)
     scores = PCA(6, backend="numpy").fit_transform(X)
     np.testing.assert_allclose(PCA(6, backend="numpy").fit(X).transform(X), scores, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", sorted(PCA_SOLVERS))
+def test_solvers_are_what_the_estimator_dispatches_to(method):
+    """Each registered solver, called alone, gives the estimator's fit exactly, as a frozen solution."""
+    X = low_rank_data(120, 80)
+    pca = PCA(4, method=method, backend="numpy", n_iter=3)
+    scores = pca.fit_transform(X)
+    options = {"n_iter": 3} if method == "randomized" else {}
+    solution = PCA_SOLVERS[method](X, 4, backend="numpy", **options)
+    np.testing.assert_array_equal(np.sqrt(solution.eigvals), pca.singular_values_)
+    np.testing.assert_array_equal(solution.mean, pca.mean_)
+    assert solution.n_iter == pca.n_iter_ == (3 if method == "randomized" else 0)
+    if solution.scores is not None:
+        np.testing.assert_array_equal(solution.scores, scores)
+    if solution.components is not None:
+        np.testing.assert_array_equal(solution.components, pca.components_)
+    with pytest.raises(AttributeError):
+        solution.mean = None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -254,7 +274,7 @@ def test_randomized_in_memory_and_streamed_agree(backend, monkeypatch):
     X_new = rng.standard_normal((6, 500))
 
     def fit(budget):
-        monkeypatch.setattr(pca_module, "_IN_MEMORY_BYTES", budget)
+        monkeypatch.setattr(pca_solvers, "CENTRED_IN_MEMORY_BYTES", budget)
         stored = RecordingArray(X, chunks=(80, 64))
         pca = PCA(6, method="randomized", backend=backend, block_size=128, n_iter=4)
         scores = pca.fit_transform(stored)
