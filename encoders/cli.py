@@ -1,4 +1,9 @@
-"""The ``encoders`` command: fit a grid of encoding models, rank them, compare two, plot, submit, run the demo."""
+"""The ``encoders`` command: fit a grid of encoding models, rank them, compare two, plot, submit, evaluate, run the
+demo.
+
+Long (about 450 lines) because of its help texts, which read like the README; each command's body is a few lines
+that call the library.
+"""
 
 from __future__ import annotations
 

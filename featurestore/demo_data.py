@@ -2,6 +2,10 @@
 
 The folder has the exact challenge layout (see :func:`make_demo_data`), so every loader, extractor and
 encoder runs on it unchanged; the simulation's ground truth lets tests check that scores match it.
+
+One module (about 580 lines) for one generator: the cortical geometry (ROIs on the fsaverage5 occipital cap),
+the image features and the fMRI simulation are written together, so that a reader can check the planted truth
+against the files in one place.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ K = U diag(lam) U^T); the training targets are projected once, U^T Y; every alph
 picked per target by k-fold CV, by exact leave-one-out (hat-matrix diagonal in closed form) or by generalised
 cross-validation (GCV: one decomposition, O(r t) per alpha), then every target is refit on all rows with its alpha,
 targets grouped by alpha. Targets are processed in batches to bound memory.
+
+One module for the primal and the kernel solvers (about 480 lines): they share the fold loop, the alpha selection
+and the refit, and differ only in the decomposition, so splitting them would spread one algorithm over files.
 """
 
 from __future__ import annotations
