@@ -3,6 +3,8 @@ validate, resolve the folds and call a solver from ``_solvers``."""
 
 from __future__ import annotations
 
+import warnings
+
 from numbers import Integral
 from typing import Any
 
@@ -108,9 +110,18 @@ class _BaseRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_targets,)
-            NaN for a target whose values or predictions are constant.
+            NaN for a target whose values or predictions are constant (a warning counts the constant targets).
         """
-        return scoring.pearson_r(_targets_2d(Y), _targets_2d(self.predict(X)))
+        Y = _targets_2d(Y)
+        constant = scoring.constant_columns(Y)
+        if constant.size:
+            warnings.warn(
+                f"{constant.size} of {Y.shape[1]} targets are constant in Y (e.g. column {int(constant[0])}): "
+                "their Pearson r is undefined and returned as NaN",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return scoring.pearson_r(Y, _targets_2d(self.predict(X)))
 
 
 class RidgeCV(_BaseRidgeCV):

@@ -214,3 +214,13 @@ def test_lazy_input_is_checked_without_being_read():
 def test_scikit_learn_contract(estimator, check):
     """Every scikit-learn estimator check passes: no expected failures."""
     check(estimator)
+
+
+def test_pearson_r_warns_about_constant_targets():
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((40, 5)), rng.standard_normal((40, 3))
+    Y[:, 1] = 2.0
+    model = RidgeCV(alphas=[1.0], cv="gcv").fit(X, Y)
+    with pytest.warns(RuntimeWarning, match=r"1 of 3 targets are constant in Y \(e.g. column 1\)"):
+        r = model.pearson_r(X, Y)
+    assert np.isnan(r[1]) and np.isfinite(r[[0, 2]]).all()
