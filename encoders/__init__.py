@@ -52,3 +52,13 @@ __all__ = [
     "roi_medians",
     "write_submission",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Names that were removed, with what replaces them."""
+    if name == "noise_normalized_score":
+        raise AttributeError(
+            "encoders.noise_normalized_score was removed: it read percent-unit noise ceilings and dropped vertices "
+            "with a zero ceiling; encoders.challenge_score(r, noise_ceiling) is the official formula (fraction units)"
+        )
+    raise AttributeError(f"module 'encoders' has no attribute {name!r}")

@@ -7,9 +7,11 @@ library's own (`encoders.figures`, `encoders.submit`, ...), the same that the ``
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +19,10 @@ from typing import Any
 
 import xarray as xr
 
+from encoders import figures, submit
 from encoders.challenge import ALL_VERTICES
 from encoders.errors import InvalidArgumentError
 from encoders.evaluate import evaluate_submission
-from encoders.figures import write_figures
 from encoders.grid import EncoderSetting, fit_grid
 from encoders.leaderboard import (
     CHALLENGE_SCORE,
@@ -31,7 +33,6 @@ from encoders.leaderboard import (
 )
 from encoders.report import write_report
 from encoders.submission import check_submission
-from encoders.submit import SUBMISSION_ZIP, write_test_submission
 
 __all__ = [
     "DEMO_BACKBONES",
@@ -40,6 +41,19 @@ __all__ = [
     "DemoSize",
     "run_demo",
 ]
+
+# library code that lived here before: the old names still import, once with a warning
+_MOVED = {"write_figures": "encoders.figures", "write_test_submission": "encoders.submit",
+          "write_checked_submission": "encoders.submit"}
+
+
+def __getattr__(name: str) -> Any:
+    """``encoders.demo.write_figures`` and friends, moved to the library: warn, then return the new function."""
+    if name in _MOVED:
+        warnings.warn(f"encoders.demo.{name} moved to {_MOVED[name]}.{name}", FutureWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'encoders.demo' has no attribute {name!r}")
+
 
 DEMO_BACKBONES = ("alexnet.untrained", "ViT-B-32.untrained")
 FIGURES_MANIFEST = "figures.json"
@@ -208,7 +222,7 @@ def run_demo(
         outputs.figures = listed
         print("   up to date with the results (reused)")
     else:
-        outputs.figures = write_figures(results, out / "figures")
+        outputs.figures = figures.write_figures(results, out / "figures")
         manifest.write_text(json.dumps([str(path) for path in outputs.figures]))
         write_report(
             table, outputs.figures, _model_provenance(results),
@@ -217,12 +231,12 @@ def run_demo(
 
     best = best_model(results)
     _step(6, f"submission of the best model ({best}) and its official score on the test images")
-    archive = out / "submission" / SUBMISSION_ZIP
+    archive = out / "submission" / submit.SUBMISSION_ZIP
     if _up_to_date([archive], outputs.results) and not check_submission(archive, data):
         outputs.submission = archive
         print("   up to date with the results and checked (reused)")
     else:
-        outputs.submission = write_test_submission(results, out / "submission")
+        outputs.submission = submit.write_test_submission(results, out / "submission")
     evaluation = evaluate_submission(outputs.submission, data, n_boot=preset.n_boot)
     outputs.test_score = evaluation.score.estimate
     print("   " + evaluation.format().replace("\n", "\n   "))

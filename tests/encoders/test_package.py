@@ -13,3 +13,16 @@ def test_import_encoders_loads_nothing_heavy():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_moved_and_removed_names_say_where_they_went():
+    import pytest
+
+    import encoders
+    import encoders.demo
+    from encoders.figures import write_figures
+
+    with pytest.warns(FutureWarning, match="encoders.demo.write_figures moved to encoders.figures.write_figures"):
+        assert encoders.demo.write_figures is write_figures
+    with pytest.raises(AttributeError, match="challenge_score"):
+        encoders.noise_normalized_score  # noqa: B018
