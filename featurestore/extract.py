@@ -35,11 +35,9 @@ from featurestore import backbones
 from featurestore.backbones._base import Backbone, sha256_file
 from featurestore.catalog import CatalogEntry, get_entry
 from featurestore.errors import FeatureStoreError, InvalidParameterError, check_type
-from featurestore.lock import WriterLock
 from featurestore.reduction import Reducer, make_reducer
 from featurestore.stimuli import StimulusError, StimulusSource, open_stimuli
 from featurestore.store import (
-    DTYPES,
     ChunkTask,
     FeatureStore,
     LayerLayout,
@@ -48,6 +46,8 @@ from featurestore.store import (
     open_store,
     plan_rows,
 )
+from featurestore.store.lock import WriterLock
+from featurestore.store.provenance import DTYPES
 
 __all__ = ["ExtractPlan", "ExtractReport", "NonFiniteFeaturesError", "extract"]
 
