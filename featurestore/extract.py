@@ -12,6 +12,7 @@ first row), so a chunk's values come from the same batches whether the run was i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import sys
@@ -47,12 +48,11 @@ from featurestore.store import (
     plan_rows,
 )
 from featurestore.store.lock import WriterLock
-from featurestore.store.provenance import DTYPES
+from featurestore.store.provenance import DTYPES, provenance_differences
 
 __all__ = ["ExtractPlan", "ExtractReport", "NonFiniteFeaturesError", "extract"]
 
 DEFAULT_CHUNK_ROWS = 256
-_ENTRY_IDENTITY = ("source", "architecture", "weights", "seed", "preprocessing")
 
 
 class NonFiniteFeaturesError(FeatureStoreError, ValueError):
@@ -253,17 +253,15 @@ def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayo
 def _recipe_differences(store: FeatureStore, entry: CatalogEntry, layers: Sequence[str], dtype: str,
                         chunk_rows: int) -> list[str]:
     """Differences visible without loading the model: entry identity, weights file hash, dtype, chunking, reduce."""
-    stored = store.provenance(entry.name)
-    requested = entry.to_dict()
-    problems = [f"entry {key}" for key in _ENTRY_IDENTITY if stored["entry"].get(key) != requested.get(key)]
-    if entry.weights_file is not None and sha256_file(entry.weights_file) != stored["weights"].get("sha256"):
-        problems.append("weights sha256")
-    problems += [key for key, value in (("dtype", dtype), ("chunk_rows", chunk_rows)) if stored[key] != value]
+    weights = {} if entry.weights_file is None else {"sha256": sha256_file(entry.weights_file)}
+    requested = {"entry": entry.to_dict(), "weights": weights, "dtype": dtype, "chunk_rows": chunk_rows}
+    problems = provenance_differences(store.provenance(entry.name), requested, resolved=False)
     for layer in layers:
-        layout = store.layout(entry.name, layer)
+        stored = store.layout(entry.name, layer)
         spec = entry.reduce.get(layer)
-        if (layout.reduce, layout.reduce_seed) != (spec, _projection_seed(spec, entry.reduce_seed)):
-            problems.append(f"layer {layer} reduce")
+        # the layer's shape follows from the entry (compared above) and its reduction
+        problems += stored.differences(dataclasses.replace(
+            stored, reduce=spec, reduce_seed=_projection_seed(spec, entry.reduce_seed)))
     return problems
 
 

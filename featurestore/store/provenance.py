@@ -19,6 +19,8 @@ __all__ = ["ProvenanceError", "build_provenance", "library_versions", "provenanc
            "version_differences"]
 
 DTYPES = ("float16", "float32")
+# the entry keys that a backbone's weights and resolved preprocessing are made from
+_MODEL_ENTRY_KEYS = ("weights", "seed", "preprocessing")
 VERSIONED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "zarr", "numpy", "nsd-featurestore")
 
 
@@ -71,18 +73,29 @@ def _differences(stored: Any, requested: Any, prefix: str) -> list[str]:
     return [] if stored == requested else [f"{prefix} {short(stored)} != {short(requested)}"]
 
 
-def provenance_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
-    """What differs between two provenances in ways that change the features (not library versions).
+def provenance_differences(stored: Mapping[str, Any], requested: Mapping[str, Any], *,
+                           resolved: bool = True) -> list[str]:
+    """What differs between two provenances in ways that change the features (not library versions): the one
+    definition of "same recipe".
 
     Compared: the model's source and architecture, the weights' sha256, the resolved preprocessing, the
     storage dtype and chunk_rows. The catalog entry's name, default layers and metadata do not change a
-    stored value and are not compared.
+    stored value and are not compared. With ``resolved=False``, ``requested`` is what a run knows before loading
+    the model (its entry, dtype, chunk_rows, and a weights sha256 only for a weights file): the entry keys that
+    the weights and the resolved preprocessing are made from (weights, seed, preprocessing) stand in for them,
+    and a weights sha256 is compared only when ``requested`` has one.
     """
     def identity(p: Mapping[str, Any]) -> dict[str, Any]:
-        entry = p.get("entry", {})
-        return {"source": entry.get("source"), "architecture": entry.get("architecture"),
-                "weights sha256": p.get("weights", {}).get("sha256"), "preprocessing": p.get("preprocessing"),
-                "dtype": p.get("dtype"), "chunk_rows": p.get("chunk_rows")}
+        entry, weights = p.get("entry", {}), p.get("weights", {})
+        recipe = {"source": entry.get("source"), "architecture": entry.get("architecture"),
+                  "dtype": p.get("dtype"), "chunk_rows": p.get("chunk_rows")}
+        if resolved or "sha256" in requested.get("weights", {}):
+            recipe["weights sha256"] = weights.get("sha256")
+        if resolved:
+            recipe["preprocessing"] = p.get("preprocessing")
+        else:
+            recipe.update({f"entry {key}": entry.get(key) for key in _MODEL_ENTRY_KEYS})
+        return recipe
 
     return _differences(identity(stored), identity(requested), "")
 
