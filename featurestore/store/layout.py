@@ -138,7 +138,6 @@ class RowPlan:
     nsd_ids: np.ndarray
     tasks: tuple[ChunkTask, ...]
     unavailable: tuple[ChunkTask, ...] = ()
-    layers: tuple[str, ...] = ()
 
     @property
     def ids_to_compute(self) -> np.ndarray:
@@ -178,4 +177,4 @@ def plan_rows(stored_ids: np.ndarray, done: Mapping[str, np.ndarray], requested_
         task = ChunkTask(index, start, stop, start + min(need.values()), need)
         (tasks if available[task.compute_from:stop].all() else unavailable).append(task)
     return RowPlan(backbone=backbone, chunk_rows=chunk_rows, n_kept=stored_ids.size, new_ids=new_ids,
-                   nsd_ids=nsd_ids, tasks=tuple(tasks), unavailable=tuple(unavailable), layers=tuple(done))
+                   nsd_ids=nsd_ids, tasks=tuple(tasks), unavailable=tuple(unavailable))
