@@ -38,9 +38,9 @@ from featurestore.store import (
     RowPlan,
     build_provenance,
     open_store,
-    plan_rows,
 )
-from featurestore.store.provenance import DTYPES, provenance_differences
+from featurestore.store.layout import plan_new_group
+from featurestore.store.provenance import check_dtype, provenance_differences
 
 __all__ = ["ExtractPlan", "ExtractReport", "NonFiniteFeaturesError", "extract"]
 
@@ -86,8 +86,8 @@ class ExtractPlan:
             f"bound (blosc-zstd usually stores less); total {_human_bytes(int(table['est_bytes'].sum()))}",
         ]
         if rows.unavailable:
-            lines.append(f"{sum(t.stop - t.compute_from for t in rows.unavailable)} planned rows of an earlier run "
-                         f"are left pending: their images are not in these stimuli")
+            lines.append(f"{rows.n_unavailable} planned rows of an earlier run are left pending: their images are "
+                         f"not in these stimuli")
         return "\n".join(lines)
 
 
@@ -272,21 +272,19 @@ def extract(
     exists = target is not None and target.has_backbone(entry.name)
     stored = target.provenance(entry.name) if exists else {}
     dtype = _storage_dtype(dtype, entry, stored)
-    if dtype not in DTYPES:
-        raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
+    check_dtype(dtype)
     chunk_rows = chunk_rows or stored.get("chunk_rows") or DEFAULT_CHUNK_ROWS
     store_url = target.url if target is not None else str(store)
     lock = target.lock(entry.name, wait=wait) if not dry_run else contextlib.nullcontext()
     with lock:
         if target is None:
-            rows = plan_rows(np.zeros(0, np.int64), {layer: np.zeros(0, np.int32) for layer in layers}, source.ids,
-                             chunk_rows, entry.name)
+            rows = plan_new_group(source.ids, layers, chunk_rows, entry.name)
         else:
             rows = target.plan(entry.name, source.ids, layers, chunk_rows)
         if rows.unavailable:
-            warnings.warn(f"{sum(t.stop - t.compute_from for t in rows.unavailable)} planned rows of backbone "
-                          f"{entry.name!r} in {store_url} stay pending: their images are not in {source!r}; rerun "
-                          f"with the stimuli of the interrupted run to finish them", UserWarning, stacklevel=2)
+            warnings.warn(f"{rows.n_unavailable} planned rows of backbone {entry.name!r} in {store_url} stay "
+                          f"pending: their images are not in {source!r}; rerun with the stimuli of the interrupted run "
+                          f"to finish them", UserWarning, stacklevel=2)
         nothing_to_do = not rows.tasks and exists and set(layers) <= set(target.layers(entry.name))
         if nothing_to_do and not _recipe_differences(target, entry, layers, dtype, chunk_rows):
             layouts = tuple(target.layout(entry.name, layer) for layer in layers)

@@ -37,7 +37,7 @@ the array grows; arrays without the attribute (stores written before sharding) a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ import numpy as np
 from featurestore.errors import InvalidParameterError
 from featurestore.store.provenance import short
 
-__all__ = ["ChunkTask", "LayerLayout", "RowPlan", "plan_rows", "storage_chunking"]
+__all__ = ["ChunkTask", "LayerLayout", "RowPlan", "plan_new_group", "plan_rows", "storage_chunking"]
 
 ID_ARRAY = "nsd_id"
 DONE_GROUP = "_done"
@@ -146,6 +146,11 @@ class RowPlan:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([self.nsd_ids[t.compute_from:t.stop] for t in self.tasks])
 
+    @property
+    def n_unavailable(self) -> int:
+        """Planned rows left pending: their chunks need images that are not in this run's stimuli."""
+        return sum(t.stop - t.compute_from for t in self.unavailable)
+
     def rows_to_write(self, layer: str) -> int:
         """How many rows of ``layer`` this plan writes (rows already final in a rewritten chunk excluded)."""
         return sum(t.stop - t.start - t.done[layer] for t in self.tasks if layer in t.done)
@@ -178,3 +183,9 @@ def plan_rows(stored_ids: np.ndarray, done: Mapping[str, np.ndarray], requested_
         (tasks if available[task.compute_from:stop].all() else unavailable).append(task)
     return RowPlan(backbone=backbone, chunk_rows=chunk_rows, n_kept=stored_ids.size, new_ids=new_ids,
                    nsd_ids=nsd_ids, tasks=tuple(tasks), unavailable=tuple(unavailable))
+
+
+def plan_new_group(requested_ids: np.ndarray, layers: Sequence[str], chunk_rows: int, backbone: str) -> RowPlan:
+    """The plan of a backbone group not created yet: no row stored, no chunk done."""
+    return plan_rows(np.zeros(0, np.int64), {layer: np.zeros(0, np.int32) for layer in layers}, requested_ids,
+                     chunk_rows, backbone)

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
+from featurestore.catalog import DTYPES
 from featurestore.errors import FeatureStoreError, InvalidParameterError
 
-__all__ = ["ProvenanceError", "build_provenance", "library_versions", "provenance_differences",
+__all__ = ["ProvenanceError", "build_provenance", "check_dtype", "library_versions", "provenance_differences",
            "version_differences"]
 
-DTYPES = ("float16", "float32")
 # the entry keys that a backbone's weights and resolved preprocessing are made from
 _MODEL_ENTRY_KEYS = ("weights", "seed", "preprocessing")
 VERSIONED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "zarr", "numpy", "nsd-featurestore")
@@ -39,11 +39,16 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def check_dtype(dtype: str) -> None:
+    """Refuse a storage dtype the store does not write (InvalidParameterError listing those it does)."""
+    if dtype not in DTYPES:
+        raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
+
+
 def build_provenance(entry: Mapping[str, Any], weights: Mapping[str, Any], preprocessing: Mapping[str, Any],
                      dtype: str, chunk_rows: int) -> dict[str, Any]:
     """The group attribute that records what made a backbone's features (JSON-able)."""
-    if dtype not in DTYPES:
-        raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
+    check_dtype(dtype)
     return {
         "entry": dict(entry),
         "weights": dict(weights),

@@ -26,6 +26,7 @@ from featurestore.store.layout import (
     LayerLayout,
     RowPlan,
     check_name,
+    plan_new_group,
     plan_rows,
     storage_chunking,
 )
@@ -88,8 +89,7 @@ class FeatureStore(StoreReader):
     def plan(self, backbone: str, requested_ids: np.ndarray, layers: Sequence[str], chunk_rows: int) -> RowPlan:
         """Plan a run for ``layers`` over ``requested_ids`` without writing anything."""
         if not self.has_backbone(backbone):
-            return plan_rows(np.zeros(0, np.int64), {layer: np.zeros(0, np.int32) for layer in layers},
-                             requested_ids, chunk_rows, backbone)
+            return plan_new_group(requested_ids, layers, chunk_rows, backbone)
         done = {layer: self.done_counts(backbone, layer) for layer in layers}
         return plan_rows(self.planned_ids(backbone), done, requested_ids, chunk_rows, backbone)
 
