@@ -2,24 +2,21 @@
 
 One run: resolve the catalog entry, open the stimuli, take the backbone's writer lock, plan the rows (ids
 already stored are skipped), check provenance, then stream the pending rows through a torch DataLoader
-(image decoding in ``spawn`` worker processes), one forward pass per batch for all requested layers,
-reductions on the model's device, rows buffered into whole chunks that are written then marked done.
-
-Batches never straddle a chunk (a chunk's pending rows are cut into batches at fixed offsets from the chunk's
-first row), so a chunk's values come from the same batches whether the run was interrupted or not.
+(``featurestore.loader``: image decoding in ``spawn`` worker processes, batches cut within chunks), one forward
+pass per batch for all requested layers, reductions on the model's device, rows buffered into whole chunks that are
+written then marked done (``featurestore.forward``). This module decides what a run does (plan, recipe check,
+storage dtype, layer layouts) and reports it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import os
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,36 +24,27 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from featurestore import backbones
 from featurestore.backbones._base import Backbone, sha256_file
 from featurestore.catalog import CatalogEntry, get_entry
-from featurestore.errors import FeatureStoreError, InvalidParameterError, check_type
-from featurestore.lock import WriterLock
+from featurestore.errors import InvalidParameterError, check_type
+from featurestore.forward import NonFiniteFeaturesError, write_pending
 from featurestore.reduction import Reducer, make_reducer
-from featurestore.stimuli import StimulusError, StimulusSource, open_stimuli
+from featurestore.stimuli import StimulusSource, open_stimuli
 from featurestore.store import (
-    DTYPES,
-    ChunkTask,
     FeatureStore,
     LayerLayout,
     RowPlan,
     build_provenance,
     open_store,
-    plan_rows,
 )
+from featurestore.store.layout import plan_new_group
+from featurestore.store.provenance import check_dtype, provenance_differences
 
 __all__ = ["ExtractPlan", "ExtractReport", "NonFiniteFeaturesError", "extract"]
 
 DEFAULT_CHUNK_ROWS = 256
-_ENTRY_IDENTITY = ("source", "architecture", "weights", "seed", "preprocessing")
-
-
-class NonFiniteFeaturesError(FeatureStoreError, ValueError):
-    """A layer gave NaN/inf rows (typically float16 overflow); nothing of the affected chunk was written."""
 
 
 @dataclass(frozen=True)
@@ -98,8 +86,8 @@ class ExtractPlan:
             f"bound (blosc-zstd usually stores less); total {_human_bytes(int(table['est_bytes'].sum()))}",
         ]
         if rows.unavailable:
-            lines.append(f"{sum(t.stop - t.compute_from for t in rows.unavailable)} planned rows of an earlier run "
-                         f"are left pending: their images are not in these stimuli")
+            lines.append(f"{rows.n_unavailable} planned rows of an earlier run are left pending: their images are "
+                         f"not in these stimuli")
         return "\n".join(lines)
 
 
@@ -137,88 +125,6 @@ def default_num_workers(device: torch.device) -> int:
     return min(16, max(1, cores - 1)) if device.type == "cuda" else max(0, min(4, cores - 1))
 
 
-class _PendingImages(Dataset):
-    """Row index -> (transformed image tensor, row index, problem), for the rows a plan computes.
-
-    ``problem`` is "" or why the image could not be read (a StimulusError naming the file); a blank image then
-    stands in, so the batch keeps its shape, and the main process decides to stop or skip. A worker never raises for
-    a bad image: DataLoader would wrap the error in a worker traceback."""
-
-    def __init__(self, source: StimulusSource, transform: Any, nsd_ids: np.ndarray) -> None:
-        self.source = source
-        self.transform = transform
-        self.nsd_ids = nsd_ids
-
-    def __len__(self) -> int:
-        return self.nsd_ids.size
-
-    def __getitem__(self, row: int) -> tuple[torch.Tensor, int, str]:
-        try:
-            image: Image.Image = self.source.load(int(self.nsd_ids[row]))
-        except StimulusError as error:
-            return self.transform(Image.new("RGB", (1, 1))), row, str(error)
-        return self.transform(image), row, ""
-
-
-def _init_worker(parent_pid: int, _worker_id: int) -> None:
-    """DataLoader worker init: one torch thread per decoding worker (no oversubscription), and a watch that ends the
-    worker when its parent dies (a SIGKILLed extraction's workers otherwise decoded on for minutes)."""
-    torch.set_num_threads(1)
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="featurestore-parent-watch",
-                     daemon=True).start()
-
-
-def _exit_with_parent(parent_pid: int, poll_s: float = 0.25) -> None:
-    """Return never: poll the parent pid and end this process at once when the parent is gone (re-parented)."""
-    while os.getppid() == parent_pid:
-        time.sleep(poll_s)
-    os._exit(1)
-
-
-def _chunk_batches(rows: RowPlan, batch_size: int) -> Iterator[tuple[int, list[int]]]:
-    """(task position, row indices) per batch; batches are cut at fixed offsets from each chunk's first row."""
-    for position, task in enumerate(rows.tasks):
-        first_cut = task.start + ((task.compute_from - task.start) // batch_size + 1) * batch_size
-        cuts = [task.compute_from, *range(first_cut, task.stop, batch_size), task.stop]
-        for begin, end in zip(cuts, cuts[1:]):
-            yield position, list(range(begin, end))
-
-
-def _write_chunk_layers(store: FeatureStore, backbone: str, task: ChunkTask, chunk: Mapping[str, np.ndarray]) -> None:
-    """Write every computed layer of one chunk (each layer's marker follows its own data)."""
-    for name, rows in chunk.items():
-        store.write_chunk(backbone, name, task, rows)
-
-
-def _padded(images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """A short batch padded to ``batch_size`` by repeating its last image: every forward pass then has one shape,
-    so a row's float bits do not depend on where a (possibly resumed) run's batches happened to end."""
-    missing = batch_size - images.shape[0]
-    return torch.cat([images, images[-1:].expand(missing, *images.shape[1:])]) if missing > 0 else images
-
-
-def _finite_rows(values: torch.Tensor, dtype: str, entry: CatalogEntry, layer: str, device: torch.device) -> np.ndarray:
-    """Rows as a numpy array of the storage dtype; NonFiniteFeaturesError naming the layer if any is not finite.
-    The cast and the check run where the values are: on a GPU only the stored bytes cross to the host."""
-    as_float = values.float()
-    stored = as_float.to(getattr(torch, dtype))
-    if bool(torch.isfinite(stored).all()):
-        # for float32 rows on the CPU this is a view of the model's output (nothing writes to it after the forward
-        # pass; layers that a later operation modifies in place are cloned by the extractor)
-        return stored.cpu().numpy()
-    if bool(torch.isfinite(as_float).all()):
-        raise NonFiniteFeaturesError(
-            f"backbone {entry.name!r} layer {layer!r}: values up to {float(as_float.abs().max()):.4g} overflow "
-            f"{dtype} (largest finite {np.finfo(dtype).max:.4g}); extract with dtype='float32' (CLI: --dtype "
-            f"float32) into a new store (this group stores {dtype}). Chunks already written are kept."
-        )
-    hint = ""
-    if device.type == "cuda":
-        hint = " (on CUDA the forward pass ran under float16 autocast: try dtype='float32')"
-    raise NonFiniteFeaturesError(f"backbone {entry.name!r} layer {layer!r}: the model produced NaN or inf values"
-                                 f"{hint}. Chunks already written are kept.")
-
-
 def _projection_seed(spec: str | None, seed: int) -> int | None:
     """The seed that shapes a layer's values: only random projections have one."""
     return seed if spec is not None and spec.startswith("srp:") else None
@@ -253,89 +159,16 @@ def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayo
 def _recipe_differences(store: FeatureStore, entry: CatalogEntry, layers: Sequence[str], dtype: str,
                         chunk_rows: int) -> list[str]:
     """Differences visible without loading the model: entry identity, weights file hash, dtype, chunking, reduce."""
-    stored = store.provenance(entry.name)
-    requested = entry.to_dict()
-    problems = [f"entry {key}" for key in _ENTRY_IDENTITY if stored["entry"].get(key) != requested.get(key)]
-    if entry.weights_file is not None and sha256_file(entry.weights_file) != stored["weights"].get("sha256"):
-        problems.append("weights sha256")
-    problems += [key for key, value in (("dtype", dtype), ("chunk_rows", chunk_rows)) if stored[key] != value]
+    weights = {} if entry.weights_file is None else {"sha256": sha256_file(entry.weights_file)}
+    requested = {"entry": entry.to_dict(), "weights": weights, "dtype": dtype, "chunk_rows": chunk_rows}
+    problems = provenance_differences(store.provenance(entry.name), requested, resolved=False)
     for layer in layers:
-        layout = store.layout(entry.name, layer)
+        stored = store.layout(entry.name, layer)
         spec = entry.reduce.get(layer)
-        if (layout.reduce, layout.reduce_seed) != (spec, _projection_seed(spec, entry.reduce_seed)):
-            problems.append(f"layer {layer} reduce")
+        # the layer's shape follows from the entry (compared above) and its reduction
+        problems += stored.differences(dataclasses.replace(
+            stored, reduce=spec, reduce_seed=_projection_seed(spec, entry.reduce_seed)))
     return problems
-
-
-def _write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, layouts: Sequence[LayerLayout],
-                   reducers: Mapping[str, Reducer], source: StimulusSource, rows: RowPlan, dtype: str,
-                   batch_size: int, num_workers: int, progress: bool,
-                   skip_bad_images: bool) -> tuple[int, int, list[dict[str, Any]]]:
-    """Run the plan's pending rows through the model and write every chunk; (rows computed, chunks written, skipped
-    images). An unreadable image stops the run (StimulusError naming the file) before its chunk is written, or with
-    ``skip_bad_images`` is recorded in the group (before its chunk) and its row written as NaN."""
-    device = backbone.device
-    batches = list(_chunk_batches(rows, batch_size))
-    loader = DataLoader(_PendingImages(source, backbone.transform, rows.nsd_ids),
-                        batch_sampler=[batch for _, batch in batches], num_workers=num_workers,
-                        multiprocessing_context="spawn" if num_workers > 0 else None,
-                        worker_init_fn=functools.partial(_init_worker, os.getpid()) if num_workers > 0 else None,
-                        pin_memory=device.type == "cuda")
-    names = [layout.name for layout in layouts]
-    extractor = backbone.extractor(names)
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" and dtype == "float16"
-                else contextlib.nullcontext())
-    buffers: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    computed = written = 0
-    skipped: list[dict[str, Any]] = []
-    chunk_skipped: list[dict[str, Any]] = []
-    last_batch_of_task = {position: index for index, (position, _) in enumerate(batches)}
-    bar = tqdm(total=rows.ids_to_compute.size, unit="img", desc=backbone.entry.name, disable=not progress,
-               file=sys.stderr)
-    # compressing and writing a chunk overlaps the next chunk's forward passes (the write cost about as much as the
-    # forward pass in BENCHMARKS.md); chunks still go out in order, each marked done only after its data
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-writer")
-    writing: Future | None = None
-    with bar, torch.inference_mode(), writer:
-        for index, (images, batch_rows, problems) in enumerate(loader):
-            bad = [i for i, problem in enumerate(problems) if problem]
-            if bad and not skip_bad_images:
-                raise StimulusError(f"{problems[bad[0]]}; fix or remove the file, or pass skip_bad_images=True "
-                                    f"(CLI: --skip-bad-images) to skip unreadable images")
-            chunk_skipped += [{"nsd_id": int(rows.nsd_ids[batch_rows[i]]),
-                               "path": source.describe(int(rows.nsd_ids[batch_rows[i]])), "reason": problems[i]}
-                              for i in bad]
-            n_images = images.shape[0]
-            with autocast:
-                outputs = extractor(_padded(images, batch_size).to(device, non_blocking=True))
-            for name in names:
-                reduced = reducers[name](outputs[name][:n_images])
-                values = _finite_rows(reduced, dtype, backbone.entry, name, device)
-                if bad:
-                    values = values.copy()
-                    values[bad] = np.nan   # the fill value of rows never written; readers never see these rows
-                buffers[name].append(values)
-            computed += n_images
-            bar.update(n_images)
-            position = batches[index][0]
-            if last_batch_of_task[position] != index:
-                continue
-            task = rows.tasks[position]
-            chunk = {name: np.concatenate(buffers[name]) for name in task.layers}
-            if chunk_skipped:
-                store.record_skipped_images(backbone.entry.name, chunk_skipped)
-                skipped += chunk_skipped
-                chunk_skipped = []
-            if writing is not None:
-                writing.result()  # at most one chunk in flight; re-raises a failed write here
-                lock.refresh()
-            writing = writer.submit(_write_chunk_layers, store, backbone.entry.name, task, chunk)
-            buffers = {name: [] for name in names}
-            written += 1
-        if writing is not None:
-            writing.result()
-            lock.refresh()
-    return computed, written, skipped
 
 
 def _open_target(store: str | Path | FeatureStore, dry_run: bool,
@@ -439,21 +272,19 @@ def extract(
     exists = target is not None and target.has_backbone(entry.name)
     stored = target.provenance(entry.name) if exists else {}
     dtype = _storage_dtype(dtype, entry, stored)
-    if dtype not in DTYPES:
-        raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
+    check_dtype(dtype)
     chunk_rows = chunk_rows or stored.get("chunk_rows") or DEFAULT_CHUNK_ROWS
     store_url = target.url if target is not None else str(store)
     lock = target.lock(entry.name, wait=wait) if not dry_run else contextlib.nullcontext()
     with lock:
         if target is None:
-            rows = plan_rows(np.zeros(0, np.int64), {layer: np.zeros(0, np.int32) for layer in layers}, source.ids,
-                             chunk_rows, entry.name)
+            rows = plan_new_group(source.ids, layers, chunk_rows, entry.name)
         else:
             rows = target.plan(entry.name, source.ids, layers, chunk_rows)
         if rows.unavailable:
-            warnings.warn(f"{sum(t.stop - t.compute_from for t in rows.unavailable)} planned rows of backbone "
-                          f"{entry.name!r} in {store_url} stay pending: their images are not in {source!r}; rerun "
-                          f"with the stimuli of the interrupted run to finish them", UserWarning, stacklevel=2)
+            warnings.warn(f"{rows.n_unavailable} planned rows of backbone {entry.name!r} in {store_url} stay "
+                          f"pending: their images are not in {source!r}; rerun with the stimuli of the interrupted run "
+                          f"to finish them", UserWarning, stacklevel=2)
         nothing_to_do = not rows.tasks and exists and set(layers) <= set(target.layers(entry.name))
         if nothing_to_do and not _recipe_differences(target, entry, layers, dtype, chunk_rows):
             layouts = tuple(target.layout(entry.name, layer) for layer in layers)
@@ -475,7 +306,7 @@ def extract(
         if not rows.tasks:
             return ExtractReport(plan, 0, 0, False, time.monotonic() - started)
         workers = default_num_workers(model.device) if num_workers is None else num_workers
-        computed, written, skipped = _write_pending(target, lock, model, layouts, reducers, source, rows, dtype,
-                                                    batch_size, workers, progress, skip_bad_images)
+        computed, written, skipped = write_pending(target, lock, model, layouts, reducers, source, rows, dtype,
+                                                   batch_size, workers, progress, skip_bad_images)
     return ExtractReport(plan, computed, written, False, time.monotonic() - started, tuple(skipped))
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from featurestore.lock import LeaseLock, StoreLockedError
 from featurestore.store import open_store
+from featurestore.store.lock import LeaseLock, StoreLockedError
 
 HOLDER = textwrap.dedent("""
     import sys, time

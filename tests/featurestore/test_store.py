@@ -14,7 +14,6 @@ import zarr
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
-import featurestore.store as store_module
 from featurestore.store import (
     FeatureStore,
     LayerLayout,
@@ -25,6 +24,8 @@ from featurestore.store import (
     open_store,
     plan_rows,
 )
+from featurestore.store import layout as layout_module
+from featurestore.store import reader as reader_module
 
 ENTRY = {"name": "toy", "source": "torchvision", "architecture": "alexnet", "weights": "untrained", "seed": 0}
 WEIGHTS = {"weights": "untrained", "sha256": "ab12" * 16}
@@ -45,7 +46,7 @@ class CountingLocalStore(LocalStore):
 @pytest.fixture
 def tiny_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shard layers wider than 16 columns (4-column inner chunks), as real layers of 300k features are."""
-    monkeypatch.setattr(store_module, "INNER_CHUNK_BYTES", TINY_INNER_BYTES)
+    monkeypatch.setattr(layout_module, "INNER_CHUNK_BYTES", TINY_INNER_BYTES)
 
 
 def features_of(nsd_id: int, layout: LayerLayout) -> np.ndarray:
@@ -231,7 +232,7 @@ def test_read_only_and_missing_stores_are_clear(tmp_path) -> None:
 @pytest.mark.parametrize("sharded", [False, True])
 def test_store_on_s3(s3_bucket, sharded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if sharded:
-        monkeypatch.setattr(store_module, "INNER_CHUNK_BYTES", TINY_INNER_BYTES)
+        monkeypatch.setattr(layout_module, "INNER_CHUNK_BYTES", TINY_INNER_BYTES)
     url = f"{s3_bucket.url}/features.zarr"
     store = open_store(url, mode="a", storage_options=s3_bucket.storage_options)
     with store.lock("toy"):
@@ -260,7 +261,7 @@ def test_wide_layers_are_sharded_and_read_like_plain_ones(tmp_path, tiny_shards,
     assert sorted(p.name for p in (tmp_path / "sharded.zarr/toy/conv/c").iterdir()) == ["0", "1", "2"]  # 1 per row chunk
     conv = open_features(sharded, "toy", "conv")
     assert conv.data.chunks == ((5,), (4, 4, 4, 4, 2))   # read tasks: an inner chunk's columns, all rows
-    monkeypatch.setattr(store_module, "READ_TASK_BYTES", 2 * 18 * 2 * 2)  # two full-width bands of 2 rows
+    monkeypatch.setattr(reader_module, "READ_TASK_BYTES", 2 * 18 * 2 * 2)  # two full-width bands of 2 rows
     grouped = open_features(sharded, "toy", "conv")
     assert grouped.data.chunks == ((4, 1), (4, 4, 4, 4, 2))   # whole row chunks, two per task
     np.testing.assert_array_equal(grouped.values, expected([2, 7, 13, 29, 40], LAYOUTS[0]))
@@ -277,7 +278,7 @@ def test_wide_layers_are_sharded_and_read_like_plain_ones(tmp_path, tiny_shards,
 
 def test_column_block_of_a_sharded_layer_reads_only_its_inner_chunks(tmp_path, tiny_shards, monkeypatch) -> None:
     run(open_store(tmp_path / "s.zarr", mode="a"), [40, 7, 13, 2, 29])
-    monkeypatch.setattr(store_module, "LocalStore", CountingLocalStore)
+    monkeypatch.setattr(reader_module, "LocalStore", CountingLocalStore)
     conv = open_features(tmp_path / "s.zarr", "toy", "conv")
     READS.clear()
     block = conv[:, 8:12].values                     # the third inner chunk of every shard
