@@ -18,4 +18,6 @@ demo: $(STAMP)
 	$(VENV)/bin/encoders demo --out demo_output
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest

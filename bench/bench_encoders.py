@@ -28,9 +28,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import himalaya.backend
 import himalaya.kernel_ridge
@@ -100,16 +101,24 @@ def _dense(features: Any) -> np.ndarray:
 def _alpha_edges(best_alphas: np.ndarray, alphas: Sequence[float]) -> dict[str, float]:
     """Share of vertices whose chosen alpha is the smallest or the largest of the grid (should be small)."""
     best = np.asarray(best_alphas, dtype=np.float64)
-    return {"share_alpha_min": float(np.mean(np.isclose(best, min(alphas), rtol=1e-4))),
-            "share_alpha_max": float(np.mean(np.isclose(best, max(alphas), rtol=1e-4)))}
+    return {
+        "share_alpha_min": float(np.mean(np.isclose(best, min(alphas), rtol=1e-4))),
+        "share_alpha_max": float(np.mean(np.isclose(best, max(alphas), rtol=1e-4))),
+    }
 
 
-def ours_pca_ridge(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-                   ) -> tuple[np.ndarray, dict[str, Any]]:
+def ours_pca_ridge(
+    problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Our PCA (streamed from the store) + RidgeCV with one alpha per vertex, our vectorised r."""
     backend = _torch_backend(problem.device)
-    pca = PCA(n_components=problem.components, method=problem.pca_method, n_iter=problem.pca_iter, backend=backend,
-              dtype=problem.dtype)
+    pca = PCA(
+        n_components=problem.components,
+        method=problem.pca_method,
+        n_iter=problem.pca_iter,
+        backend=backend,
+        dtype=problem.dtype,
+    )
     z_train = pca.fit_transform(train)
     z_val = pca.transform(val)
     ridge = RidgeCV(alphas=problem.alphas, cv=problem.ours_cv, backend=backend, dtype=problem.dtype)
@@ -118,8 +127,9 @@ def ours_pca_ridge(problem: Problem, train: Any, val: Any, y_train: np.ndarray, 
     return pearson_r(y_val, ridge.predict(z_val)), facts
 
 
-def ours_kernel_ridge(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-                      ) -> tuple[np.ndarray, dict[str, Any]]:
+def ours_kernel_ridge(
+    problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Our KernelRidgeCV on the full features (dual: Gram matrix streamed from the store, no PCA)."""
     backend = _torch_backend(problem.device)
     ridge = KernelRidgeCV(alphas=problem.alphas, cv=problem.ours_cv, backend=backend, dtype=problem.dtype)
@@ -127,8 +137,9 @@ def ours_kernel_ridge(problem: Problem, train: Any, val: Any, y_train: np.ndarra
     return pearson_r(y_val, ridge.predict(val)), _alpha_edges(ridge.best_alphas_, problem.alphas)
 
 
-def sklearn_ridge_loo(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-                      ) -> tuple[np.ndarray, dict[str, Any]]:
+def sklearn_ridge_loo(
+    problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
     """scikit-learn RidgeCV(alpha_per_target=True): efficient leave-one-out, its only CV with alpha per target."""
     model = linear_model.RidgeCV(alphas=np.asarray(problem.alphas), alpha_per_target=True)
     model.fit(_dense(train), y_train)
@@ -138,8 +149,9 @@ def sklearn_ridge_loo(problem: Problem, train: Any, val: Any, y_train: np.ndarra
 def _himalaya(estimator: str, backend_name: str) -> Callable[..., tuple[np.ndarray, dict[str, Any]]]:
     """A method running himalaya's ``estimator`` ("ridge" or "kernel_ridge") on backend ``backend_name``."""
 
-    def run(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-            ) -> tuple[np.ndarray, dict[str, Any]]:
+    def run(
+        problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         name = _torch_backend(problem.device) if backend_name == "torch" else backend_name
         backend = himalaya.backend.set_backend(name, on_error="raise")
         estimator_class = himalaya.ridge.RidgeCV if estimator == "ridge" else himalaya.kernel_ridge.KernelRidgeCV
@@ -153,8 +165,9 @@ def _himalaya(estimator: str, backend_name: str) -> Callable[..., tuple[np.ndarr
     return run
 
 
-def devkit(problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
-           ) -> tuple[np.ndarray, dict[str, Any]]:
+def devkit(
+    problem: Problem, train: Any, val: Any, y_train: np.ndarray, y_val: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The Algonauts 2023 devkit: IncrementalPCA(100) in 300-row batches, LinearRegression, pearsonr per vertex."""
     pca = IncrementalPCA(n_components=DEVKIT_COMPONENTS, batch_size=DEVKIT_BATCH_SIZE)
     starts = list(range(0, problem.n_train, DEVKIT_BATCH_SIZE))
@@ -181,8 +194,13 @@ METHODS: dict[str, Callable[..., tuple[np.ndarray, dict[str, Any]]]] = {
     "devkit": devkit,
 }
 OURS = ("ours.pca_ridge", "ours.kernel_ridge")
-REDUCED = ("sklearn.ridge_loo", "himalaya.ridge.numpy", "himalaya.ridge.torch", "himalaya.kernel_ridge.numpy",
-           "himalaya.kernel_ridge.torch")
+REDUCED = (
+    "sklearn.ridge_loo",
+    "himalaya.ridge.numpy",
+    "himalaya.ridge.torch",
+    "himalaya.kernel_ridge.numpy",
+    "himalaya.kernel_ridge.torch",
+)
 
 
 def _run_method(method: str, problem: Problem) -> dict[str, Any]:
@@ -210,8 +228,13 @@ def time_method(method: str, problem: Problem, *, repeats: int, timeout: float) 
             return {**sizes, **outcome, "seconds": None, "runs": runs}
         runs.append(outcome)
     seconds = [run["seconds"] for run in runs]
-    return {**runs[-1], **sizes, "seconds": float(np.median(seconds)), "all_s": seconds,
-            "peak_rss_gb": max(run["peak_rss_gb"] for run in runs)}
+    return {
+        **runs[-1],
+        **sizes,
+        "seconds": float(np.median(seconds)),
+        "all_s": seconds,
+        "peak_rss_gb": max(run["peak_rss_gb"] for run in runs),
+    }
 
 
 def prepare_data(cache: Path, *, n_rows: int, n_features: int, n_targets: int, seed: int) -> tuple[str, str]:
@@ -232,40 +255,92 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-train", type=int, default=9000, help="training images (default: %(default)s)")
     parser.add_argument("--n-val", type=int, default=1000, help="validation images (default: %(default)s)")
     parser.add_argument("--targets", type=int, default=40000, help="vertices t (default: %(default)s)")
-    parser.add_argument("--features", type=int, nargs="+", default=[9216, 43264],
-                        help="feature counts p, one store each (default: %(default)s)")
-    parser.add_argument("--ref-targets", type=int, default=4000,
-                        help="vertices for the slow references (scikit-learn, himalaya); 0 = --targets "
-                             "(default: %(default)s)")
-    parser.add_argument("--alphas", type=float, nargs=3, default=[0.0, 8.0, 10],
-                        metavar=("LOG10_MIN", "LOG10_MAX", "N"),
-                        help="alpha grid np.logspace(min, max, n) (default: %(default)s)")
-    parser.add_argument("--cv", type=int, default=5,
-                        help="folds for choosing alpha in the himalaya references; scikit-learn uses leave-one-out "
-                        "(default: %(default)s)")
-    parser.add_argument("--ours-cv", type=alpha_selection, default="gcv",
-                        help="how ours chooses alpha: 'gcv' (generalised cross-validation), 'loo' or a number of "
-                        "folds (default: %(default)s)")
-    parser.add_argument("--pca-method", choices=("auto", "gram", "randomized"), default="auto",
-                        help="encoders.pca.PCA method of ours.pca_ridge (default: %(default)s)")
-    parser.add_argument("--pca-iter", type=power_iterations, default="auto",
-                        help="power iterations of the randomized PCA of ours.pca_ridge: a number or 'auto', "
-                        "scikit-learn's rule (default: %(default)s)")
-    parser.add_argument("--components", type=int, default=100, help="PCA components of ours.pca_ridge "
-                        "(default: %(default)s, as the project's default encoder setting)")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                        help="precision of ours (default: %(default)s, the estimators' default)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="METHOD",
-                        help=f"methods to run, of {', '.join(METHODS)} (default: all)")
-    parser.add_argument("--ref-repeats", type=int, default=None,
-                        help="repeats of the references and the devkit (default: --repeats)")
-    parser.add_argument("--timeout", type=float, default=1800.0,
-                        help="seconds before a run is stopped and reported as a lower bound (default: %(default)s)")
+    parser.add_argument(
+        "--features",
+        type=int,
+        nargs="+",
+        default=[9216, 43264],
+        help="feature counts p, one store each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ref-targets",
+        type=int,
+        default=4000,
+        help="vertices for the slow references (scikit-learn, himalaya); 0 = --targets (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--alphas",
+        type=float,
+        nargs=3,
+        default=[0.0, 8.0, 10],
+        metavar=("LOG10_MIN", "LOG10_MAX", "N"),
+        help="alpha grid np.logspace(min, max, n) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cv",
+        type=int,
+        default=5,
+        help="folds for choosing alpha in the himalaya references; scikit-learn uses leave-one-out "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ours-cv",
+        type=alpha_selection,
+        default="gcv",
+        help="how ours chooses alpha: 'gcv' (generalised cross-validation), 'loo' or a number of "
+        "folds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pca-method",
+        choices=("auto", "gram", "randomized"),
+        default="auto",
+        help="encoders.pca.PCA method of ours.pca_ridge (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pca-iter",
+        type=power_iterations,
+        default="auto",
+        help="power iterations of the randomized PCA of ours.pca_ridge: a number or 'auto', "
+        "scikit-learn's rule (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--components",
+        type=int,
+        default=100,
+        help="PCA components of ours.pca_ridge (default: %(default)s, as the project's default encoder setting)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="precision of ours (default: %(default)s, the estimators' default)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        default=list(METHODS),
+        metavar="METHOD",
+        help=f"methods to run, of {', '.join(METHODS)} (default: all)",
+    )
+    parser.add_argument(
+        "--ref-repeats", type=int, default=None, help="repeats of the references and the devkit (default: --repeats)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="seconds before a run is stopped and reported as a lower bound (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="synthetic data (default: %(default)s)")
     add_common_arguments(parser, "encoders")
-    args = parse_with_quick(parser, argv, "encoders", {"n_train": 300, "n_val": 100, "targets": 1000,
-                                                        "ref_targets": 300, "features": [512, 2048]})
+    args = parse_with_quick(
+        parser,
+        argv,
+        "encoders",
+        {"n_train": 300, "n_val": 100, "targets": 1000, "ref_targets": 300, "features": [512, 2048]},
+    )
     args.ref_targets = min(args.ref_targets or args.targets, args.targets)
     return args
 
@@ -279,42 +354,74 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     alphas = tuple(float(a) for a in np.logspace(args.alphas[0], args.alphas[1], int(args.alphas[2])))
     rows: list[dict[str, Any]] = []
     for n_features in args.features:
-        store, fmri_file = prepare_data(args.cache, n_rows=args.n_train + args.n_val, n_features=n_features,
-                                        n_targets=args.targets, seed=args.seed)
-        base = Problem(store=store, backbone="synthetic", layer="planted", fmri_file=fmri_file,
-                       n_train=args.n_train, val_start=args.n_train, n_val=args.n_val, n_features=n_features,
-                       n_targets=args.targets, alphas=alphas, cv=args.cv, ours_cv=args.ours_cv,
-                       pca_method=args.pca_method, pca_iter=args.pca_iter, components=args.components,
-                       dtype=args.dtype, device=args.device)
+        store, fmri_file = prepare_data(
+            args.cache, n_rows=args.n_train + args.n_val, n_features=n_features, n_targets=args.targets, seed=args.seed
+        )
+        base = Problem(
+            store=store,
+            backbone="synthetic",
+            layer="planted",
+            fmri_file=fmri_file,
+            n_train=args.n_train,
+            val_start=args.n_train,
+            n_val=args.n_val,
+            n_features=n_features,
+            n_targets=args.targets,
+            alphas=alphas,
+            cv=args.cv,
+            ours_cv=args.ours_cv,
+            pca_method=args.pca_method,
+            pca_iter=args.pca_iter,
+            components=args.components,
+            dtype=args.dtype,
+            device=args.device,
+        )
         sizes = sorted({args.targets, args.ref_targets}, reverse=True)
         for method in args.methods:
             for n_targets in sizes:
                 wanted = (n_targets == args.targets and method not in REDUCED) or (
-                    n_targets == args.ref_targets and (method in REDUCED or method in OURS))
+                    n_targets == args.ref_targets and (method in REDUCED or method in OURS)
+                )
                 if not wanted:
                     continue
                 print(f"p={n_features} t={n_targets} {method} ...", flush=True)
                 repeats = args.repeats if method in OURS else (args.ref_repeats or args.repeats)
-                result = time_method(method, replace(base, n_targets=n_targets), repeats=repeats,
-                                     timeout=args.timeout)
+                result = time_method(method, replace(base, n_targets=n_targets), repeats=repeats, timeout=args.timeout)
                 rows.append(result)
-                print(f"  {result['status']}: {result.get('seconds')} s, median r {result.get('median_r')}",
-                      flush=True)
+                print(f"  {result['status']}: {result.get('seconds')} s, median r {result.get('median_r')}", flush=True)
     gflops_after = {dtype: matmul_gflops(args.device, dtype=dtype) for dtype in ("float32", "float64")}
     gflops = {dtype: max(gflops_before[dtype], gflops_after[dtype]) for dtype in gflops_before}
     _add_ratios(rows, args, gflops)
-    columns = ["method", "p", "t", "seconds", "median_r", "x_pca_ridge", "x_kernel_ridge", "x_limit", "peak_rss_gb",
-               "status"]
+    columns = [
+        "method",
+        "p",
+        "t",
+        "seconds",
+        "median_r",
+        "x_pca_ridge",
+        "x_kernel_ridge",
+        "x_limit",
+        "peak_rss_gb",
+        "status",
+    ]
     print(format_table([{**row, "p": row["n_features"], "t": row["n_targets"]} for row in rows], columns))
-    print("x_pca_ridge, x_kernel_ridge: this method's time over ours at equal sizes (> 1: ours is faster); "
-          f"x_limit: ours over its flop count at the measured {args.dtype} matmul rate "
-          f"({gflops[args.dtype]:.0f} GFLOP/s)")
+    print(
+        "x_pca_ridge, x_kernel_ridge: this method's time over ours at equal sizes (> 1: ours is faster); "
+        f"x_limit: ours over its flop count at the measured {args.dtype} matmul rate "
+        f"({gflops[args.dtype]:.0f} GFLOP/s)"
+    )
     goal_table = goals(rows, args)
     print(format_table(goal_table, ["p", "t", "goal", "against", "measured", "delta_median_r", "met"]))
-    results = {"benchmark": "encoders", "quick": args.quick, "machine": machine,
-               "matmul_gflops": {"before": gflops_before, "after": gflops_after, "used": gflops},
-               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "alphas": alphas, "rows": rows, "goals": goal_table}
+    results = {
+        "benchmark": "encoders",
+        "quick": args.quick,
+        "machine": machine,
+        "matmul_gflops": {"before": gflops_before, "after": gflops_after, "used": gflops},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "alphas": alphas,
+        "rows": rows,
+        "goals": goal_table,
+    }
     print(f"results written to {write_results(args.out, results)}")
     return results
 
@@ -329,10 +436,18 @@ def _add_ratios(rows: list[dict[str, Any]], args: argparse.Namespace, gflops: di
             if match is not None and elapsed and row["method"] not in OURS:
                 row[f"x_{ours.removeprefix('ours.')}"] = elapsed / match["seconds"]
         if row["method"] in OURS and row["seconds"]:
-            flops = ours_flops(row["method"], n_train=args.n_train, n_val=args.n_val, n_features=row["n_features"],
-                               n_targets=row["n_targets"], n_alphas=int(args.alphas[2]), cv=args.ours_cv,
-                               components=args.components, pca_method=row.get("pca_method", "gram"),
-                               pca_n_iter=row.get("pca_n_iter", 0))
+            flops = ours_flops(
+                row["method"],
+                n_train=args.n_train,
+                n_val=args.n_val,
+                n_features=row["n_features"],
+                n_targets=row["n_targets"],
+                n_alphas=int(args.alphas[2]),
+                cv=args.ours_cv,
+                components=args.components,
+                pca_method=row.get("pca_method", "gram"),
+                pca_n_iter=row.get("pca_n_iter", 0),
+            )
             row["flops"] = flops
             row["limit_s"] = flops["total"] / (gflops[args.dtype] * 1e9)
             row["x_limit"] = row["seconds"] / row["limit_s"]
@@ -340,8 +455,17 @@ def _add_ratios(rows: list[dict[str, Any]], args: argparse.Namespace, gflops: di
 
 def _find(rows: list[dict[str, Any]], method: str, n_features: int, n_targets: int) -> dict[str, Any] | None:
     """The finished row of ``method`` at these sizes, if any."""
-    return next((row for row in rows if row["method"] == method and row["n_features"] == n_features
-                 and row["n_targets"] == n_targets and row["seconds"]), None)
+    return next(
+        (
+            row
+            for row in rows
+            if row["method"] == method
+            and row["n_features"] == n_features
+            and row["n_targets"] == n_targets
+            and row["seconds"]
+        ),
+        None,
+    )
 
 
 def goals(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -358,25 +482,47 @@ def goals(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str
             if ours is not None:
                 speedup = (fastest["seconds"] or fastest["lower_bound_s"]) / ours["seconds"]
                 delta = ours["median_r"] - fastest["median_r"] if fastest.get("median_r") is not None else None
-                table.append({"p": p, "t": fastest["n_targets"], "goal": "ours.kernel_ridge >= 5x fastest himalaya",
-                              "against": fastest["method"], "measured": speedup, "delta_median_r": delta,
-                              "met": speedup >= 5 and delta is not None and abs(delta) <= 0.01})
+                table.append(
+                    {
+                        "p": p,
+                        "t": fastest["n_targets"],
+                        "goal": "ours.kernel_ridge >= 5x fastest himalaya",
+                        "against": fastest["method"],
+                        "measured": speedup,
+                        "delta_median_r": delta,
+                        "met": speedup >= 5 and delta is not None and abs(delta) <= 0.01,
+                    }
+                )
         devkit_row = _find(rows, "devkit", p, args.targets)
         ours = _find(rows, "ours.pca_ridge", p, args.targets)
         if devkit_row is not None and ours is not None:
             delta = ours["median_r"] - devkit_row["median_r"]
             arithmetic = devkit_flops(n_train=args.n_train, n_val=args.n_val, n_features=p, n_targets=args.targets)
-            table.append({"p": p, "t": args.targets, "goal": "ours.pca_ridge >= 20x devkit, better median r",
-                          "against": f"devkit ({arithmetic['total'] / 1e12:.3g} TFLOP against ours' "
-                                     f"{ours['flops']['total'] / 1e12:.3g})",
-                          "measured": devkit_row["seconds"] / ours["seconds"],
-                          "delta_median_r": delta, "met": devkit_row["seconds"] / ours["seconds"] >= 20 and delta > 0})
+            table.append(
+                {
+                    "p": p,
+                    "t": args.targets,
+                    "goal": "ours.pca_ridge >= 20x devkit, better median r",
+                    "against": f"devkit ({arithmetic['total'] / 1e12:.3g} TFLOP against ours' "
+                    f"{ours['flops']['total'] / 1e12:.3g})",
+                    "measured": devkit_row["seconds"] / ours["seconds"],
+                    "delta_median_r": delta,
+                    "met": devkit_row["seconds"] / ours["seconds"] >= 20 and delta > 0,
+                }
+            )
         for method in OURS:
             ours = _find(rows, method, p, args.targets)
             if ours is not None:
-                table.append({"p": p, "t": args.targets, "goal": f"{method} <= 2x matmul limit",
-                              "against": f"{ours['flops']['total'] / 1e12:.3g} TFLOP at matmul GFLOP/s",
-                              "measured": ours["x_limit"], "met": ours["x_limit"] <= 2})
+                table.append(
+                    {
+                        "p": p,
+                        "t": args.targets,
+                        "goal": f"{method} <= 2x matmul limit",
+                        "against": f"{ours['flops']['total'] / 1e12:.3g} TFLOP at matmul GFLOP/s",
+                        "measured": ours["x_limit"],
+                        "met": ours["x_limit"] <= 2,
+                    }
+                )
     return table
 
 

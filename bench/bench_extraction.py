@@ -22,9 +22,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,8 +101,15 @@ def image_paths(data_dir: Path) -> list[Path]:
 
 
 def measure_ours(
-    data_dir: Path, layers: Sequence[str], *, backbone: str, device: str, batch_size: int,
-    num_workers: int | None, repeats: int, work_dir: Path,
+    data_dir: Path,
+    layers: Sequence[str],
+    *,
+    backbone: str,
+    device: str,
+    batch_size: int,
+    num_workers: int | None,
+    repeats: int,
+    work_dir: Path,
 ) -> dict[str, Any]:
     """Time ``extract`` into a fresh store per repeat, check every row landed, then time a re-run (all cached)."""
     from featurestore.extract import extract
@@ -111,18 +119,31 @@ def measure_ours(
     store = work_dir / "store.zarr"
 
     def run() -> None:
-        extract(backbone, data_dir, str(store), layers=list(layers), device=device, batch_size=batch_size,
-                num_workers=num_workers, progress=False)
+        extract(
+            backbone,
+            data_dir,
+            str(store),
+            layers=list(layers),
+            device=device,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=False,
+        )
 
     timing, _ = measure(run, repeats=repeats, device=device, setup=lambda: shutil.rmtree(store, ignore_errors=True))
     summary = open_store(str(store)).summary()
     counts = dict(zip(summary["layer"], summary["n_ids"]))
     if any(counts.get(layer) != n_images for layer in layers):
-        raise RuntimeError(f"store {store} holds {counts} rows per layer; expected {n_images} for each of "
-                           f"{list(layers)}")
+        raise RuntimeError(
+            f"store {store} holds {counts} rows per layer; expected {n_images} for each of {list(layers)}"
+        )
     rerun, _ = measure(run, repeats=1, device=device)
-    return {"timing": timing.to_dict(), "images_per_s": n_images / timing.median, "rerun_cached_s": rerun.median,
-            "store_writes": measure_writes(store, layers, backbone=backbone, repeats=repeats)}
+    return {
+        "timing": timing.to_dict(),
+        "images_per_s": n_images / timing.median,
+        "rerun_cached_s": rerun.median,
+        "store_writes": measure_writes(store, layers, backbone=backbone, repeats=repeats),
+    }
 
 
 def measure_writes(store: Path, layers: Sequence[str], *, backbone: str, repeats: int) -> dict[str, Any]:
@@ -143,13 +164,22 @@ def measure_writes(store: Path, layers: Sequence[str], *, backbone: str, repeats
         cpu.append(time.process_time() - start)
 
     timing, _ = measure(write, repeats=repeats)
-    return {"rows": rows, "bytes_per_image": sum(block.nbytes for block in blocks) / rows,
-            "timing": timing.to_dict(), "images_per_s": rows / timing.median,
-            "cpu_s_per_image": float(np.median(cpu)) / rows}
+    return {
+        "rows": rows,
+        "bytes_per_image": sum(block.nbytes for block in blocks) / rows,
+        "timing": timing.to_dict(),
+        "images_per_s": rows / timing.median,
+        "cpu_s_per_image": float(np.median(cpu)) / rows,
+    }
 
 
 def measure_limit(
-    paths: Sequence[Path], *, backbone: str, device: str, batch_size: int, repeats: int,
+    paths: Sequence[Path],
+    *,
+    backbone: str,
+    device: str,
+    batch_size: int,
+    repeats: int,
 ) -> dict[str, Any]:
     """Forward-only time per image on decoded tensors in memory, decode+transform time per image on one core."""
     from featurestore.backbones import load_backbone
@@ -180,9 +210,14 @@ def measure_limit(
     forward_s, decode_s = forward_timing.median / len(paths), decode.median / len(paths)
     per_image = forward_s + decode_s / cores if device == "cpu" else max(forward_s, decode_s / cores)
     return {
-        "n_images": len(paths), "forward_s_per_image": forward_s, "decode_s_per_image_one_core": decode_s,
-        "cores": cores, "forward_timing": forward_timing.to_dict(), "decode_timing": decode.to_dict(),
-        "forward_only_images_per_s": 1 / forward_s, "images_per_s": 1 / per_image,
+        "n_images": len(paths),
+        "forward_s_per_image": forward_s,
+        "decode_s_per_image_one_core": decode_s,
+        "cores": cores,
+        "forward_timing": forward_timing.to_dict(),
+        "decode_timing": decode.to_dict(),
+        "forward_only_images_per_s": 1 / forward_s,
+        "images_per_s": 1 / per_image,
         "formula": "1 / (forward + decode / cores)" if device == "cpu" else "1 / max(forward, decode / cores)",
     }
 
@@ -209,11 +244,13 @@ def devkit_recipe(paths: Sequence[Path], layers: Sequence[str], *, device: str, 
 
     torch.manual_seed(seed)
     model = torchvision.models.alexnet(weights=None).to(device).eval()
-    transform = transforms.Compose([
-        transforms.Resize((224, 224)),
-        transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])
+    transform = transforms.Compose(
+        [
+            transforms.Resize((224, 224)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     loader = torch.utils.data.DataLoader(_DevkitImages(paths, transform, device), batch_size=DEVKIT_BATCH_SIZE)
     features = {}
     for layer in layers:
@@ -242,19 +279,27 @@ def _check_devkit_batches(n_images: int) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=3000, help="number of 425x425 PNGs (default: %(default)s)")
-    parser.add_argument("--limit-images", type=int, default=300,
-                        help="images decoded into memory for the forward-only limit (default: %(default)s)")
+    parser.add_argument(
+        "--limit-images",
+        type=int,
+        default=300,
+        help="images decoded into memory for the forward-only limit (default: %(default)s)",
+    )
     parser.add_argument("--backbone", default="alexnet.untrained", help="catalog entry (default: %(default)s)")
     parser.add_argument("--layers", nargs="+", default=list(LAYERS), help="layers (default: the 7 AlexNet layers)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="batch of our extraction and of the limit (default: %(default)s)")
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="decode workers of our extraction (default: extract's own choice)")
-    parser.add_argument("--devkit-repeats", type=int, default=None,
-                        help="repeats of the slow devkit recipe (default: --repeats)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="batch of our extraction and of the limit (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="decode workers of our extraction (default: extract's own choice)"
+    )
+    parser.add_argument(
+        "--devkit-repeats", type=int, default=None, help="repeats of the slow devkit recipe (default: --repeats)"
+    )
     parser.add_argument("--skip-devkit", action="store_true", help="measure ours and the limit only")
-    parser.add_argument("--image-root", type=Path, default=DEFAULT_IMAGE_ROOT,
-                        help="image cache (default: %(default)s)")
+    parser.add_argument(
+        "--image-root", type=Path, default=DEFAULT_IMAGE_ROOT, help="image cache (default: %(default)s)"
+    )
     add_common_arguments(parser, "extraction")
     args = parse_with_quick(parser, argv, "extraction", {"images": 120, "limit_images": 64})
     args.limit_images = min(args.limit_images, args.images)
@@ -271,40 +316,81 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     paths = image_paths(data_dir)
     print(describe_machine(machine), flush=True)
 
-    limit = measure_limit(paths[: args.limit_images], backbone=args.backbone, device=args.device,
-                          batch_size=args.batch_size, repeats=args.repeats)
+    limit = measure_limit(
+        paths[: args.limit_images],
+        backbone=args.backbone,
+        device=args.device,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+    )
     print(f"limit: {limit['images_per_s']:.1f} images/s ({limit['formula']})", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-extraction-") as work:
-        ours = measure_ours(data_dir, args.layers, backbone=args.backbone, device=args.device,
-                            batch_size=args.batch_size, num_workers=args.num_workers, repeats=args.repeats,
-                            work_dir=Path(work))
+        ours = measure_ours(
+            data_dir,
+            args.layers,
+            backbone=args.backbone,
+            device=args.device,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            repeats=args.repeats,
+            work_dir=Path(work),
+        )
     writes = ours["store_writes"]
-    print(f"ours: {ours['images_per_s']:.1f} images/s; its chunk writes alone: {writes['images_per_s']:.0f} images/s "
-          f"({writes['cpu_s_per_image'] * 1e3:.2f} ms of CPU per image)", flush=True)
+    print(
+        f"ours: {ours['images_per_s']:.1f} images/s; its chunk writes alone: {writes['images_per_s']:.0f} images/s "
+        f"({writes['cpu_s_per_image'] * 1e3:.2f} ms of CPU per image)",
+        flush=True,
+    )
     rows = [
-        {"pipeline": "limit (forward-only + decode/cores)", "images/s": limit["images_per_s"],
-         "s/image": 1 / limit["images_per_s"], "ours/this": ours["images_per_s"] / limit["images_per_s"],
-         "goal": ">= 0.85", "met": ours["images_per_s"] / limit["images_per_s"] >= 0.85},
-        {"pipeline": f"ours: extract {len(args.layers)} layers to store", "images/s": ours["images_per_s"],
-         "s/image": 1 / ours["images_per_s"], "ours/this": 1.0},
+        {
+            "pipeline": "limit (forward-only + decode/cores)",
+            "images/s": limit["images_per_s"],
+            "s/image": 1 / limit["images_per_s"],
+            "ours/this": ours["images_per_s"] / limit["images_per_s"],
+            "goal": ">= 0.85",
+            "met": ours["images_per_s"] / limit["images_per_s"] >= 0.85,
+        },
+        {
+            "pipeline": f"ours: extract {len(args.layers)} layers to store",
+            "images/s": ours["images_per_s"],
+            "s/image": 1 / ours["images_per_s"],
+            "ours/this": 1.0,
+        },
     ]
     devkit = None
     if not args.skip_devkit:
-        devkit_timing, _ = measure(lambda: devkit_recipe(paths, args.layers, device=args.device),
-                                   repeats=args.devkit_repeats or args.repeats, device=args.device)
+        devkit_timing, _ = measure(
+            lambda: devkit_recipe(paths, args.layers, device=args.device),
+            repeats=args.devkit_repeats or args.repeats,
+            device=args.device,
+        )
         devkit = {"timing": devkit_timing.to_dict(), "images_per_s": len(paths) / devkit_timing.median}
-        rows.append({"pipeline": f"devkit recipe: 2 passes x {len(args.layers)} layers + IncrementalPCA",
-                     "images/s": devkit["images_per_s"], "s/image": 1 / devkit["images_per_s"],
-                     "ours/this": ours["images_per_s"] / devkit["images_per_s"], "goal": ">= 5",
-                     "met": ours["images_per_s"] / devkit["images_per_s"] >= 5})
+        rows.append(
+            {
+                "pipeline": f"devkit recipe: 2 passes x {len(args.layers)} layers + IncrementalPCA",
+                "images/s": devkit["images_per_s"],
+                "s/image": 1 / devkit["images_per_s"],
+                "ours/this": ours["images_per_s"] / devkit["images_per_s"],
+                "goal": ">= 5",
+                "met": ours["images_per_s"] / devkit["images_per_s"] >= 5,
+            }
+        )
     print(format_table(rows, ["pipeline", "images/s", "s/image", "ours/this", "goal", "met"]))
     print("ours/this: our images/s over this pipeline's (medians)")
     results = {
-        "benchmark": "extraction", "quick": args.quick, "machine": machine, "settings": {
-            key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
-        "n_images": len(paths), "limit": limit, "ours": ours, "devkit": devkit, "table": rows,
-        "ratios": {"ours_over_limit": ours["images_per_s"] / limit["images_per_s"],
-                   "ours_over_devkit": devkit and ours["images_per_s"] / devkit["images_per_s"]},
+        "benchmark": "extraction",
+        "quick": args.quick,
+        "machine": machine,
+        "settings": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
+        "n_images": len(paths),
+        "limit": limit,
+        "ours": ours,
+        "devkit": devkit,
+        "table": rows,
+        "ratios": {
+            "ours_over_limit": ours["images_per_s"] / limit["images_per_s"],
+            "ours_over_devkit": devkit and ours["images_per_s"] / devkit["images_per_s"],
+        },
     }
     print(f"results written to {write_results(args.out, results)}")
     return results

@@ -29,8 +29,9 @@ def svd_flops(m: int, n: int) -> float:
     return 4.0 * m * n**2 + 8.0 * n**3
 
 
-def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n_alphas: int, cv: int | str,
-                   kernel: bool) -> dict[str, float]:
+def ridge_cv_flops(
+    n_rows: int, n_val: int, design_width: int, n_targets: int, n_alphas: int, cv: int | str, kernel: bool
+) -> dict[str, float]:
     """Ridge as in ``encoders.ridge._solvers``, then the prediction of ``n_val`` rows. K-fold (``cv`` an int): per
     fold one decomposition, U^T Y once, one product per alpha, then the refit on all rows. ``"gcv"``: one
     decomposition of all rows, U^T Y once, the weights from the same projection (per-alpha work is O(r t)).
@@ -48,8 +49,12 @@ def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n
         coef = {"coef": 2.0 * design_width * rank_full * n_targets}
         predict = {"predict": 2.0 * n_val * design_width * n_targets}
     if cv == "gcv":
-        return {"decomposition": decompose(n_rows), "projection_UtY": 2.0 * n_rows * rank_full * n_targets,
-                **coef, **predict}
+        return {
+            "decomposition": decompose(n_rows),
+            "projection_UtY": 2.0 * n_rows * rank_full * n_targets,
+            **coef,
+            **predict,
+        }
     if cv == "loo":
         raise ValueError("flops of cv='loo' are not counted; use 'gcv' or a number of folds")
     train, held = n_rows * (cv - 1) // cv, n_rows // cv
@@ -67,26 +72,51 @@ def ridge_cv_flops(n_rows: int, n_val: int, design_width: int, n_targets: int, n
     }
 
 
-def pca_flops(n_train: int, n_val: int, n_features: int, components: int, method: str = "gram",
-              n_oversamples: int = 10, n_iter: int = 4) -> dict[str, float]:
+def pca_flops(
+    n_train: int,
+    n_val: int,
+    n_features: int,
+    components: int,
+    method: str = "gram",
+    n_oversamples: int = 10,
+    n_iter: int = 4,
+) -> dict[str, float]:
     """``PCA(components, method)`` fitted on ``n_train`` rows, then ``n_val`` rows transformed. "gram": the n x n
     Gram matrix and its top eigenpairs (scores of the training rows come free, the axes take one more pass);
     "randomized": ``n_iter + 2`` passes of two (n x p x width) products; "covariance": the p x p scatter."""
     width = sketch_width(components, n_oversamples, n_train, n_features)
-    axes_and_val = {"components": 2.0 * components * n_train * n_features,
-                    "transform_val": 2.0 * n_val * n_features * components}
+    axes_and_val = {
+        "components": 2.0 * components * n_train * n_features,
+        "transform_val": 2.0 * n_val * n_features * components,
+    }
     if method == "gram":
-        return {"gram": 2.0 * n_train**2 * n_features, "eigh_top": eigh_top_flops(n_train, components),
-                **axes_and_val}
+        return {"gram": 2.0 * n_train**2 * n_features, "eigh_top": eigh_top_flops(n_train, components), **axes_and_val}
     if method == "randomized":
-        return {"sketch": 2.0 * n_train * n_features * width,
-                "power_iterations": (n_iter + 1) * 4.0 * n_train * n_features * width, **axes_and_val}
-    return {"covariance": 2.0 * n_train * n_features**2, "eigh": eigh_flops(n_features),
-            "transform_train_and_val": 2.0 * (n_train + n_val) * n_features * components}
+        return {
+            "sketch": 2.0 * n_train * n_features * width,
+            "power_iterations": (n_iter + 1) * 4.0 * n_train * n_features * width,
+            **axes_and_val,
+        }
+    return {
+        "covariance": 2.0 * n_train * n_features**2,
+        "eigh": eigh_flops(n_features),
+        "transform_train_and_val": 2.0 * (n_train + n_val) * n_features * components,
+    }
 
 
-def ours_flops(method: str, *, n_train: int, n_val: int, n_features: int, n_targets: int, n_alphas: int,
-               cv: int | str, components: int, pca_method: str = "gram", pca_n_iter: int = 0) -> dict[str, float]:
+def ours_flops(
+    method: str,
+    *,
+    n_train: int,
+    n_val: int,
+    n_features: int,
+    n_targets: int,
+    n_alphas: int,
+    cv: int | str,
+    components: int,
+    pca_method: str = "gram",
+    pca_n_iter: int = 0,
+) -> dict[str, float]:
     """Flops of one benchmark run of ``method`` ("ours.pca_ridge" or "ours.kernel_ridge"), by step and "total";
     ``pca_method`` and ``pca_n_iter`` are what ``encoders.pca.PCA`` resolved to (``method_``, ``n_iter_``)."""
     if method == "ours.pca_ridge":
@@ -103,8 +133,9 @@ def ours_flops(method: str, *, n_train: int, n_val: int, n_features: int, n_targ
     return steps
 
 
-def devkit_flops(*, n_train: int, n_val: int, n_features: int, n_targets: int, components: int = 100,
-                 batch_size: int = 300) -> dict[str, float]:
+def devkit_flops(
+    *, n_train: int, n_val: int, n_features: int, n_targets: int, components: int = 100, batch_size: int = 300
+) -> dict[str, float]:
     """The devkit recipe: IncrementalPCA (one thin SVD of the (components + batch) x p stacked matrix per batch),
     transform of all rows, least squares on the components, predictions."""
     stacked = components + batch_size

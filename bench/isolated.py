@@ -11,7 +11,8 @@ import queue
 import resource
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -66,13 +67,18 @@ def run_isolated(target: Callable[..., dict[str, Any]], args: tuple, *, timeout:
                     outcome = results.get(timeout=1.0)
                     break
                 except queue.Empty:
-                    return {"status": f"failed (exit code {child.exitcode}; see the traceback above)",
-                            "sampled_peak_rss_gb": sampled}
+                    return {
+                        "status": f"failed (exit code {child.exitcode}; see the traceback above)",
+                        "sampled_peak_rss_gb": sampled,
+                    }
             if time.monotonic() > deadline:
                 child.kill()
                 child.join()
-                return {"status": f"timed out after {timeout:.0f} s", "lower_bound_s": timeout,
-                        "sampled_peak_rss_gb": sampled}
+                return {
+                    "status": f"timed out after {timeout:.0f} s",
+                    "lower_bound_s": timeout,
+                    "sampled_peak_rss_gb": sampled,
+                }
     child.join()
     return {"status": "ok", **outcome, "sampled_peak_rss_gb": sampled}
 

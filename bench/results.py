@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, repeats: int = 3) -> None:
     """Add ``--quick``, ``--repeats``, ``--device`` and ``--out`` (default ``bench/results/<name>.json``)."""
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes (flags given explicitly still win): a smoke run that checks the script "
-                             "end to end; writes bench/results/<name>_quick.json unless --out is given")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes (flags given explicitly still win): a smoke run that checks the script "
+        "end to end; writes bench/results/<name>_quick.json unless --out is given",
+    )
     parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per method; tables show the median")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch computations run")
     parser.add_argument(
@@ -23,8 +27,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, repeats:
     )
 
 
-def parse_with_quick(parser: argparse.ArgumentParser, argv: Sequence[str] | None, name: str,
-                     quick: dict[str, Any]) -> argparse.Namespace:
+def parse_with_quick(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, name: str, quick: dict[str, Any]
+) -> argparse.Namespace:
     """Parse ``argv``; with ``--quick``, ``quick`` (and ``--out`` ``bench/results/<name>_quick.json``) become the
     defaults, so flags given explicitly still win."""
     args = parser.parse_args(argv)

@@ -48,7 +48,8 @@ class PlantedTruth:
     def feature_rows(self, latent: np.ndarray, mixing: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of ``X = L M + feature_noise * E`` as float32 (noise seeded by ``start``)."""
         noise = np.random.default_rng([self.seed, 3, start]).standard_normal(
-            (stop - start, self.n_features), dtype=np.float32)
+            (stop - start, self.n_features), dtype=np.float32
+        )
         rows = (torch.from_numpy(latent[start:stop]) @ torch.from_numpy(mixing)).numpy()
         return rows + self.feature_noise * noise
 
@@ -66,8 +67,16 @@ class PlantedTruth:
         noise = rng.standard_normal((n_rows, n_targets), dtype=np.float32)
         return signal + noise * noise_sd, ceiling
 
-def write_feature_store(store: str | Path, truth: PlantedTruth, *, backbone: str = "synthetic",
-                        layer: str = "planted", chunk_rows: int = 256, dtype: str = "float16") -> str:
+
+def write_feature_store(
+    store: str | Path,
+    truth: PlantedTruth,
+    *,
+    backbone: str = "synthetic",
+    layer: str = "planted",
+    chunk_rows: int = 256,
+    dtype: str = "float16",
+) -> str:
     """Write the planted features as one layer of a real feature store (rows = NSD ids 0..n_rows-1); return the URL.
 
     Goes through ``featurestore.store`` (plan, whole-chunk writes, done markers), so a finished store is reused
@@ -83,8 +92,9 @@ def write_feature_store(store: str | Path, truth: PlantedTruth, *, backbone: str
 
     opened = open_store(str(store), "a")
     entry = {"name": backbone, "source": "bench.synthetic", "architecture": "planted-truth", **asdict(truth)}
-    provenance = build_provenance(entry, {"weights": "synthetic", "sha256": truth.sha256()},
-                                  {"kind": "none"}, dtype, chunk_rows)
+    provenance = build_provenance(
+        entry, {"weights": "synthetic", "sha256": truth.sha256()}, {"kind": "none"}, dtype, chunk_rows
+    )
     layout = LayerLayout(layer, (truth.n_features,), truth.n_features)
     try:
         opened.check_provenance(backbone, provenance, [layout])
@@ -99,6 +109,7 @@ def write_feature_store(store: str | Path, truth: PlantedTruth, *, backbone: str
             opened.apply_plan(plan, provenance, [layout])
             latent, mixing = truth.latent(), truth.mixing()
             for task in plan.tasks:
-                opened.write_chunk(backbone, layer, task, truth.feature_rows(latent, mixing, task.compute_from,
-                                                                             task.stop))
+                opened.write_chunk(
+                    backbone, layer, task, truth.feature_rows(latent, mixing, task.compute_from, task.stop)
+                )
     return str(store)

@@ -6,8 +6,9 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import psutil
@@ -34,8 +35,14 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(fn: Callable[[], Any], *, repeats: int, device: str = "cpu", warmup: int = 0,
-            setup: Callable[[], None] | None = None) -> tuple[Timing, Any]:
+def measure(
+    fn: Callable[[], Any],
+    *,
+    repeats: int,
+    device: str = "cpu",
+    warmup: int = 0,
+    setup: Callable[[], None] | None = None,
+) -> tuple[Timing, Any]:
     """Call ``fn`` ``warmup`` + ``repeats`` times, ``setup`` (untimed) before each; return the timings of the
     repeats and the last result."""
     if repeats < 1:

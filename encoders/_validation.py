@@ -60,11 +60,13 @@ class Satisfies:
 
 
 BOOLEAN = Satisfies(lambda value: isinstance(value, (bool, np.bool_)), "a bool")
-ARRAY_LIKE = Satisfies(lambda value: isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str),
-                       "a sequence or ndarray")
+ARRAY_LIKE = Satisfies(
+    lambda value: isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str), "a sequence or ndarray"
+)
 SPLITS = Satisfies(
     lambda value: not isinstance(value, str) and (hasattr(value, "split") or isinstance(value, Iterable)),
-    "a splitter with split() or an iterable of (train, val) index pairs")
+    "a splitter with split() or an iterable of (train, val) index pairs",
+)
 
 
 def check_params(estimator: Any, constraints: Mapping[str, Sequence[Any]]) -> None:
@@ -75,8 +77,7 @@ def check_params(estimator: Any, constraints: Mapping[str, Sequence[Any]]) -> No
             continue
         described = [str(rule) for rule in allowed]
         expected = ", ".join(described[:-1]) + " or " + described[-1] if len(described) > 1 else described[0]
-        raise ValueError(f"The {name!r} parameter of {type(estimator).__name__} must be {expected}; "
-                         f"got {value!r}")
+        raise ValueError(f"The {name!r} parameter of {type(estimator).__name__} must be {expected}; got {value!r}")
 
 
 def _is_lazy(data: Any) -> bool:
@@ -89,22 +90,26 @@ def _check_lazy(estimator: Any, data: Any, min_samples: int) -> None:
     name = type(estimator).__name__
     shape = tuple(data.shape)
     if len(shape) != 2:
-        raise ValueError(f"Expected a 2D array, got shape {shape} instead; reshape your data to (n_samples, "
-                         "n_features)")
+        raise ValueError(
+            f"Expected a 2D array, got shape {shape} instead; reshape your data to (n_samples, n_features)"
+        )
     kind = np.dtype(data.dtype).kind
     if kind == "c":
         raise ValueError(f"Complex data not supported; {name} got X of dtype {data.dtype}")
     if kind not in "biuf":
         raise ValueError(f"{name} needs real numeric X; got dtype {data.dtype}")
     if shape[0] < min_samples:
-        raise ValueError(f"Found array with {shape[0]} sample(s) (shape={shape}) while a minimum of {min_samples} "
-                         f"is required by {name}.")
+        raise ValueError(
+            f"Found array with {shape[0]} sample(s) (shape={shape}) while a minimum of {min_samples} "
+            f"is required by {name}."
+        )
     if shape[1] < 1:
         raise ValueError(f"Found array with 0 feature(s) (shape={shape}) while a minimum of 1 is required by {name}.")
 
 
-def check_features(estimator: Any, X: Any, *, reset: bool, stream: bool = False, min_samples: int = 1,
-                   finite: bool = False) -> Any:
+def check_features(
+    estimator: Any, X: Any, *, reset: bool, stream: bool = False, min_samples: int = 1, finite: bool = False
+) -> Any:
     """``X`` checked as an (n_samples, n_features) matrix; on ``reset`` (in ``fit``) its width is recorded as
     ``n_features_in_`` (and column names as ``feature_names_in_``), otherwise it must match them.
 
@@ -116,8 +121,9 @@ def check_features(estimator: Any, X: Any, *, reset: bool, stream: bool = False,
     if sparse.issparse(X):
         raise TypeError(f"{type(estimator).__name__} does not accept sparse input; convert X with X.toarray()")
     if not (stream and _is_lazy(X.data if hasattr(X, "dims") else X)):
-        return validate_data(estimator, X, reset=reset, dtype="numeric", ensure_all_finite=finite,
-                             ensure_min_samples=min_samples)
+        return validate_data(
+            estimator, X, reset=reset, dtype="numeric", ensure_all_finite=finite, ensure_min_samples=min_samples
+        )
     _check_lazy(estimator, X.data if hasattr(X, "dims") else X, min_samples)
     n_features = X.shape[1]
     if reset:
@@ -125,8 +131,10 @@ def check_features(estimator: Any, X: Any, *, reset: bool, stream: bool = False,
         if hasattr(estimator, "feature_names_in_"):
             del estimator.feature_names_in_
     elif n_features != estimator.n_features_in_:
-        raise ValueError(f"X has {n_features} features, but {type(estimator).__name__} is expecting "
-                         f"{estimator.n_features_in_} features as input.")
+        raise ValueError(
+            f"X has {n_features} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input."
+        )
     return X
 
 

@@ -204,9 +204,12 @@ def _interval_with_estimate(estimate: float, samples: np.ndarray, level: float) 
     resamples are then biased by more than their spread, a sign of too few images."""
     ci = percentile_interval(estimate, samples, level)
     if np.isfinite(ci.estimate) and np.isfinite(ci.low) and not ci.low <= ci.estimate <= ci.high:
-        warnings.warn(f"the {level:.0%} bootstrap interval [{ci.low:.4g}, {ci.high:.4g}] excludes its estimate "
-                      f"{ci.estimate:.4g} (the resamples are biased: too few images); its bounds are NaN",
-                      BootstrapIntervalWarning, stacklevel=3)
+        warnings.warn(
+            f"the {level:.0%} bootstrap interval [{ci.low:.4g}, {ci.high:.4g}] excludes its estimate "
+            f"{ci.estimate:.4g} (the resamples are biased: too few images); its bounds are NaN",
+            BootstrapIntervalWarning,
+            stacklevel=3,
+        )
         return _no_interval(estimate, samples, level)
     return ci
 
@@ -220,8 +223,12 @@ def _interval_rule(n_images: int) -> Callable[[float, np.ndarray, float], Bootst
     """`_interval_with_estimate`, or with fewer than `MIN_IMAGES` images a warning and `_no_interval`."""
     if n_images >= MIN_IMAGES:
         return _interval_with_estimate
-    warnings.warn(f"{n_images} validation images are too few for a bootstrap interval (at least {MIN_IMAGES}); "
-                  "the bounds are NaN", BootstrapIntervalWarning, stacklevel=3)
+    warnings.warn(
+        f"{n_images} validation images are too few for a bootstrap interval (at least {MIN_IMAGES}); "
+        "the bounds are NaN",
+        BootstrapIntervalWarning,
+        stacklevel=3,
+    )
     return _no_interval
 
 

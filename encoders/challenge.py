@@ -211,9 +211,7 @@ class RoiAtlas:
             expected = self.n_vertices(hemi) if space == "challenge" else FSAVERAGE_N_VERTICES
             if labels.shape != (expected,):
                 what = f"{expected} {hemi} challenge vertices" if space == "challenge" else "fsaverage"
-                raise ChallengeDataError(
-                    f"{path}: ROI mask has shape {labels.shape}, expected ({expected},) ({what})"
-                )
+                raise ChallengeDataError(f"{path}: ROI mask has shape {labels.shape}, expected ({expected},) ({what})")
             self._cache[key] = labels.astype(np.int64)
         return self._cache[key]
 
@@ -418,9 +416,7 @@ def load_subject(data_dir: str | Path, subject: int | str, *, check_finite: bool
     rois = RoiAtlas(data_dir, subject, n_vertices=n_vertices)
     for hemi in HEMISPHERES:
         rois.all_vertices(hemi)
-    test_fmri, noise_ceiling = _load_test_split(
-        folder, len(test_ids), n_vertices, check_finite=check_finite
-    )
+    test_fmri, noise_ceiling = _load_test_split(folder, len(test_ids), n_vertices, check_finite=check_finite)
     return SubjectData(
         subject=subject_number(subject),
         fmri=fmri,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from encoders.errors import EncodersError, InvalidArgumentError, check_output_folder
 from encoders.splits import DEVKIT_SEED
@@ -127,8 +127,13 @@ class _RenamedOption(argparse.Action):
         self.new_name = new_name
         super().__init__(*args, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         print(f"encoders: {option_string} is now {self.new_name}; the old name still works for now", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
@@ -137,20 +142,45 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     from encoders.grid import DEFAULT_SETTING_ALPHAS
 
     group = parser.add_argument_group("encoder setting")
-    group.add_argument("--pca", type=_pca, nargs="+", default=[100], metavar="K",
-                       help="principal components before ridge, or 'none' for the full features; several values "
-                            "give several settings (default: 100)")
-    group.add_argument("--ridge", choices=("primal", "kernel"), default="primal",
-                       help="ridge in feature space or on the linear kernel (use kernel with --pca none when "
-                            "features outnumber images; default: primal)")
-    group.add_argument("--solver", dest="ridge", choices=("primal", "kernel"), action=_RenamedOption,
-                       new_name="--ridge", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    group.add_argument("--alphas", type=_alphas, default=list(DEFAULT_SETTING_ALPHAS), metavar="A,B,...",
-                       help="ridge penalties tried per vertex; 0 alone is least squares "
-                            "(default: 1e-2 ... 1e8, 11 values)")
-    group.add_argument("--cv", type=_cv, default=5,
-                       help="folds for choosing alpha, 'loo' (exact leave-one-out) or 'gcv' (generalised "
-                       "cross-validation, the fastest) (default: 5)")
+    group.add_argument(
+        "--pca",
+        type=_pca,
+        nargs="+",
+        default=[100],
+        metavar="K",
+        help="principal components before ridge, or 'none' for the full features; several values "
+        "give several settings (default: 100)",
+    )
+    group.add_argument(
+        "--ridge",
+        choices=("primal", "kernel"),
+        default="primal",
+        help="ridge in feature space or on the linear kernel (use kernel with --pca none when "
+        "features outnumber images; default: primal)",
+    )
+    group.add_argument(
+        "--solver",
+        dest="ridge",
+        choices=("primal", "kernel"),
+        action=_RenamedOption,
+        new_name="--ridge",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+    group.add_argument(
+        "--alphas",
+        type=_alphas,
+        default=list(DEFAULT_SETTING_ALPHAS),
+        metavar="A,B,...",
+        help="ridge penalties tried per vertex; 0 alone is least squares (default: 1e-2 ... 1e8, 11 values)",
+    )
+    group.add_argument(
+        "--cv",
+        type=_cv,
+        default=5,
+        help="folds for choosing alpha, 'loo' (exact leave-one-out) or 'gcv' (generalised "
+        "cross-validation, the fastest) (default: 5)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> list[dict]:
@@ -162,8 +192,13 @@ def _lists(values: list[list[str]] | None) -> list[str] | None:
 
 
 def _subjects_option(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--subjects", type=_split, nargs="+", metavar="N",
-                        help=f"subjects ({what}), e.g. 1 2 or subj01,subj02 (default: every subjXX folder)")
+    parser.add_argument(
+        "--subjects",
+        type=_split,
+        nargs="+",
+        metavar="N",
+        help=f"subjects ({what}), e.g. 1 2 or subj01,subj02 (default: every subjXX folder)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -177,44 +212,70 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fit = commands.add_parser(
-        "fit", parents=[common], help="fit and score a grid of models (resumable)", description=FIT_HELP,
+        "fit",
+        parents=[common],
+        help="fit and score a grid of models (resumable)",
+        description=FIT_HELP,
         formatter_class=formatter,
     )
     fit.add_argument("--store", required=True, help="feature store: local folder or URL (s3://bucket/features.zarr)")
     fit.add_argument("--data", required=True, help="Algonauts 2023 data folder (with subjXX/ folders)")
     which = fit.add_mutually_exclusive_group()
-    which.add_argument("--backbones", type=_split, nargs="+", metavar="NAME",
-                       help="backbones whose stored layers are all fitted (default: every backbone in the store)")
-    which.add_argument("--models", type=_split, nargs="+", metavar="BACKBONE:LAYER",
-                       help="explicit layers, e.g. alexnet:features.5")
-    fit.add_argument("--layers", type=_split, nargs="+", metavar="LAYER",
-                     help="with --backbones: only these layers of each backbone")
+    which.add_argument(
+        "--backbones",
+        type=_split,
+        nargs="+",
+        metavar="NAME",
+        help="backbones whose stored layers are all fitted (default: every backbone in the store)",
+    )
+    which.add_argument(
+        "--models", type=_split, nargs="+", metavar="BACKBONE:LAYER", help="explicit layers, e.g. alexnet:features.5"
+    )
+    fit.add_argument(
+        "--layers", type=_split, nargs="+", metavar="LAYER", help="with --backbones: only these layers of each backbone"
+    )
     _subjects_option(fit, "to fit")
     _add_setting_options(fit)
     fit.add_argument("--out", default="encoder_results", help="results folder (default: encoder_results)")
-    fit.add_argument("--scheduler", default=None,
-                     help="threads (default), processes, synchronous, or a dask.distributed scheduler address "
-                          "such as tcp://host:8786")
+    fit.add_argument(
+        "--scheduler",
+        default=None,
+        help="threads (default), processes, synchronous, or a dask.distributed scheduler address "
+        "such as tcp://host:8786",
+    )
     fit.add_argument("--workers", type=int, default=None, help="threads/processes for the local schedulers")
     fit.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per ROI interval (default: 1000)")
-    fit.add_argument("--split-seed", type=int, default=DEVKIT_SEED,
-                     help=f"seed of the devkit 90/10 split (default: {DEVKIT_SEED}, the seed notebook's rand_seed; "
-                          "5 reproduces the tutorial copies that set 5)")
+    fit.add_argument(
+        "--split-seed",
+        type=int,
+        default=DEVKIT_SEED,
+        help=f"seed of the devkit 90/10 split (default: {DEVKIT_SEED}, the seed notebook's rand_seed; "
+        "5 reproduces the tutorial copies that set 5)",
+    )
     fit.add_argument("--quiet", action="store_true", help="no per-model progress lines")
 
     board = commands.add_parser(
-        "leaderboard", parents=[common], help="print and save the leaderboard of a results file",
+        "leaderboard",
+        parents=[common],
+        help="print and save the leaderboard of a results file",
         description="Rank the models of a results file by median r over all vertices, "
         "with per-ROI medians and bootstrap intervals.",
     )
     board.add_argument("results", help="results.nc written by `encoders fit` (or its folder)")
-    board.add_argument("--rois", type=_split, nargs="+", metavar="ROI",
-                       help="ROI columns to print (default: All vertices and the stream ROIs; the CSV has all)")
+    board.add_argument(
+        "--rois",
+        type=_split,
+        nargs="+",
+        metavar="ROI",
+        help="ROI columns to print (default: All vertices and the stream ROIs; the CSV has all)",
+    )
     board.add_argument("--csv", help="where to save the full table (default: leaderboard.csv next to the results)")
     board.add_argument("--best-layers", action="store_true", help="also print the best layer per ROI and backbone")
 
     comp = commands.add_parser(
-        "compare", parents=[common], help="paired bootstrap: is model B better than model A?",
+        "compare",
+        parents=[common],
+        help="paired bootstrap: is model B better than model A?",
         description="Refit models A and B on each subject's training split and compare "
         "their median validation r on the same bootstrap resamples of the "
         "validation images. A and B are model ids from the leaderboard; a "
@@ -230,8 +291,11 @@ def _build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--data", help="data folder (default: the one recorded in the results)")
 
     sub = commands.add_parser(
-        "submit", parents=[common], help="predict the test images and write a checked submission zip",
-        description=SUBMIT_HELP, formatter_class=formatter,
+        "submit",
+        parents=[common],
+        help="predict the test images and write a checked submission zip",
+        description=SUBMIT_HELP,
+        formatter_class=formatter,
     )
     sub.add_argument("--results", help="results.nc: take the model (default: the best) and its setting from it")
     sub.add_argument("--model", help="model id from the results, or BACKBONE:LAYER with --store/--data")
@@ -242,7 +306,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", default="submission", help="output folder (default: submission)")
 
     check = commands.add_parser(
-        "check-submission", parents=[common], help="check a submission zip against the data",
+        "check-submission",
+        parents=[common],
+        help="check a submission zip against the data",
         description="List every problem of a submission zip or folder (missing subjects "
         "or files, wrong shape or dtype, NaN/inf, files that are not .npy "
         "arrays, an extra parent folder); exit status 1 when there is any.",
@@ -252,19 +318,29 @@ def _build_parser() -> argparse.ArgumentParser:
     _subjects_option(check, "expected in the zip")
 
     evaluate = commands.add_parser(
-        "evaluate", parents=[common], help="score a submission on the test images (the official score)",
-        description=EVALUATE_HELP, formatter_class=formatter,
+        "evaluate",
+        parents=[common],
+        help="score a submission on the test images (the official score)",
+        description=EVALUATE_HELP,
+        formatter_class=formatter,
     )
     evaluate.add_argument("submission", help="submission zip, or a folder holding subjXX/{lh,rh}_pred_test.npy")
-    evaluate.add_argument("--data", required=True,
-                          help="data folder with test_split/test_fmri and test_split/noise_ceiling per subject")
+    evaluate.add_argument(
+        "--data", required=True, help="data folder with test_split/test_fmri and test_split/noise_ceiling per subject"
+    )
     _subjects_option(evaluate, "to score; each must be in the submission")
     evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON to FILE")
-    evaluate.add_argument("--n-boot", type=int, default=1000,
-                          help="bootstrap resamples of the test images for the intervals (default: 1000)")
+    evaluate.add_argument(
+        "--n-boot",
+        type=int,
+        default=1000,
+        help="bootstrap resamples of the test images for the intervals (default: 1000)",
+    )
 
     plots = commands.add_parser(
-        "plots", parents=[common], help="figures of a results file",
+        "plots",
+        parents=[common],
+        help="figures of a results file",
         description="Accuracy on the brain surface (PNG + interactive HTML), an ROI on "
         "the surface, median r per ROI LH vs RH, a layer x ROI heatmap and one "
         "image's fMRI response.",
@@ -276,7 +352,9 @@ def _build_parser() -> argparse.ArgumentParser:
     plots.add_argument("--data", help="data folder (default: the one recorded in the results)")
 
     demo = commands.add_parser(
-        "demo", parents=[common], help="the whole workflow offline on built-in demo data",
+        "demo",
+        parents=[common],
+        help="the whole workflow offline on built-in demo data",
         description="Build demo data in the Algonauts 2023 layout, extract features of two "
         "backbones, fit the grid over their layers and both subjects, print the "
         "leaderboard next to the simulation's noise ceiling, and write figures, "
@@ -284,11 +362,20 @@ def _build_parser() -> argparse.ArgumentParser:
         "already in --out.",
     )
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--backbones", type=_split, nargs="+", metavar="NAME",
-                      help="catalog backbones (default: alexnet.untrained ViT-B-32.untrained; pretrained ones such "
-                           "as alexnet need their weights cached or network access)")
-    demo.add_argument("--size", choices=("tiny", "default"), default="default",
-                      help="default: 150 train / 40 test images per subject (a few minutes); tiny: a smoke test")
+    demo.add_argument(
+        "--backbones",
+        type=_split,
+        nargs="+",
+        metavar="NAME",
+        help="catalog backbones (default: alexnet.untrained ViT-B-32.untrained; pretrained ones such "
+        "as alexnet need their weights cached or network access)",
+    )
+    demo.add_argument(
+        "--size",
+        choices=("tiny", "default"),
+        default="default",
+        help="default: 150 train / 40 test images per subject (a few minutes); tiny: a smoke test",
+    )
     return parser
 
 
@@ -305,17 +392,28 @@ def _fit(args: argparse.Namespace) -> int:
     elif models is not None:
         models = [parse_model(m) for m in models]
     results = fit_grid(
-        args.store, args.data, models=models, backbones=backbones, subjects=_lists(args.subjects),
-        settings=_settings(args), out=args.out, split_seed=args.split_seed, n_boot=args.n_boot,
-        scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet,
+        args.store,
+        args.data,
+        models=models,
+        backbones=backbones,
+        subjects=_lists(args.subjects),
+        settings=_settings(args),
+        out=args.out,
+        split_seed=args.split_seed,
+        n_boot=args.n_boot,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        progress=not args.quiet,
     )
     table = leaderboard(results)
     out = Path(args.out)
     table.to_csv(out / "leaderboard.csv")
     best_layers(results).to_csv(out / "best_layers.csv", index=False)
     print(format_leaderboard(table))
-    print(f"\nresults: {out / 'results.nc'}\nleaderboard: {out / 'leaderboard.csv'}\n"
-          f"best layer per ROI: {out / 'best_layers.csv'}")
+    print(
+        f"\nresults: {out / 'results.nc'}\nleaderboard: {out / 'leaderboard.csv'}\n"
+        f"best layer per ROI: {out / 'best_layers.csv'}"
+    )
     return 0
 
 
@@ -341,8 +439,18 @@ def _compare(args: argparse.Namespace) -> int:
     from encoders.leaderboard import compare
 
     results = load_results(args.results)
-    print(compare(results, args.a, args.b, roi=args.roi, hemisphere=args.hemisphere, n_boot=args.n_boot,
-                  store=args.store, data_dir=args.data))
+    print(
+        compare(
+            results,
+            args.a,
+            args.b,
+            roi=args.roi,
+            hemisphere=args.hemisphere,
+            n_boot=args.n_boot,
+            store=args.store,
+            data_dir=args.data,
+        )
+    )
     return 0
 
 
@@ -355,8 +463,14 @@ def _submit(args: argparse.Namespace) -> int:
     subjects = _lists(args.subjects)
     check_output_folder(args.out, "--out")
     if args.results:
-        archive = write_test_submission(load_results(args.results), args.out, model=args.model, store=args.store,
-                                        data_dir=args.data, subjects=subjects)
+        archive = write_test_submission(
+            load_results(args.results),
+            args.out,
+            model=args.model,
+            store=args.store,
+            data_dir=args.data,
+            subjects=subjects,
+        )
     else:
         if not (args.model and args.store and args.data):
             raise InvalidArgumentError("give --results RESULTS, or --model BACKBONE:LAYER with --store and --data")
@@ -370,8 +484,10 @@ def _submit(args: argparse.Namespace) -> int:
     if has_test_split(data_dir, subjects):
         print(evaluate_submission(archive, data_dir, subjects=subjects).format())
     else:
-        print(f"(no test_split/test_fmri and noise_ceiling in {data_dir}: the official score needs the "
-              "post-challenge release; the leaderboard's validation figures are estimates)")
+        print(
+            f"(no test_split/test_fmri and noise_ceiling in {data_dir}: the official score needs the "
+            "post-challenge release; the leaderboard's validation figures are estimates)"
+        )
     return 0
 
 
@@ -405,8 +521,9 @@ def _plots(args: argparse.Namespace) -> int:
     from encoders.figures import write_figures
     from encoders.grid import load_results
 
-    figures = write_figures(load_results(args.results), args.out, model=args.model, subject=args.subject,
-                            data_dir=args.data)
+    figures = write_figures(
+        load_results(args.results), args.out, model=args.model, subject=args.subject, data_dir=args.data
+    )
     print("\n".join(str(path) for path in figures))
     return 0
 
@@ -443,8 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _build_parser().parse_args(argv)
     return run_command(
-        f"encoders {args.command}", (EncodersError, *USER_ERRORS), lambda: COMMANDS[args.command](args),
-        debug=args.debug, interrupted=INTERRUPTED.get(args.command, "interrupted"),
+        f"encoders {args.command}",
+        (EncodersError, *USER_ERRORS),
+        lambda: COMMANDS[args.command](args),
+        debug=args.debug,
+        interrupted=INTERRUPTED.get(args.command, "interrupted"),
     )
 
 

@@ -43,8 +43,11 @@ __all__ = [
 ]
 
 # library code that lived here before: the old names still import, once with a warning
-_MOVED = {"write_figures": "encoders.figures", "write_test_submission": "encoders.submit",
-          "write_checked_submission": "encoders.submit"}
+_MOVED = {
+    "write_figures": "encoders.figures",
+    "write_test_submission": "encoders.submit",
+    "write_checked_submission": "encoders.submit",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -137,8 +140,10 @@ def _model_provenance(results: xr.Dataset) -> dict[str, dict[str, Any]]:
             "features": stored.get(backbone, {}),
         }
         for model, backbone, layer, setting in zip(
-            results["model"].values.tolist(), results["backbone"].values.tolist(),
-            results["layer"].values.tolist(), results["setting"].values.tolist(),
+            results["model"].values.tolist(),
+            results["backbone"].values.tolist(),
+            results["layer"].values.tolist(),
+            results["setting"].values.tolist(),
         )
     }
 
@@ -191,21 +196,32 @@ def run_demo(
         picked = (layers or {}).get(backbone) or (preset.layers or {}).get(backbone) or entry.layers
         chosen[backbone] = list(picked)
         report = extract(entry, data, store, layers=chosen[backbone], num_workers=0, progress=progress)
-        print(f"   {backbone}: {len(chosen[backbone])} layers, {report.rows_computed} images computed "
-              f"({report.seconds:.0f} s)")
+        print(
+            f"   {backbone}: {len(chosen[backbone])} layers, {report.rows_computed} images computed "
+            f"({report.seconds:.0f} s)"
+        )
 
     _step(3, "model grid (PCA + ridge with per-vertex alpha, both subjects)")
     models = [(backbone, layer) for backbone, names in chosen.items() for layer in names]
     results = fit_grid(
-        store, data, models=models, settings=[EncoderSetting(pca=preset.pca)], out=out / "results",
-        n_boot=preset.n_boot, scheduler=scheduler, progress=progress,
+        store,
+        data,
+        models=models,
+        settings=[EncoderSetting(pca=preset.pca)],
+        out=out / "results",
+        n_boot=preset.n_boot,
+        scheduler=scheduler,
+        progress=progress,
     )
 
     _step(4, "leaderboard (median r over validation images; last row: the simulation's noise ceiling)")
     table = leaderboard(results)
     outputs = DemoOutputs(
-        data=data, store=store, results=out / "results" / "results.nc",
-        leaderboard_csv=out / "leaderboard.csv", best_layers_csv=out / "best_layers.csv",
+        data=data,
+        store=store,
+        results=out / "results" / "results.nc",
+        leaderboard_csv=out / "leaderboard.csv",
+        best_layers_csv=out / "best_layers.csv",
     )
     table.to_csv(outputs.leaderboard_csv)
     layers_table = best_layers(results, rois=[r for r in results["roi"].values.tolist()])
@@ -225,8 +241,11 @@ def run_demo(
         outputs.figures = figures.write_figures(results, out / "figures")
         manifest.write_text(json.dumps([str(path) for path in outputs.figures]))
         write_report(
-            table, outputs.figures, _model_provenance(results),
-            outputs.report, title="nsd-featurestore demo: encoding models on simulated Algonauts data",
+            table,
+            outputs.figures,
+            _model_provenance(results),
+            outputs.report,
+            title="nsd-featurestore demo: encoding models on simulated Algonauts data",
         )
 
     best = best_model(results)

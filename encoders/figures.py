@@ -37,8 +37,11 @@ def _layer_heatmap_table(results: xr.Dataset, table: pd.DataFrame) -> pd.DataFra
     rows = table[table["setting"] == first_setting]
     rois = [r for r in results["roi"].values.tolist() if r in table.columns]
     frame = rows.set_index(["backbone", "layer"])[rois]
-    order = [(b, l) for b, l, s in zip(results["backbone"].values, results["layer"].values, results["setting"].values)
-             if s == first_setting]
+    order = [
+        (backbone, layer)
+        for backbone, layer, s in zip(results["backbone"].values, results["layer"].values, results["setting"].values)
+        if s == first_setting
+    ]
     return frame.loc[order]
 
 
@@ -69,21 +72,21 @@ def write_figures(
         hemi: row["r"].sel(hemisphere=hemi).values[: int(row["n_vertices"].sel(hemisphere=hemi))]
         for hemi in HEMISPHERES
     }
-    figures = plot_accuracy(
-        r, atlas, out_dir, name="accuracy", title=f"Validation r, {model}", surface=surface
-    )
+    figures = plot_accuracy(r, atlas, out_dir, name="accuracy", title=f"Validation r, {model}", surface=surface)
     roi = next((name for name in ("V1v", "FFA-1", "PPA") if atlas.mask("lh", name).any()), atlas.roi_names("lh")[0])
     figures.append(plot_roi(atlas, roi, out_dir / f"roi_{roi}.png", hemi="lh", surface=surface))
     figures.append(
         plot_roi_medians(
-            _roi_table(results, model, subject), out_dir / "roi_medians.png",
+            _roi_table(results, model, subject),
+            out_dir / "roi_medians.png",
             title=f"Median r per ROI: {short}, subj{subject:02d}",
         )
     )
     table = leaderboard(results, ceiling=False)
     figures.append(
         plot_layer_roi_heatmap(
-            _layer_heatmap_table(results, table), out_dir / "layer_roi_heatmap.png",
+            _layer_heatmap_table(results, table),
+            out_dir / "layer_roi_heatmap.png",
             title="Median r (mean over subjects and hemispheres): layer x ROI",
         )
     )
@@ -91,8 +94,12 @@ def write_figures(
     response = {hemi: np.asarray(data.fmri[hemi][0]) for hemi in HEMISPHERES}
     figures.append(
         plot_image_response(
-            data.train_images[0], response, atlas, out_dir / "image_response.png",
-            title=f"subj{subject:02d} {data.train_images[0].name}: measured fMRI", surface=surface,
+            data.train_images[0],
+            response,
+            atlas,
+            out_dir / "image_response.png",
+            title=f"subj{subject:02d} {data.train_images[0].name}: measured fMRI",
+            surface=surface,
         )
     )
     return figures

@@ -146,8 +146,9 @@ def format_leaderboard(table: pd.DataFrame, rois: Iterable[str] | None = None, d
     shown = pd.DataFrame(index=table.index)
     for roi in rois:
         shown[roi] = [
-            "" if np.isnan(value) else
-            f"{value:.{digits}f}" + ("" if np.isnan(low) else f" [{low:.{digits}f}, {high:.{digits}f}]")
+            ""
+            if np.isnan(value)
+            else f"{value:.{digits}f}" + ("" if np.isnan(low) else f" [{low:.{digits}f}, {high:.{digits}f}]")
             for value, low, high in zip(table[roi], table[f"{roi} low"], table[f"{roi} high"])
         ]
     if table[CHALLENGE_SCORE].notna().any():
@@ -231,8 +232,10 @@ class Comparison:
         )
 
     def __str__(self) -> str:
-        verdict = "B is better" if self.mean.difference.low > 0 else (
-            "A is better" if self.mean.difference.high < 0 else "no clear difference"
+        verdict = (
+            "B is better"
+            if self.mean.difference.low > 0
+            else ("A is better" if self.mean.difference.high < 0 else "no clear difference")
         )
         return (
             f"A = {self.a}\nB = {self.b}\nROI: {self.roi}; paired bootstrap over validation images\n"
@@ -267,12 +270,7 @@ def compare(
         y_val, pred_a = predict_validation(results, a, number, store=store, data_dir=data_dir)
         _, pred_b = predict_validation(results, b, number, store=store, data_dir=data_dir)
         atlas = RoiAtlas(data_dir, number)
-        mask = np.concatenate(
-            [
-                atlas.mask(hemi, roi) & (hemisphere in (None, hemi))
-                for hemi in HEMISPHERES
-            ]
-        )
+        mask = np.concatenate([atlas.mask(hemi, roi) & (hemisphere in (None, hemi)) for hemi in HEMISPHERES])
         per_subject[number] = paired_bootstrap(
             y_val, pred_a, pred_b, mask=mask, n_boot=n_boot, level=level, seed=seed + number
         )

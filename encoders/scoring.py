@@ -23,8 +23,9 @@ def _check_pair(y_true: Any, y_pred: Any, xp: ModuleType) -> tuple[Any, Any]:
     if tuple(y_true.shape) != tuple(y_pred.shape):
         raise ValueError(f"y_true has shape {tuple(y_true.shape)} but y_pred has shape {tuple(y_pred.shape)}")
     if y_true.ndim not in (1, 2) or y_true.shape[0] < 2:
-        raise ValueError(f"scores need arrays of shape (n_samples >= 2,) or (n_samples >= 2, n_targets); "
-                         f"got {tuple(y_true.shape)}")
+        raise ValueError(
+            f"scores need arrays of shape (n_samples >= 2,) or (n_samples >= 2, n_targets); got {tuple(y_true.shape)}"
+        )
     if y_true.ndim == 1:
         y_true, y_pred = y_true[:, None], y_pred[:, None]
     dtype = "float64" if "64" in xp.dtype_name(y_true) + xp.dtype_name(y_pred) else "float32"
@@ -57,8 +58,10 @@ def pearson_r(y_true: Any, y_pred: Any, *, backend: str | ModuleType = "numpy") 
     xp = get_backend(backend)
     y_true, y_pred = _check_pair(y_true, y_pred, xp)
     width = max(1, _BLOCK_ELEMENTS // y_true.shape[0])
-    blocks = [_pearson_block(y_true[:, start : start + width], y_pred[:, start : start + width], xp)
-              for start in range(0, y_true.shape[1], width)]
+    blocks = [
+        _pearson_block(y_true[:, start : start + width], y_pred[:, start : start + width], xp)
+        for start in range(0, y_true.shape[1], width)
+    ]
     return blocks[0] if len(blocks) == 1 else xp.asarray(np.concatenate([xp.to_numpy(b) for b in blocks]))
 
 
@@ -67,8 +70,7 @@ def _pearson_block(y_true: Any, y_pred: Any, xp: ModuleType) -> Any:
     yt = y_true - xp.mean(y_true, axis=0)
     yp = y_pred - xp.mean(y_pred, axis=0)
     norm = xp.sqrt(xp.sum(yt * yt, axis=0) * xp.sum(yp * yp, axis=0))
-    constant = (xp.max(y_true, axis=0) == xp.min(y_true, axis=0)) | (
-        xp.max(y_pred, axis=0) == xp.min(y_pred, axis=0))
+    constant = (xp.max(y_true, axis=0) == xp.min(y_true, axis=0)) | (xp.max(y_pred, axis=0) == xp.min(y_pred, axis=0))
     r = xp.sum(yt * yp, axis=0) / xp.where(constant | (norm == 0), 1.0, norm)
     return xp.where(constant, float("nan"), xp.clip(r, -1.0, 1.0))
 

@@ -28,8 +28,18 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 DTYPES = ("float16", "float32")
 REDUCE_SPEC = re.compile(r"avgpool|srp:[1-9][0-9]*")
 ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-ENTRY_KEYS = ("source", "architecture", "weights", "seed", "preprocessing", "layers", "reduce", "reduce_seed",
-              "dtype", "meta")
+ENTRY_KEYS = (
+    "source",
+    "architecture",
+    "weights",
+    "seed",
+    "preprocessing",
+    "layers",
+    "reduce",
+    "reduce_seed",
+    "dtype",
+    "meta",
+)
 REQUIRED_KEYS = ("source", "architecture", "weights", "layers")
 PREPROCESSING_KEYS = ("resize", "crop", "interpolation", "mean", "std")
 
@@ -64,8 +74,9 @@ class Preprocessing:
             if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
                 raise CatalogError(f"preprocessing {key!r}: expected a positive integer or null, got {size!r}")
         if self.interpolation not in INTERPOLATIONS:
-            raise CatalogError(f"preprocessing 'interpolation': expected one of {list(INTERPOLATIONS)}, "
-                               f"got {self.interpolation!r}")
+            raise CatalogError(
+                f"preprocessing 'interpolation': expected one of {list(INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
         for key in ("mean", "std"):
             values = getattr(self, key)
             if len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -75,8 +86,13 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (lists, not tuples)."""
-        return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "resize": self.resize,
+            "crop": self.crop,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,53 +122,79 @@ class CatalogEntry:
             object.__setattr__(self, key, kind(getattr(self, key)))  # callers may pass lists / mappings
         name = self.name
         if not isinstance(name, str) or not ENTRY_NAME.fullmatch(name):
-            raise CatalogError(f"entry name {name!r}: expected letters, digits and . _ + - "
-                               f"(it names a store group), starting with a letter or digit")
+            raise CatalogError(
+                f"entry name {name!r}: expected letters, digits and . _ + - "
+                f"(it names a store group), starting with a letter or digit"
+            )
         if self.source not in SOURCES:
-            raise _key_error(name, "source", f"expected one of {list(SOURCES)}, got {self.source!r}"
-                             f"{did_you_mean(str(self.source), list(SOURCES))}")
+            raise _key_error(
+                name,
+                "source",
+                f"expected one of {list(SOURCES)}, got {self.source!r}{did_you_mean(str(self.source), list(SOURCES))}",
+            )
         if not self.architecture:
             raise _key_error(name, "architecture", "expected a non-empty model name")
         if not self.weights or self.weights == FILE_PREFIX:
-            raise _key_error(name, "weights", f"expected a pretrained tag, {UNTRAINED!r} or "
-                             f"'{FILE_PREFIX}/path/to/state_dict.pt', got {self.weights!r}")
+            raise _key_error(
+                name,
+                "weights",
+                f"expected a pretrained tag, {UNTRAINED!r} or "
+                f"'{FILE_PREFIX}/path/to/state_dict.pt', got {self.weights!r}",
+            )
         if self.weights == UNTRAINED and self.seed is None:
-            raise _key_error(name, "seed", f"weights {UNTRAINED!r} needs an integer seed (for reproducible "
-                             "random weights), got none")
+            raise _key_error(
+                name, "seed", f"weights {UNTRAINED!r} needs an integer seed (for reproducible random weights), got none"
+            )
         if self.weights != UNTRAINED and self.seed is not None:
-            raise _key_error(name, "seed", f"a seed is only used with weights {UNTRAINED!r}, got seed "
-                             f"{self.seed!r} with weights {self.weights!r}")
+            raise _key_error(
+                name,
+                "seed",
+                f"a seed is only used with weights {UNTRAINED!r}, got seed {self.seed!r} with weights {self.weights!r}",
+            )
         if self.preprocessing is None and SOURCES[self.source]:
-            raise _key_error(name, "preprocessing", f"required for source {self.source!r} (resize, crop, "
-                             f"interpolation, mean, std)")
+            raise _key_error(
+                name, "preprocessing", f"required for source {self.source!r} (resize, crop, interpolation, mean, std)"
+            )
         if not self.layers or len(set(self.layers)) != len(self.layers):
-            raise _key_error(name, "layers", f"expected a non-empty list of distinct layer names, "
-                             f"got {list(self.layers)!r}")
+            raise _key_error(
+                name, "layers", f"expected a non-empty list of distinct layer names, got {list(self.layers)!r}"
+            )
         for layer, spec in self.reduce.items():
             if not REDUCE_SPEC.fullmatch(spec):
-                raise _key_error(name, "reduce", f"layer {layer!r}: expected 'avgpool' or 'srp:<k>' (k a "
-                                 f"positive integer), got {spec!r}")
+                raise _key_error(
+                    name,
+                    "reduce",
+                    f"layer {layer!r}: expected 'avgpool' or 'srp:<k>' (k a positive integer), got {spec!r}",
+                )
         if self.dtype not in DTYPES:
             raise _key_error(name, "dtype", f"expected one of {list(DTYPES)}, got {self.dtype!r}")
 
     @property
     def weights_file(self) -> Path | None:
         """The local weights file of a ``file:`` entry, else None."""
-        return Path(self.weights[len(FILE_PREFIX):]) if self.weights.startswith(FILE_PREFIX) else None
+        return Path(self.weights[len(FILE_PREFIX) :]) if self.weights.startswith(FILE_PREFIX) else None
 
     def with_weights(self, weights: str, seed: int | None = None) -> CatalogEntry:
         """A validated copy with other weights (``seed`` is needed for ``"untrained"`` and refused otherwise)."""
         if weights.startswith(FILE_PREFIX):
-            weights = FILE_PREFIX + str(Path(weights[len(FILE_PREFIX):]).expanduser().resolve())
+            weights = FILE_PREFIX + str(Path(weights[len(FILE_PREFIX) :]).expanduser().resolve())
         return dataclasses.replace(self, weights=weights, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for provenance."""
-        return {"name": self.name, "source": self.source, "architecture": self.architecture,
-                "weights": self.weights, "seed": self.seed,
-                "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict(),
-                "layers": list(self.layers), "reduce": dict(self.reduce), "reduce_seed": self.reduce_seed,
-                "dtype": self.dtype, "meta": dict(self.meta)}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "architecture": self.architecture,
+            "weights": self.weights,
+            "seed": self.seed,
+            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict(),
+            "layers": list(self.layers),
+            "reduce": dict(self.reduce),
+            "reduce_seed": self.reduce_seed,
+            "dtype": self.dtype,
+            "meta": dict(self.meta),
+        }
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -188,18 +230,19 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
             raise CatalogError(f"{path}: entry {name!r}: expected a mapping of keys, got {type(body).__name__}")
         for key in body:
             if key not in ENTRY_KEYS and key != "extends":
-                raise CatalogError(f"{path}: entry {name!r}: unknown key {key!r}{did_you_mean(str(key), ENTRY_KEYS)}; "
-                                   f"valid keys: {['extends', *ENTRY_KEYS]}")
+                raise CatalogError(
+                    f"{path}: entry {name!r}: unknown key {key!r}{did_you_mean(str(key), ENTRY_KEYS)}; "
+                    f"valid keys: {['extends', *ENTRY_KEYS]}"
+                )
         weights = body.get("weights")
         if isinstance(weights, str) and weights.startswith(FILE_PREFIX):
-            file = Path(weights[len(FILE_PREFIX):]).expanduser()
+            file = Path(weights[len(FILE_PREFIX) :]).expanduser()
             body = {**body, "weights": FILE_PREFIX + str((path.parent / file).resolve())}
         entries[str(name)] = body
     return entries
 
 
-def _merged(name: str, raw: Mapping[str, tuple[dict[str, Any], Path]], chain: tuple[str, ...] = ()
-            ) -> dict[str, Any]:
+def _merged(name: str, raw: Mapping[str, tuple[dict[str, Any], Path]], chain: tuple[str, ...] = ()) -> dict[str, Any]:
     """An entry's keys with its ``extends`` chain applied: the child's keys win, ``meta`` merges, and a child
     that sets ``weights`` does not inherit the parent's ``seed``."""
     body, origin = raw[name]
@@ -207,8 +250,9 @@ def _merged(name: str, raw: Mapping[str, tuple[dict[str, Any], Path]], chain: tu
         return dict(body)
     parent = body["extends"]
     if not isinstance(parent, str) or parent not in raw:
-        raise CatalogError(f"{origin}: entry {name!r}: key 'extends': unknown entry {parent!r}"
-                           f"{did_you_mean(str(parent), list(raw))}")
+        raise CatalogError(
+            f"{origin}: entry {name!r}: key 'extends': unknown entry {parent!r}{did_you_mean(str(parent), list(raw))}"
+        )
     if parent in chain or parent == name:
         raise CatalogError(f"{origin}: entry {name!r}: key 'extends': cycle {' -> '.join((*chain, name, parent))}")
     fields = _merged(parent, raw, (*chain, name))
@@ -230,8 +274,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _string_map(name: str, key: str, value: Any) -> dict[str, str]:
-    _expect(isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()),
-            name, key, "a mapping of strings to strings (quote numbers)", value)
+    _expect(
+        isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()),
+        name,
+        key,
+        "a mapping of strings to strings (quote numbers)",
+        value,
+    )
     return dict(value)
 
 
@@ -248,8 +297,13 @@ def _preprocessing(name: str, value: Any) -> Preprocessing | None:
     for key in ("mean", "std"):
         _expect(isinstance(value[key], list), name, f"preprocessing.{key}", "a list of 3 numbers", value[key])
     try:
-        return Preprocessing(resize=value.get("resize"), crop=value.get("crop"),
-                             interpolation=value["interpolation"], mean=tuple(value["mean"]), std=tuple(value["std"]))
+        return Preprocessing(
+            resize=value.get("resize"),
+            crop=value.get("crop"),
+            interpolation=value["interpolation"],
+            mean=tuple(value["mean"]),
+            std=tuple(value["std"]),
+        )
     except CatalogError as err:
         raise CatalogError(f"entry {name!r}: {err}") from None
 
@@ -266,14 +320,26 @@ def _entry(name: str, fields: Mapping[str, Any]) -> CatalogEntry:
     _expect(seed is None or _is_int(seed), name, "seed", "an integer or null", seed)
     _expect(_is_int(fields.get("reduce_seed", 0)), name, "reduce_seed", "an integer", fields.get("reduce_seed"))
     layers = fields["layers"]
-    _expect(isinstance(layers, list) and all(isinstance(layer, str) for layer in layers), name, "layers",
-            "a list of layer names", layers)
-    return CatalogEntry(name=name, source=fields["source"], architecture=fields["architecture"],
-                        weights=fields["weights"], seed=seed,
-                        preprocessing=_preprocessing(name, fields.get("preprocessing")), layers=tuple(layers),
-                        reduce=_string_map(name, "reduce", fields.get("reduce", {})),
-                        reduce_seed=fields.get("reduce_seed", 0), dtype=fields.get("dtype", "float16"),
-                        meta=_string_map(name, "meta", fields.get("meta", {})))
+    _expect(
+        isinstance(layers, list) and all(isinstance(layer, str) for layer in layers),
+        name,
+        "layers",
+        "a list of layer names",
+        layers,
+    )
+    return CatalogEntry(
+        name=name,
+        source=fields["source"],
+        architecture=fields["architecture"],
+        weights=fields["weights"],
+        seed=seed,
+        preprocessing=_preprocessing(name, fields.get("preprocessing")),
+        layers=tuple(layers),
+        reduce=_string_map(name, "reduce", fields.get("reduce", {})),
+        reduce_seed=fields.get("reduce_seed", 0),
+        dtype=fields.get("dtype", "float16"),
+        meta=_string_map(name, "meta", fields.get("meta", {})),
+    )
 
 
 def load_catalog(paths: str | Path | Sequence[str | Path] = ()) -> dict[str, CatalogEntry]:
@@ -302,6 +368,7 @@ def get_entry(name: str, catalog_paths: str | Path | Sequence[str | Path] = ()) 
     """The entry called `name` in the built-in catalog plus `catalog_paths`; unknown names list the known ones."""
     catalog = load_catalog(catalog_paths)
     if name not in catalog:
-        raise CatalogError(f"unknown backbone {name!r}{did_you_mean(name, list(catalog))}; known backbones: "
-                           f"{sorted(catalog)}")
+        raise CatalogError(
+            f"unknown backbone {name!r}{did_you_mean(name, list(catalog))}; known backbones: {sorted(catalog)}"
+        )
     return catalog[name]

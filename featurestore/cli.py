@@ -44,17 +44,32 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     """Run (or plan, with --dry-run) one extraction and say what it did."""
     from featurestore.extract import extract
 
-    report = extract(args.backbone, args.images, args.store, layers=args.layers, device=args.device,
-                     batch_size=args.batch_size, num_workers=args.workers, chunk_rows=args.chunk_rows,
-                     dtype=args.dtype, catalog=args.catalog, subjects=args.subjects,
-                     storage_options=dict(args.storage_option), dry_run=args.dry_run,
-                     progress=not args.no_progress, wait=args.wait, skip_bad_images=args.skip_bad_images)
+    report = extract(
+        args.backbone,
+        args.images,
+        args.store,
+        layers=args.layers,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        chunk_rows=args.chunk_rows,
+        dtype=args.dtype,
+        catalog=args.catalog,
+        subjects=args.subjects,
+        storage_options=dict(args.storage_option),
+        dry_run=args.dry_run,
+        progress=not args.no_progress,
+        wait=args.wait,
+        skip_bad_images=args.skip_bad_images,
+    )
     for image in report.skipped_images:
         print(f"featurestore: skipped NSD id {image['nsd_id']}: {image['reason']}", file=sys.stderr)
     if not args.dry_run:
         plan = report.plan
-        print(f"{plan.backbone}: {report.rows_computed} images through the model, {report.chunks_written} chunk(s) "
-              f"written, {plan.rows.new_ids.size} new ids, {report.seconds:.1f} s -> {plan.store}")
+        print(
+            f"{plan.backbone}: {report.rows_computed} images through the model, {report.chunks_written} chunk(s) "
+            f"written, {plan.rows.new_ids.size} new ids, {report.seconds:.1f} s -> {plan.store}"
+        )
 
 
 def _cmd_layers(args: argparse.Namespace) -> None:
@@ -65,8 +80,10 @@ def _cmd_layers(args: argparse.Namespace) -> None:
     entry = get_entry(args.backbone, args.catalog)
     infos = list_layers(entry)
     width = max(len(info.name) for info in infos)
-    print(f"{entry.name}: {len(infos)} layers ({entry.source} {entry.architecture}); "
-          f"* = default layer, inplace = a later op modifies the output in place (read as a copy before it)")
+    print(
+        f"{entry.name}: {len(infos)} layers ({entry.source} {entry.architecture}); "
+        f"* = default layer, inplace = a later op modifies the output in place (read as a copy before it)"
+    )
     for info in infos:
         mark = "*" if info.name in entry.layers else " "
         reduce = f"  reduce={entry.reduce[info.name]}" if info.name in entry.reduce else ""
@@ -98,16 +115,23 @@ def _cmd_demo_data(args: argparse.Namespace) -> None:
     """Write (or reuse) the offline demo dataset."""
     from featurestore.demo_data import make_demo_data
 
-    path = make_demo_data(args.out, n_subjects=args.subjects, n_train=args.n_train, n_test=args.n_test,
-                          n_vertices=args.n_vertices, seed=args.seed)
+    path = make_demo_data(
+        args.out,
+        n_subjects=args.subjects,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        n_vertices=args.n_vertices,
+        seed=args.seed,
+    )
     print(f"demo dataset (Algonauts 2023 layout): {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``featurestore`` and its subcommands."""
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="featurestore", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=formatter)
+    parser = argparse.ArgumentParser(
+        prog="featurestore", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
+    )
     debug_help = f"show the traceback of user errors too (or set {DEBUG_ENV}=1)"
     parser.add_argument("--debug", action="store_true", help=debug_help)
     parser.set_defaults(interrupted="interrupted")
@@ -117,74 +141,112 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
 
     def store_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--storage-option", action="append", default=[], type=_storage_option,
-                         metavar="KEY=VALUE",
-                         help="fsspec option for a remote store, e.g. endpoint_url=http://host:9000 (repeatable)")
+        sub.add_argument(
+            "--storage-option",
+            action="append",
+            default=[],
+            type=_storage_option,
+            metavar="KEY=VALUE",
+            help="fsspec option for a remote store, e.g. endpoint_url=http://host:9000 (repeatable)",
+        )
 
     extract = commands.add_parser(
-        "extract", parents=[common], help="extract layers of a backbone for every image into a store",
+        "extract",
+        parents=[common],
+        help="extract layers of a backbone for every image into a store",
         formatter_class=formatter,
         description="Extract layer activations of a catalog backbone for every image of an Algonauts data dir, "
-                    "subject dir or NSD hdf5 file into a Zarr store (local path or fsspec URL). Ids already "
-                    "stored are skipped; an interrupted run resumes.")
+        "subject dir or NSD hdf5 file into a Zarr store (local path or fsspec URL). Ids already "
+        "stored are skipped; an interrupted run resumes.",
+    )
     extract.add_argument("--backbone", required=True, help="catalog entry name (see catalog.yaml)")
-    extract.add_argument("--layers", nargs="+", help="layers to store (default: the entry's layers; see "
-                                                     "`featurestore layers BACKBONE`)")
-    extract.add_argument("--images", required=True, help="Algonauts 2023 data dir, one subject's dir, or "
-                                                         "nsd_stimuli.hdf5")
+    extract.add_argument(
+        "--layers", nargs="+", help="layers to store (default: the entry's layers; see `featurestore layers BACKBONE`)"
+    )
+    extract.add_argument(
+        "--images", required=True, help="Algonauts 2023 data dir, one subject's dir, or nsd_stimuli.hdf5"
+    )
     extract.add_argument("--store", required=True, help="feature store path or URL (created if missing)")
-    extract.add_argument("--subjects", nargs="+", help="Algonauts subjects to take images from, e.g. 1 2 "
-                                                       "(default: all)")
+    extract.add_argument(
+        "--subjects", nargs="+", help="Algonauts subjects to take images from, e.g. 1 2 (default: all)"
+    )
     extract.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     extract.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    extract.add_argument("--workers", type=int, help="image-decoding worker processes (default: min(16, cores - 1), "
-                                                     "at least 1, on a GPU; min(4, cores - 1) on the CPU)")
+    extract.add_argument(
+        "--workers",
+        type=int,
+        help="image-decoding worker processes (default: min(16, cores - 1), "
+        "at least 1, on a GPU; min(4, cores - 1) on the CPU)",
+    )
     extract.add_argument("--chunk-rows", type=int, help="rows per stored chunk (default: the store's, else 256)")
-    extract.add_argument("--dtype", choices=["float16", "float32"],
-                         help="storage dtype (default: the store's, else the entry's, float16)")
+    extract.add_argument(
+        "--dtype",
+        choices=["float16", "float32"],
+        help="storage dtype (default: the store's, else the entry's, float16)",
+    )
     extract.add_argument("--catalog", nargs="+", default=[], help="user catalog YAML file(s)")
     extract.add_argument("--dry-run", action="store_true", help="print what would be written and stop")
-    extract.add_argument("--wait", action="store_true", help="wait for another writer of this backbone instead "
-                                                             "of failing")
+    extract.add_argument(
+        "--wait", action="store_true", help="wait for another writer of this backbone instead of failing"
+    )
     extract.add_argument("--no-progress", action="store_true", help="no progress bar")
-    extract.add_argument("--skip-bad-images", action="store_true",
-                         help="skip unreadable images (recorded in the store, listed at the end) instead of stopping")
+    extract.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable images (recorded in the store, listed at the end) instead of stopping",
+    )
     store_options(extract)
-    extract.set_defaults(run=_cmd_extract, interrupted="interrupted; finished chunks are kept; rerun the same "
-                                                    "command to resume")
+    extract.set_defaults(
+        run=_cmd_extract, interrupted="interrupted; finished chunks are kept; rerun the same command to resume"
+    )
 
-    layers = commands.add_parser("layers", parents=[common], help="list a backbone's extractable layers",
-                                 description="List every extractable layer of a catalog backbone with its output "
-                                             "shape; in-place layers and default layers are marked.")
+    layers = commands.add_parser(
+        "layers",
+        parents=[common],
+        help="list a backbone's extractable layers",
+        description="List every extractable layer of a catalog backbone with its output "
+        "shape; in-place layers and default layers are marked.",
+    )
     layers.add_argument("backbone", help="catalog entry name")
     layers.add_argument("--catalog", nargs="+", default=[], help="user catalog YAML file(s)")
     layers.set_defaults(run=_cmd_layers)
 
-    ls = commands.add_parser("ls", parents=[common], help="summarise a store: backbones, layers, ids, bytes",
-                             description="One line per stored (backbone, layer): finished ids, feature shape, "
-                                         "dtype and bytes on disk.")
+    ls = commands.add_parser(
+        "ls",
+        parents=[common],
+        help="summarise a store: backbones, layers, ids, bytes",
+        description="One line per stored (backbone, layer): finished ids, feature shape, dtype and bytes on disk.",
+    )
     ls.add_argument("store", help="feature store path or URL")
     store_options(ls)
     ls.set_defaults(run=_cmd_ls)
 
-    info = commands.add_parser("info", parents=[common], help="print a backbone's provenance",
-                               description="Print the provenance recorded for a backbone: catalog entry, weights "
-                                           "sha256, preprocessing, dtype, chunking, library versions.")
+    info = commands.add_parser(
+        "info",
+        parents=[common],
+        help="print a backbone's provenance",
+        description="Print the provenance recorded for a backbone: catalog entry, weights "
+        "sha256, preprocessing, dtype, chunking, library versions.",
+    )
     info.add_argument("store", help="feature store path or URL")
     info.add_argument("backbone", help="backbone group name")
     store_options(info)
     info.set_defaults(run=_cmd_info)
 
-    demo = commands.add_parser("demo-data", parents=[common],
-                               help="write a small offline dataset in the Algonauts 2023 layout",
-                               description="Write (or reuse) a small dataset in the exact Algonauts 2023 layout "
-                                           "from scikit-image / scikit-learn photos with simulated fMRI.")
+    demo = commands.add_parser(
+        "demo-data",
+        parents=[common],
+        help="write a small offline dataset in the Algonauts 2023 layout",
+        description="Write (or reuse) a small dataset in the exact Algonauts 2023 layout "
+        "from scikit-image / scikit-learn photos with simulated fMRI.",
+    )
     demo.add_argument("out", help="output folder")
     demo.add_argument("--subjects", type=int, default=2, help="number of subjects (default: 2)")
     demo.add_argument("--n-train", type=int, default=120, help="training images per subject (default: 120)")
     demo.add_argument("--n-test", type=int, default=30, help="test images per subject (default: 30)")
-    demo.add_argument("--n-vertices", type=int, default=1500,
-                      help="challenge vertices of subj01's left hemisphere (default: 1500)")
+    demo.add_argument(
+        "--n-vertices", type=int, default=1500, help="challenge vertices of subj01's left hemisphere (default: 1500)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(run=_cmd_demo_data)
     return parser
@@ -194,8 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``featurestore``: 0 on success, 1 after a one-line user error, 130 after Ctrl-C."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="featurestore: %(message)s")
-    return run_command("featurestore", USER_ERRORS, lambda: args.run(args), debug=args.debug,
-                       interrupted=args.interrupted)
+    return run_command(
+        "featurestore", USER_ERRORS, lambda: args.run(args), debug=args.debug, interrupted=args.interrupted
+    )
 
 
 if __name__ == "__main__":

@@ -554,8 +554,9 @@ def make_demo_data(
     if not 0.0 <= params["shared_fraction"] <= 1.0:
         raise InvalidParameterError(f"shared_fraction must be in [0, 1]; got {shared_fraction}")
     if params["n_vertices"] + params["n_vertices"] // 10 > FSAVERAGE5_N_VERTICES:
-        raise InvalidParameterError(f"n_vertices + 10% (the rh count) must fit in fsaverage5's 10,242 vertices; "
-                                    f"got {n_vertices}")
+        raise InvalidParameterError(
+            f"n_vertices + 10% (the rh count) must fit in fsaverage5's 10,242 vertices; got {n_vertices}"
+        )
     if params["noise_sd"] < 0:
         raise InvalidParameterError(f"noise_sd must be non-negative; got {noise_sd}")
     out = Path(out_dir)

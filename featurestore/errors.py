@@ -15,8 +15,16 @@ from collections.abc import Callable
 
 from nsd.layout import LayoutError
 
-__all__ = ["DEBUG_ENV", "OS_USER_ERRORS", "USER_ERRORS", "FeatureStoreError", "InvalidParameterError",
-           "MissingEntryError", "check_type", "run_command"]
+__all__ = [
+    "DEBUG_ENV",
+    "OS_USER_ERRORS",
+    "USER_ERRORS",
+    "FeatureStoreError",
+    "InvalidParameterError",
+    "MissingEntryError",
+    "check_type",
+    "run_command",
+]
 
 DEBUG_ENV = "NSD_FEATURESTORE_DEBUG"
 
@@ -47,14 +55,25 @@ def check_type(name: str, value: object, expected: type | tuple[type, ...], what
 
 
 # OSErrors that mean "this path is not what you said": the user fixes them, so they print one line too
-OS_USER_ERRORS: tuple[type[OSError], ...] = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-                                             NotADirectoryError)
+OS_USER_ERRORS: tuple[type[OSError], ...] = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 # a name that breaks the data layout (nsd.layout.LayoutError, e.g. a bad image file name) is the user's to fix too
 USER_ERRORS: tuple[type[BaseException], ...] = (FeatureStoreError, LayoutError, *OS_USER_ERRORS)
 
 
-def run_command(prog: str, user_errors: tuple[type[BaseException], ...], command: Callable[[], object], *,
-                debug: bool = False, interrupted: str = "interrupted") -> int:
+def run_command(
+    prog: str,
+    user_errors: tuple[type[BaseException], ...],
+    command: Callable[[], object],
+    *,
+    debug: bool = False,
+    interrupted: str = "interrupted",
+) -> int:
     """Run ``command()`` as a command line's body and return its exit status.
 
     The command's own status when it returns an int (else 0); 1 after printing ``<prog>: error: <message>`` (one

@@ -63,12 +63,19 @@ class ExtractPlan:
     def table(self) -> pd.DataFrame:
         """Per layer: rows to add, feature shape, stored row width, reduction, chunking, estimated bytes."""
         itemsize = np.dtype(self.dtype).itemsize
-        records = [{"layer": layout.name, "rows_to_add": self.rows.rows_to_write(layout.name),
-                    "feature_shape": layout.feature_shape, "reduce": layout.reduce or "-",
-                    "stored_features": layout.n_features, "dtype": self.dtype,
-                    "chunks": f"({self.chunk_rows}, {layout.n_features})",
-                    "est_bytes": self.rows.rows_to_write(layout.name) * layout.n_features * itemsize}
-                   for layout in self.layouts]
+        records = [
+            {
+                "layer": layout.name,
+                "rows_to_add": self.rows.rows_to_write(layout.name),
+                "feature_shape": layout.feature_shape,
+                "reduce": layout.reduce or "-",
+                "stored_features": layout.n_features,
+                "dtype": self.dtype,
+                "chunks": f"({self.chunk_rows}, {layout.n_features})",
+                "est_bytes": self.rows.rows_to_write(layout.name) * layout.n_features * itemsize,
+            }
+            for layout in self.layouts
+        ]
         return pd.DataFrame.from_records(records)
 
     def describe(self) -> str:
@@ -86,8 +93,10 @@ class ExtractPlan:
             f"bound (blosc-zstd usually stores less); total {_human_bytes(int(table['est_bytes'].sum()))}",
         ]
         if rows.unavailable:
-            lines.append(f"{rows.n_unavailable} planned rows of an earlier run are left pending: their images are "
-                         f"not in these stimuli")
+            lines.append(
+                f"{rows.n_unavailable} planned rows of an earlier run are left pending: their images are "
+                f"not in these stimuli"
+            )
         return "\n".join(lines)
 
 
@@ -146,18 +155,26 @@ def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayo
     entry = backbone.entry
     shapes = {info.name: info.shape for info in backbone.layer_info}
     inplace = backbone.inplace_layers()
-    reducers = {layer: make_reducer(entry.reduce.get(layer), tuple(shapes[layer]), entry.reduce_seed)
-                for layer in layers}
-    layouts = tuple(LayerLayout(name=layer, feature_shape=tuple(shapes[layer]),
-                                n_features=reducers[layer].out_features, reduce=reducers[layer].spec,
-                                reduce_seed=_projection_seed(reducers[layer].spec, entry.reduce_seed),
-                                inplace=layer in inplace)
-                    for layer in layers)
+    reducers = {
+        layer: make_reducer(entry.reduce.get(layer), tuple(shapes[layer]), entry.reduce_seed) for layer in layers
+    }
+    layouts = tuple(
+        LayerLayout(
+            name=layer,
+            feature_shape=tuple(shapes[layer]),
+            n_features=reducers[layer].out_features,
+            reduce=reducers[layer].spec,
+            reduce_seed=_projection_seed(reducers[layer].spec, entry.reduce_seed),
+            inplace=layer in inplace,
+        )
+        for layer in layers
+    )
     return layouts, reducers
 
 
-def _recipe_differences(store: FeatureStore, entry: CatalogEntry, layers: Sequence[str], dtype: str,
-                        chunk_rows: int) -> list[str]:
+def _recipe_differences(
+    store: FeatureStore, entry: CatalogEntry, layers: Sequence[str], dtype: str, chunk_rows: int
+) -> list[str]:
     """Differences visible without loading the model: entry identity, weights file hash, dtype, chunking, reduce."""
     weights = {} if entry.weights_file is None else {"sha256": sha256_file(entry.weights_file)}
     requested = {"entry": entry.to_dict(), "weights": weights, "dtype": dtype, "chunk_rows": chunk_rows}
@@ -166,13 +183,15 @@ def _recipe_differences(store: FeatureStore, entry: CatalogEntry, layers: Sequen
         stored = store.layout(entry.name, layer)
         spec = entry.reduce.get(layer)
         # the layer's shape follows from the entry (compared above) and its reduction
-        problems += stored.differences(dataclasses.replace(
-            stored, reduce=spec, reduce_seed=_projection_seed(spec, entry.reduce_seed)))
+        problems += stored.differences(
+            dataclasses.replace(stored, reduce=spec, reduce_seed=_projection_seed(spec, entry.reduce_seed))
+        )
     return problems
 
 
-def _open_target(store: str | Path | FeatureStore, dry_run: bool,
-                 storage_options: Mapping[str, Any] | None) -> FeatureStore | None:
+def _open_target(
+    store: str | Path | FeatureStore, dry_run: bool, storage_options: Mapping[str, Any] | None
+) -> FeatureStore | None:
     """The store to write (created if missing), or for a dry run the existing store read-only / None."""
     if isinstance(store, FeatureStore):
         return store
@@ -258,13 +277,15 @@ def extract(
     """
     started = time.monotonic()
     if batch_size < 1 or (num_workers is not None and num_workers < 0):
-        raise InvalidParameterError(f"batch_size must be >= 1 and num_workers >= 0, got batch_size={batch_size}, "
-                                    f"num_workers={num_workers}")
+        raise InvalidParameterError(
+            f"batch_size must be >= 1 and num_workers >= 0, got batch_size={batch_size}, num_workers={num_workers}"
+        )
     check_type("backbone", backbone, (str, CatalogEntry), "a catalog name (str) or a CatalogEntry")
     if layers is not None and (isinstance(layers, str) or not all(isinstance(layer, str) for layer in layers)):
         # a str would be iterated as one-character layer names
-        raise InvalidParameterError(f"layers must be a list of layer names (str), e.g. ['features.12']; got "
-                                    f"{type(layers).__name__} {layers!r}")
+        raise InvalidParameterError(
+            f"layers must be a list of layer names (str), e.g. ['features.12']; got {type(layers).__name__} {layers!r}"
+        )
     entry = backbone if isinstance(backbone, CatalogEntry) else get_entry(backbone, catalog)
     layers = list(dict.fromkeys(layers or entry.layers))
     source = open_stimuli(images, subjects=subjects)
@@ -282,9 +303,13 @@ def extract(
         else:
             rows = target.plan(entry.name, source.ids, layers, chunk_rows)
         if rows.unavailable:
-            warnings.warn(f"{rows.n_unavailable} planned rows of backbone {entry.name!r} in {store_url} stay "
-                          f"pending: their images are not in {source!r}; rerun with the stimuli of the interrupted run "
-                          f"to finish them", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{rows.n_unavailable} planned rows of backbone {entry.name!r} in {store_url} stay "
+                f"pending: their images are not in {source!r}; rerun with the stimuli of the interrupted run "
+                f"to finish them",
+                UserWarning,
+                stacklevel=2,
+            )
         nothing_to_do = not rows.tasks and exists and set(layers) <= set(target.layers(entry.name))
         if nothing_to_do and not _recipe_differences(target, entry, layers, dtype, chunk_rows):
             layouts = tuple(target.layout(entry.name, layer) for layer in layers)
@@ -306,7 +331,7 @@ def extract(
         if not rows.tasks:
             return ExtractReport(plan, 0, 0, False, time.monotonic() - started)
         workers = default_num_workers(model.device) if num_workers is None else num_workers
-        computed, written, skipped = write_pending(target, lock, model, layouts, reducers, source, rows, dtype,
-                                                   batch_size, workers, progress, skip_bad_images)
+        computed, written, skipped = write_pending(
+            target, lock, model, layouts, reducers, source, rows, dtype, batch_size, workers, progress, skip_bad_images
+        )
     return ExtractReport(plan, computed, written, False, time.monotonic() - started, tuple(skipped))
-

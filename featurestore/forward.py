@@ -58,32 +58,54 @@ def _finite_rows(values: torch.Tensor, dtype: str, entry: CatalogEntry, layer: s
     hint = ""
     if device.type == "cuda":
         hint = " (on CUDA the forward pass ran under float16 autocast: try dtype='float32')"
-    raise NonFiniteFeaturesError(f"backbone {entry.name!r} layer {layer!r}: the model produced NaN or inf values"
-                                 f"{hint}. Chunks already written are kept.")
+    raise NonFiniteFeaturesError(
+        f"backbone {entry.name!r} layer {layer!r}: the model produced NaN or inf values"
+        f"{hint}. Chunks already written are kept."
+    )
 
 
-def write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, layouts: Sequence[LayerLayout],
-                  reducers: Mapping[str, Reducer], source: StimulusSource, rows: RowPlan, dtype: str,
-                  batch_size: int, num_workers: int, progress: bool,
-                  skip_bad_images: bool) -> tuple[int, int, list[dict[str, Any]]]:
+def write_pending(
+    store: FeatureStore,
+    lock: WriterLock,
+    backbone: Backbone,
+    layouts: Sequence[LayerLayout],
+    reducers: Mapping[str, Reducer],
+    source: StimulusSource,
+    rows: RowPlan,
+    dtype: str,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    skip_bad_images: bool,
+) -> tuple[int, int, list[dict[str, Any]]]:
     """Run the plan's pending rows through the model and write every chunk; (rows computed, chunks written, skipped
     images). An unreadable image stops the run (StimulusError naming the file) before its chunk is written, or with
     ``skip_bad_images`` is recorded in the group (before its chunk) and its row written as NaN."""
     device = backbone.device
     batches = list(chunk_batches(rows, batch_size))
-    loader = image_loader(source, backbone.transform, rows.nsd_ids, [batch for _, batch in batches], num_workers,
-                          pin_memory=device.type == "cuda")
+    loader = image_loader(
+        source,
+        backbone.transform,
+        rows.nsd_ids,
+        [batch for _, batch in batches],
+        num_workers,
+        pin_memory=device.type == "cuda",
+    )
     names = [layout.name for layout in layouts]
     extractor = backbone.extractor(names)
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" and dtype == "float16"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.float16)
+        if device.type == "cuda" and dtype == "float16"
+        else contextlib.nullcontext()
+    )
     buffers: dict[str, list[np.ndarray]] = {name: [] for name in names}
     computed = written = 0
     skipped: list[dict[str, Any]] = []
     chunk_skipped: list[dict[str, Any]] = []
     last_batch_of_task = {position: index for index, (position, _) in enumerate(batches)}
-    bar = tqdm(total=rows.ids_to_compute.size, unit="img", desc=backbone.entry.name, disable=not progress,
-               file=sys.stderr)
+    bar = tqdm(
+        total=rows.ids_to_compute.size, unit="img", desc=backbone.entry.name, disable=not progress, file=sys.stderr
+    )
     # compressing and writing a chunk overlaps the next chunk's forward passes (the write cost about as much as the
     # forward pass in BENCHMARKS.md); chunks still go out in order, each marked done only after its data
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-writer")
@@ -92,11 +114,18 @@ def write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, lay
         for index, (images, batch_rows, problems) in enumerate(loader):
             bad = [i for i, problem in enumerate(problems) if problem]
             if bad and not skip_bad_images:
-                raise StimulusError(f"{problems[bad[0]]}; fix or remove the file, or pass skip_bad_images=True "
-                                    f"(CLI: --skip-bad-images) to skip unreadable images")
-            chunk_skipped += [{"nsd_id": int(rows.nsd_ids[batch_rows[i]]),
-                               "path": source.describe(int(rows.nsd_ids[batch_rows[i]])), "reason": problems[i]}
-                              for i in bad]
+                raise StimulusError(
+                    f"{problems[bad[0]]}; fix or remove the file, or pass skip_bad_images=True "
+                    f"(CLI: --skip-bad-images) to skip unreadable images"
+                )
+            chunk_skipped += [
+                {
+                    "nsd_id": int(rows.nsd_ids[batch_rows[i]]),
+                    "path": source.describe(int(rows.nsd_ids[batch_rows[i]])),
+                    "reason": problems[i],
+                }
+                for i in bad
+            ]
             n_images = images.shape[0]
             with autocast:
                 outputs = extractor(padded(images, batch_size).to(device, non_blocking=True))
@@ -105,7 +134,7 @@ def write_pending(store: FeatureStore, lock: WriterLock, backbone: Backbone, lay
                 values = _finite_rows(reduced, dtype, backbone.entry, name, device)
                 if bad:
                     values = values.copy()
-                    values[bad] = np.nan   # the fill value of rows never written; readers never see these rows
+                    values[bad] = np.nan  # the fill value of rows never written; readers never see these rows
                 buffers[name].append(values)
             computed += n_images
             bar.update(n_images)

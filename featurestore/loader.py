@@ -53,8 +53,9 @@ def _init_worker(parent_pid: int, _worker_id: int) -> None:
     """DataLoader worker init: one torch thread per decoding worker (no oversubscription), and a watch that ends the
     worker when its parent dies (a SIGKILLed extraction's workers otherwise decoded on for minutes)."""
     torch.set_num_threads(1)
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="featurestore-parent-watch",
-                     daemon=True).start()
+    threading.Thread(
+        target=_exit_with_parent, args=(parent_pid,), name="featurestore-parent-watch", daemon=True
+    ).start()
 
 
 def _exit_with_parent(parent_pid: int, poll_s: float = 0.25) -> None:
@@ -73,14 +74,24 @@ def chunk_batches(rows: RowPlan, batch_size: int) -> Iterator[tuple[int, list[in
             yield position, list(range(begin, end))
 
 
-def image_loader(source: StimulusSource, transform: Any, nsd_ids: np.ndarray, batches: Sequence[list[int]],
-                 num_workers: int, pin_memory: bool) -> DataLoader:
+def image_loader(
+    source: StimulusSource,
+    transform: Any,
+    nsd_ids: np.ndarray,
+    batches: Sequence[list[int]],
+    num_workers: int,
+    pin_memory: bool,
+) -> DataLoader:
     """A DataLoader giving (images, row indices, problems) for each batch of row indices, in order; ``num_workers``
     ``spawn`` processes decode (0 decodes in this process)."""
-    return DataLoader(_PendingImages(source, transform, nsd_ids), batch_sampler=batches, num_workers=num_workers,
-                      multiprocessing_context="spawn" if num_workers > 0 else None,
-                      worker_init_fn=functools.partial(_init_worker, os.getpid()) if num_workers > 0 else None,
-                      pin_memory=pin_memory)
+    return DataLoader(
+        _PendingImages(source, transform, nsd_ids),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        multiprocessing_context="spawn" if num_workers > 0 else None,
+        worker_init_fn=functools.partial(_init_worker, os.getpid()) if num_workers > 0 else None,
+        pin_memory=pin_memory,
+    )
 
 
 def padded(images: torch.Tensor, batch_size: int) -> torch.Tensor:

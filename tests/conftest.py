@@ -83,9 +83,10 @@ def test_catalog_file(tmp_path_factory: pytest.TempPathFactory, untrained_weight
     path.write_text(
         "alexnet.testfile:\n"
         "  extends: alexnet\n"
-        f"  weights: \"file:{untrained_weights['alexnet']}\"\n"
+        f'  weights: "file:{untrained_weights["alexnet"]}"\n'
         "ViT-B-32.testfile:\n"
         "  extends: ViT-B-32.openai\n"
-        f"  weights: \"file:{untrained_weights['ViT-B-32']}\"\n",
-        encoding="utf-8")
+        f'  weights: "file:{untrained_weights["ViT-B-32"]}"\n',
+        encoding="utf-8",
+    )
     return path

@@ -10,8 +10,10 @@ from .torch import *  # noqa: F401,F403 (same function set; only where new tenso
 from .torch import _tensor_on
 
 if not torch.cuda.is_available():
-    raise RuntimeError("backend='torch_cuda' needs a CUDA device, but torch.cuda.is_available() is False; "
-                       "use backend='torch' or backend='auto'")
+    raise RuntimeError(
+        "backend='torch_cuda' needs a CUDA device, but torch.cuda.is_available() is False; "
+        "use backend='torch' or backend='auto'"
+    )
 
 name = "torch_cuda"
 device = "cuda"

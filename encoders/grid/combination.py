@@ -58,7 +58,10 @@ class GridContext:
 
     def hash_fields(self) -> dict[str, Any]:
         return dict(
-            split_seed=self.split_seed, n_boot=self.n_boot, level=self.level, boot_seed=self.boot_seed,
+            split_seed=self.split_seed,
+            n_boot=self.n_boot,
+            level=self.level,
+            boot_seed=self.boot_seed,
             schema=RESULTS_SCHEMA,
         )
 

@@ -133,11 +133,11 @@ def fit_grid(
         for setting in settings
         for subject in subject_numbers
     ]
-    identities = {
-        (c.backbone, c.layer): features_identity(store, c.backbone, c.layer, storage_options) for c in combos
-    }
+    identities = {(c.backbone, c.layer): features_identity(store, c.backbone, c.layer, storage_options) for c in combos}
     paths = [
-        out / COMBINATIONS_DIR / c.filename(
+        out
+        / COMBINATIONS_DIR
+        / c.filename(
             c.key(features=identities[(c.backbone, c.layer)], data=fingerprints[c.subject], **ctx.hash_fields())
         )
         for c in combos
@@ -161,7 +161,9 @@ def fit_grid(
         if tuple(same_inputs) == (combinations, store, data_dir):
             return previous  # nothing new: keep the file (and its time stamp) as it is
     attrs = dict(
-        store=store, data_dir=data_dir, combinations=combinations,
+        store=store,
+        data_dir=data_dir,
+        combinations=combinations,
         data_fingerprints=json.dumps({f"subj{n:02d}": f for n, f in fingerprints.items()}),
     )
     results = collect_results(paths, attrs=attrs)

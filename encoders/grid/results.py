@@ -59,8 +59,14 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
     roi_class = {r: c for p in parts for r, c in zip(p["roi"].values.tolist(), p["roi_class"].values.tolist())}
     class_rank = {name: rank for rank, name in enumerate(("all", *ROI_CLASSES))}
     rois = sorted(roi_class, key=lambda r: class_rank[roi_class[r]])  # stable: first-seen order within a class
-    sizes = {"model": len(models), "subject": len(subjects), "hemisphere": len(HEMISPHERES), "roi": len(rois),
-             "vertex": max(p.sizes["vertex"] for p in parts), "boot": parts[0].sizes["boot"]}
+    sizes = {
+        "model": len(models),
+        "subject": len(subjects),
+        "hemisphere": len(HEMISPHERES),
+        "roi": len(rois),
+        "vertex": max(p.sizes["vertex"] for p in parts),
+        "boot": parts[0].sizes["boot"],
+    }
     values: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
 
     def put(name: str, dims: tuple[str, ...], value: Any, at: dict[str, Any]) -> None:
@@ -81,9 +87,14 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
     settings, provenance = {}, {}
     for part in parts:
         model = part.attrs["model"]
-        at = {"model": models.index(model), "subject": subjects.index(int(part.attrs["subject"])),
-              "hemisphere": slice(None), "roi": [rois.index(r) for r in part["roi"].values.tolist()],
-              "vertex": slice(0, part.sizes["vertex"]), "boot": slice(None)}
+        at = {
+            "model": models.index(model),
+            "subject": subjects.index(int(part.attrs["subject"])),
+            "hemisphere": slice(None),
+            "roi": [rois.index(r) for r in part["roi"].values.tolist()],
+            "vertex": slice(0, part.sizes["vertex"]),
+            "boot": slice(None),
+        }
         for name, variable in part.data_vars.items():
             owner = () if name in _SUBJECT_VARIABLES else ("model",)
             put(name, (*owner, "subject", *variable.dims), variable.values, at)

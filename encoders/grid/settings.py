@@ -55,8 +55,7 @@ class EncoderSetting:
             )
         if not self.alphas or min(self.alphas) < 0 or not np.all(np.isfinite(self.alphas)):
             raise InvalidArgumentError(f"Invalid alphas={self.alphas!r} in EncoderSetting; expected finite values >= 0")
-        if self.cv not in CLOSED_FORM_CV and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
-                                             or self.cv < 2):
+        if self.cv not in CLOSED_FORM_CV and (isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2):
             raise InvalidArgumentError(
                 f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'"
             )

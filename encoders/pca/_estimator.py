@@ -100,9 +100,18 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "random_state": [Integers(0)],
     }
 
-    def __init__(self, n_components: int = 100, *, method: str = "auto", backend: str = "auto",
-                 block_size: int | None = None, dtype: str = "float64", n_oversamples: int = 10,
-                 n_iter: int | str = "auto", random_state: int = 0) -> None:
+    def __init__(
+        self,
+        n_components: int = 100,
+        *,
+        method: str = "auto",
+        backend: str = "auto",
+        block_size: int | None = None,
+        dtype: str = "float64",
+        n_oversamples: int = 10,
+        n_iter: int | str = "auto",
+        random_state: int = 0,
+    ) -> None:
         self.n_components = n_components
         self.method = method
         self.backend = backend
@@ -159,8 +168,9 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         time for the "gram" and "randomized" methods)."""
         check_is_fitted(self)
         if self._components is None:
-            self._components = _streamed_axes(_matrix_source(self.X_fit_), self._scaled_left,
-                                              get_backend(self.backend), self.dtype, self.block_size)
+            self._components = _streamed_axes(
+                _matrix_source(self.X_fit_), self._scaled_left, get_backend(self.backend), self.dtype, self.block_size
+            )
         return self._components
 
     def __sklearn_tags__(self) -> Any:

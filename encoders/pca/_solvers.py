@@ -81,25 +81,42 @@ def _check_problem(X: Any, n_components: int) -> Any:
     data = _matrix_source(X)
     n, p = data.shape
     if n_components > min(n, p):
-        raise ValueError(f"n_components={n_components} must be <= min(n_samples, n_features)={min(n, p)} for X of "
-                         f"shape {(n, p)}")
+        raise ValueError(
+            f"n_components={n_components} must be <= min(n_samples, n_features)={min(n, p)} for X of shape {(n, p)}"
+        )
     return data
 
 
-def _gram_solution(eigvals: np.ndarray, left: np.ndarray, mean: np.ndarray, total: float, centred: Any,
-                   n_components: int, n_iter: int, xp: ModuleType, dtype: str) -> PCASolution:
+def _gram_solution(
+    eigvals: np.ndarray,
+    left: np.ndarray,
+    mean: np.ndarray,
+    total: float,
+    centred: Any,
+    n_components: int,
+    n_iter: int,
+    xp: ModuleType,
+    dtype: str,
+) -> PCASolution:
     """Solution from eigenpairs of the Gram matrix (descending, at least ``n_components``): signs, scores and
     ``U / S``; with the centred matrix still in memory the axes cost one small product instead of a later pass."""
     left = left[:, :n_components] * _flip_signs(left[:, :n_components])
     singular = np.sqrt(eigvals[:n_components])
     scaled_left = left / np.where(singular > 0, singular, np.inf)
-    components = None if centred is None else xp.to_numpy(
-        xp.matmul(xp.ascontiguous(xp.asarray(scaled_left.T, dtype)), centred))
+    components = (
+        None if centred is None else xp.to_numpy(xp.matmul(xp.ascontiguous(xp.asarray(scaled_left.T, dtype)), centred))
+    )
     return PCASolution(eigvals[:n_components], mean, total, left * singular, scaled_left, components, n_iter)
 
 
-def solve_pca_gram(X: Any, n_components: int, *, backend: str | ModuleType = "auto", dtype: str = "float64",
-                   block_size: int | None = None) -> PCASolution:
+def solve_pca_gram(
+    X: Any,
+    n_components: int,
+    *,
+    backend: str | ModuleType = "auto",
+    dtype: str = "float64",
+    block_size: int | None = None,
+) -> PCASolution:
     """Exact PCA from the n x n Gram matrix of the centred data, accumulated in one pass over column blocks; only
     the ``n_components`` leading eigenpairs are computed.
 
@@ -128,9 +145,17 @@ def solve_pca_gram(X: Any, n_components: int, *, backend: str | ModuleType = "au
     return _gram_solution(eigvals, xp.to_numpy(xp.flip(eigvecs, 1)), mean, total, None, n_components, 0, xp, dtype)
 
 
-def solve_pca_randomized(X: Any, n_components: int, *, n_oversamples: int = 10, n_iter: int | str = "auto",
-                         random_state: int = 0, backend: str | ModuleType = "auto", dtype: str = "float64",
-                         block_size: int | None = None) -> PCASolution:
+def solve_pca_randomized(
+    X: Any,
+    n_components: int,
+    *,
+    n_oversamples: int = 10,
+    n_iter: int | str = "auto",
+    random_state: int = 0,
+    backend: str | ModuleType = "auto",
+    dtype: str = "float64",
+    block_size: int | None = None,
+) -> PCASolution:
     """PCA by randomized subspace iteration on the implicit Gram matrix, Rayleigh-Ritz at the end.
 
     The first pass over column blocks gives the means, the total and the sketch ``Xc @ omega``; each iteration then
@@ -195,8 +220,14 @@ def solve_pca_randomized(X: Any, n_components: int, *, n_oversamples: int = 10, 
     return _gram_solution(eigvals, left, mean, total, centred, n_components, n_iter, xp, dtype)
 
 
-def solve_pca_covariance(X: Any, n_components: int, *, backend: str | ModuleType = "auto", dtype: str = "float64",
-                         block_size: int | None = None) -> PCASolution:
+def solve_pca_covariance(
+    X: Any,
+    n_components: int,
+    *,
+    backend: str | ModuleType = "auto",
+    dtype: str = "float64",
+    block_size: int | None = None,
+) -> PCASolution:
     """Exact PCA from the p x p scatter matrix accumulated over row blocks (shifted by the first block's mean
     against cancellation); only for n_features <= n_samples.
 
@@ -218,8 +249,10 @@ def solve_pca_covariance(X: Any, n_components: int, *, backend: str | ModuleType
     data = _check_problem(X, n_components)
     n, p = data.shape
     if p > n:
-        raise ValueError(f"method='covariance' forms a p x p matrix and needs n_features <= n_samples; got X "
-                         f"of shape {(n, p)}; use method='gram' or 'randomized'")
+        raise ValueError(
+            f"method='covariance' forms a p x p matrix and needs n_features <= n_samples; got X "
+            f"of shape {(n, p)}; use method='gram' or 'randomized'"
+        )
     xp = get_backend(backend)
     block_size = block_size or _default_block_size(p, dtype, data, axis=0)
     scatter = xp.zeros((p, p), dtype)
@@ -240,8 +273,9 @@ def solve_pca_covariance(X: Any, n_components: int, *, backend: str | ModuleType
     axes = xp.to_numpy(xp.flip(eigvecs, 1))
     axes = axes * _flip_signs(axes)
     eigvals = np.clip(xp.to_numpy(xp.flip(eigvals, 0)), 0.0, None)
-    return PCASolution(eigvals[:n_components], xp.to_numpy(shift + offset), total, None, None,
-                       axes[:, :n_components].T, 0)
+    return PCASolution(
+        eigvals[:n_components], xp.to_numpy(shift + offset), total, None, None, axes[:, :n_components].T, 0
+    )
 
 
 PCA_SOLVERS: dict[str, Callable[..., PCASolution]] = {

@@ -93,8 +93,9 @@ def _prefetched(reads: Sequence[Callable[[], Any]]) -> Iterator[Any]:
             yield result
 
 
-def _centred_column_blocks(data: Any, xp: ModuleType, dtype: str, block_size: int | None
-                           ) -> Iterator[tuple[slice, Any, Any]]:
+def _centred_column_blocks(
+    data: Any, xp: ModuleType, dtype: str, block_size: int | None
+) -> Iterator[tuple[slice, Any, Any]]:
     """Yield ``(columns, centred block, block column means)`` over consecutive column blocks of ``data``."""
     block_size = block_size or _default_block_size(data.shape[0], dtype, data)
     columns = [slice(start, stop) for start, stop in _axis_edges(data, 1, block_size)]
@@ -116,8 +117,9 @@ def _streamed_gram(data: Any, xp: ModuleType, dtype: str, block_size: int | None
     return gram, mean
 
 
-def gram_matrix(X: Any, *, block_size: int | None = None, backend: str | ModuleType = "auto",
-                dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+def gram_matrix(
+    X: Any, *, block_size: int | None = None, backend: str | ModuleType = "auto", dtype: str = "float64"
+) -> tuple[np.ndarray, np.ndarray]:
     """Gram matrix ``(X - mean) @ (X - mean).T`` and the column means, streaming ``X`` once in column blocks.
 
     Parameters
@@ -140,8 +142,15 @@ def gram_matrix(X: Any, *, block_size: int | None = None, backend: str | ModuleT
     return xp.to_numpy(gram), mean
 
 
-def cross_gram_matrix(X_new: Any, X: Any, mean: np.ndarray, *, block_size: int | None = None,
-                      backend: str | ModuleType = "auto", dtype: str = "float64") -> np.ndarray:
+def cross_gram_matrix(
+    X_new: Any,
+    X: Any,
+    mean: np.ndarray,
+    *,
+    block_size: int | None = None,
+    backend: str | ModuleType = "auto",
+    dtype: str = "float64",
+) -> np.ndarray:
     """Cross Gram matrix ``(X_new - mean) @ (X - mean).T``, streaming both matrices in matching column blocks.
 
     Parameters
@@ -160,8 +169,9 @@ def cross_gram_matrix(X_new: Any, X: Any, mean: np.ndarray, *, block_size: int |
     xp = get_backend(backend)
     new, data = _matrix_source(X_new, "X_new"), _matrix_source(X)
     if new.shape[1] != data.shape[1] or len(mean) != data.shape[1]:
-        raise ValueError(f"X_new has {new.shape[1]} features, X has {data.shape[1]} and mean has {len(mean)}; "
-                         "they must match")
+        raise ValueError(
+            f"X_new has {new.shape[1]} features, X has {data.shape[1]} and mean has {len(mean)}; they must match"
+        )
     block_size = block_size or _default_block_size(data.shape[0] + new.shape[0], dtype, data)
     cross = xp.zeros((new.shape[0], data.shape[0]), dtype)
     for start, stop in _axis_edges(data, 1, block_size):
@@ -173,8 +183,9 @@ def cross_gram_matrix(X_new: Any, X: Any, mean: np.ndarray, *, block_size: int |
     return xp.to_numpy(cross)
 
 
-def _streamed_axes(data: Any, scaled_left: np.ndarray, xp: ModuleType, dtype: str, block_size: int | None
-                   ) -> np.ndarray:
+def _streamed_axes(
+    data: Any, scaled_left: np.ndarray, xp: ModuleType, dtype: str, block_size: int | None
+) -> np.ndarray:
     """Principal axes ``(U / S)^T (X - mean)`` (n_components, n_features) from one pass over column blocks of
     ``data``, ``scaled_left`` being the (n_samples, n_components) left singular vectors over the singular values."""
     scaled_left = xp.asarray(scaled_left, dtype)
@@ -184,8 +195,9 @@ def _streamed_axes(data: Any, scaled_left: np.ndarray, xp: ModuleType, dtype: st
     return components
 
 
-def _streamed_scores(data: Any, components: np.ndarray, mean: np.ndarray, xp: ModuleType, dtype: str,
-                     block_size: int | None) -> np.ndarray:
+def _streamed_scores(
+    data: Any, components: np.ndarray, mean: np.ndarray, xp: ModuleType, dtype: str, block_size: int | None
+) -> np.ndarray:
     """Scores ``(X - mean) @ components.T`` (n_rows, n_components) streamed in full-width row blocks of ``data``
     (each stored chunk is read once; the next block is read while the current one is projected)."""
     n_rows, p = data.shape

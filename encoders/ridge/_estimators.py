@@ -4,7 +4,6 @@ validate, resolve the folds and call a solver from ``_solvers``."""
 from __future__ import annotations
 
 import warnings
-
 from numbers import Integral
 from typing import Any
 
@@ -90,8 +89,14 @@ class _BaseRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def _solver_options(self) -> dict:
         """Keyword arguments every solver takes, from the estimator's parameters."""
-        return dict(fit_intercept=self.fit_intercept, scoring=self.scoring, alpha_per_target=self.alpha_per_target,
-                    backend=self.backend, dtype=self.dtype, batch_size=self.batch_size)
+        return dict(
+            fit_intercept=self.fit_intercept,
+            scoring=self.scoring,
+            alpha_per_target=self.alpha_per_target,
+            backend=self.backend,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+        )
 
     def _set_solution(self, solution: Any) -> None:
         """Store a solver's result (all but the coefficients) as learned attributes."""
@@ -184,9 +189,19 @@ class RidgeCV(_BaseRidgeCV):
     _constraints: dict = {**_SHARED_CONSTRAINTS, "solver": [Options(frozenset(RIDGE_SOLVERS))]}
     _solvers = RIDGE_SOLVERS
 
-    def __init__(self, alphas: Any = DEFAULT_ALPHAS, *, cv: Any = 5, fit_intercept: bool = True,
-                 alpha_per_target: bool = True, solver: str = "svd", backend: str = "auto",
-                 scoring: str = "neg_mse", dtype: str = "float64", batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        alphas: Any = DEFAULT_ALPHAS,
+        *,
+        cv: Any = 5,
+        fit_intercept: bool = True,
+        alpha_per_target: bool = True,
+        solver: str = "svd",
+        backend: str = "auto",
+        scoring: str = "neg_mse",
+        dtype: str = "float64",
+        batch_size: int | None = None,
+    ) -> None:
         self.alphas = alphas
         self.cv = cv
         self.fit_intercept = fit_intercept
@@ -279,10 +294,21 @@ class KernelRidgeCV(_BaseRidgeCV):
     }
     _solvers = KERNEL_RIDGE_SOLVERS
 
-    def __init__(self, alphas: Any = DEFAULT_ALPHAS, *, kernel: str = "linear", cv: Any = 5,
-                 fit_intercept: bool = True, alpha_per_target: bool = True, solver: str = "eigh",
-                 backend: str = "auto", scoring: str = "neg_mse", dtype: str = "float64",
-                 batch_size: int | None = None, block_size: int | None = None) -> None:
+    def __init__(
+        self,
+        alphas: Any = DEFAULT_ALPHAS,
+        *,
+        kernel: str = "linear",
+        cv: Any = 5,
+        fit_intercept: bool = True,
+        alpha_per_target: bool = True,
+        solver: str = "eigh",
+        backend: str = "auto",
+        scoring: str = "neg_mse",
+        dtype: str = "float64",
+        batch_size: int | None = None,
+        block_size: int | None = None,
+    ) -> None:
         self.alphas = alphas
         self.kernel = kernel
         self.cv = cv
@@ -313,8 +339,7 @@ class KernelRidgeCV(_BaseRidgeCV):
         Y = self._fit_targets(Y, X.shape)
         folds = _resolve_cv(self.cv, Y.shape[0])
         if self.kernel == "linear":
-            kernel, self.x_mean_ = gram_matrix(X, block_size=self.block_size, backend=self.backend,
-                                               dtype=self.dtype)
+            kernel, self.x_mean_ = gram_matrix(X, block_size=self.block_size, backend=self.backend, dtype=self.dtype)
             self.X_fit_ = X
         else:
             kernel = X
@@ -338,8 +363,9 @@ class KernelRidgeCV(_BaseRidgeCV):
         linear = self.kernel == "linear"
         cross = check_features(self, X, reset=False, stream=linear, finite=not linear)
         if linear:
-            cross = cross_gram_matrix(cross, self.X_fit_, self.x_mean_, block_size=self.block_size,
-                                      backend=self.backend, dtype=self.dtype)
+            cross = cross_gram_matrix(
+                cross, self.X_fit_, self.x_mean_, block_size=self.block_size, backend=self.backend, dtype=self.dtype
+            )
             if not _all_finite(cross):  # NaN or infinities in X spread into its kernel rows
                 raise ValueError("X contains NaN or infinite values")
         prediction = (cross @ self.dual_basis_) @ self.dual_weights_

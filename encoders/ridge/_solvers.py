@@ -91,11 +91,14 @@ def check_folds(cv: Any, n_samples: int) -> Folds:
         train, val = (np.asarray(part) for part in pair)
         for label, idx, least in (("train", train, 2), ("validation", val, 1)):
             if idx.ndim != 1 or idx.size < least or not np.issubdtype(idx.dtype, np.integer):
-                raise ValueError(f"fold {i}: {label} indices must be a 1-D integer array of at least {least} "
-                                 f"rows; got shape {idx.shape}, dtype {idx.dtype}")
+                raise ValueError(
+                    f"fold {i}: {label} indices must be a 1-D integer array of at least {least} "
+                    f"rows; got shape {idx.shape}, dtype {idx.dtype}"
+                )
             if idx.min() < 0 or idx.max() >= n_samples:
-                raise ValueError(f"fold {i}: {label} indices must lie in [0, {n_samples}); "
-                                 f"got [{idx.min()}, {idx.max()}]")
+                raise ValueError(
+                    f"fold {i}: {label} indices must lie in [0, {n_samples}); got [{idx.min()}, {idx.max()}]"
+                )
         folds.append((train, val))
     if not folds:
         raise ValueError("cv gave no folds")
@@ -110,8 +113,9 @@ def _target_batches(n_targets: int, n_rows: int, batch_size: int | None, itemsiz
         yield slice(start, min(start + batch_size, n_targets))
 
 
-def _centred_batches(y: np.ndarray, rows: Any, fit_intercept: bool, xp: ModuleType, dtype: str,
-                     batch_size: int | None) -> Iterator[tuple[slice, Any, Any]]:
+def _centred_batches(
+    y: np.ndarray, rows: Any, fit_intercept: bool, xp: ModuleType, dtype: str, batch_size: int | None
+) -> Iterator[tuple[slice, Any, Any]]:
     """``(cols, block, offset)`` over target batches of ``y[rows]``: the block on the backend, centred if
     ``fit_intercept`` (offset = column means, else zeros). Every block is copied and centred in one scratch buffer,
     which the caller may overwrite until the next batch: a fresh block of tens of MB per batch would be
@@ -143,8 +147,9 @@ def _kernel_spectrum(kernel: Any, xp: ModuleType, overwrite: bool = False) -> _S
     return _Spectrum(eigvecs, eigvals, ranked, None)
 
 
-def _centre_kernel(train_kernel: Any, cross_kernel: Any | None, xp: ModuleType, in_place: bool = False
-                   ) -> tuple[Any, Any | None]:
+def _centre_kernel(
+    train_kernel: Any, cross_kernel: Any | None, xp: ModuleType, in_place: bool = False
+) -> tuple[Any, Any | None]:
     """Kernels of the features centred on the training mean: ``(Xtr - m)(Xtr - m)^T`` and ``(Xva - m)(Xtr - m)^T``
     (the first written over ``train_kernel`` if ``in_place``)."""
     col = xp.mean(train_kernel, axis=0)
@@ -161,8 +166,9 @@ def _centre_kernel(train_kernel: Any, cross_kernel: Any | None, xp: ModuleType, 
     return centred, cross_kernel - xp.mean(cross_kernel, axis=1)[:, None] - col[None, :] + grand
 
 
-def _primal_fold(x: Any, train: np.ndarray, val: np.ndarray, fit_intercept: bool, xp: ModuleType
-                 ) -> tuple[_Spectrum, Any]:
+def _primal_fold(
+    x: Any, train: np.ndarray, val: np.ndarray, fit_intercept: bool, xp: ModuleType
+) -> tuple[_Spectrum, Any]:
     """Spectrum of the training rows and the validation design ``(Xva - m) V diag(s)``."""
     x_train, x_val = xp.take(x, train, 0), xp.take(x, val, 0)
     if fit_intercept:
@@ -172,8 +178,9 @@ def _primal_fold(x: Any, train: np.ndarray, val: np.ndarray, fit_intercept: bool
     return spectrum, xp.matmul(x_val, spectrum.right) * xp.sqrt(spectrum.eigvals)
 
 
-def _kernel_fold(kernel: Any, train: np.ndarray, val: np.ndarray, fit_intercept: bool, xp: ModuleType
-                 ) -> tuple[_Spectrum, Any]:
+def _kernel_fold(
+    kernel: Any, train: np.ndarray, val: np.ndarray, fit_intercept: bool, xp: ModuleType
+) -> tuple[_Spectrum, Any]:
     """Spectrum of the training kernel and the validation design ``K_val,train U`` (both centred if asked)."""
     rows_train = xp.take(kernel, train, 0)
     k_train, k_val = xp.take(rows_train, train, 1), xp.take(xp.take(kernel, val, 0), train, 1)
@@ -191,9 +198,18 @@ def _score(y_true: Any, y_pred: Any, scoring: str, xp: ModuleType) -> np.ndarray
     return xp.to_numpy(pearson_r(y_true, y_pred, backend=xp))
 
 
-def _kfold_scores(fold: Callable[[np.ndarray, np.ndarray], tuple[_Spectrum, Any]], y: np.ndarray,
-                  alphas: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], *, fit_intercept: bool,
-                  scoring: str, xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
+def _kfold_scores(
+    fold: Callable[[np.ndarray, np.ndarray], tuple[_Spectrum, Any]],
+    y: np.ndarray,
+    alphas: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    fit_intercept: bool,
+    scoring: str,
+    xp: ModuleType,
+    dtype: str,
+    batch_size: int | None,
+) -> np.ndarray:
     """Mean over folds of the validation score, shape (n_alphas, n_targets)."""
     scores = np.zeros((alphas.size, y.shape[1]))
     for train, val in folds:
@@ -207,8 +223,17 @@ def _kfold_scores(fold: Callable[[np.ndarray, np.ndarray], tuple[_Spectrum, Any]
     return scores / len(folds)
 
 
-def _loo_scores(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_intercept: bool, scoring: str,
-                xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
+def _loo_scores(
+    spectrum: _Spectrum,
+    y: np.ndarray,
+    alphas: np.ndarray,
+    *,
+    fit_intercept: bool,
+    scoring: str,
+    xp: ModuleType,
+    dtype: str,
+    batch_size: int | None,
+) -> np.ndarray:
     """Exact leave-one-out score per (alpha, target): residual / (1 - hat diagonal), the intercept adding 1/n to
     the hat diagonal; NaN where a row has leverage 1 (e.g. alpha=0 with n <= p)."""
     n = y.shape[0]
@@ -238,8 +263,9 @@ def _select_alphas(scores: np.ndarray, alpha_per_target: bool) -> np.ndarray:
     return np.full(scores.shape[1], np.argmax(shared))
 
 
-def _weights_block(spectrum: _Spectrum, projected: Any, alphas: np.ndarray, best: np.ndarray, xp: ModuleType,
-                   dtype: str, scratch: Any) -> np.ndarray:
+def _weights_block(
+    spectrum: _Spectrum, projected: Any, alphas: np.ndarray, best: np.ndarray, xp: ModuleType, dtype: str, scratch: Any
+) -> np.ndarray:
     """Weights of one target batch from its projection ``Z = U^T Y`` (overwritten), each target with alpha
     ``alphas[best]``:
     ``diag(s / (s^2 + a)) Z`` on the primal basis V, ``diag(1 / (lam + a)) Z`` on the dual basis U.
@@ -256,8 +282,17 @@ def _basis(spectrum: _Spectrum, xp: ModuleType) -> np.ndarray:
     return xp.to_numpy(spectrum.left if spectrum.right is None else spectrum.right)
 
 
-def _refit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, best: np.ndarray, *, fit_intercept: bool,
-           xp: ModuleType, dtype: str, batch_size: int | None) -> np.ndarray:
+def _refit(
+    spectrum: _Spectrum,
+    y: np.ndarray,
+    alphas: np.ndarray,
+    best: np.ndarray,
+    *,
+    fit_intercept: bool,
+    xp: ModuleType,
+    dtype: str,
+    batch_size: int | None,
+) -> np.ndarray:
     """Weights on all rows, each target with its alpha (see :func:`_weights_block`)."""
     weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype)
     for cols, y_centred, _ in _centred_batches(y, slice(None), fit_intercept, xp, dtype, batch_size):
@@ -266,9 +301,17 @@ def _refit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, best: np.ndar
     return weights
 
 
-def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_intercept: bool,
-             alpha_per_target: bool, xp: ModuleType, dtype: str, batch_size: int | None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gcv_fit(
+    spectrum: _Spectrum,
+    y: np.ndarray,
+    alphas: np.ndarray,
+    *,
+    fit_intercept: bool,
+    alpha_per_target: bool,
+    xp: ModuleType,
+    dtype: str,
+    batch_size: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generalised cross-validation (Golub, Heath & Wahba 1979): the score of alpha is ``-n RSS / (n - df)^2``,
     the leave-one-out error with every leverage replaced by the mean leverage ``df / n``. From ``Z = U^T Y``:
     ``RSS = sum_j (1 - lam_j g_j)^2 Z_j^2 + (|Y|^2 - |Z|^2)`` and ``df = sum_j lam_j g_j (+ 1 for the intercept)``
@@ -277,8 +320,7 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
     ``df >= n`` (e.g. alpha = 0 with n <= p)."""
     n = y.shape[0]
     shrinks = [spectrum.eigvals * spectrum.inverse(alpha, xp) for alpha in alphas]
-    slack = np.array([n - float(xp.to_numpy(xp.sum(shrink))) - (1.0 if fit_intercept else 0.0)
-                      for shrink in shrinks])
+    slack = np.array([n - float(xp.to_numpy(xp.sum(shrink))) - (1.0 if fit_intercept else 0.0) for shrink in shrinks])
     scores = np.empty((alphas.size, y.shape[1]))
     weights = np.empty((spectrum.eigvals.shape[0], y.shape[1]), dtype=dtype) if alpha_per_target else None
     for cols, y_centred, _ in _centred_batches(y, slice(None), fit_intercept, xp, dtype, batch_size):
@@ -296,8 +338,9 @@ def _gcv_fit(spectrum: _Spectrum, y: np.ndarray, alphas: np.ndarray, *, fit_inte
             weights[:, cols] = _weights_block(spectrum, projected, alphas, best, xp, dtype, scratch=y_centred)
     best = _select_alphas(scores, alpha_per_target)
     if not alpha_per_target:
-        weights = _refit(spectrum, y, alphas, best, fit_intercept=fit_intercept, xp=xp, dtype=dtype,
-                         batch_size=batch_size)
+        weights = _refit(
+            spectrum, y, alphas, best, fit_intercept=fit_intercept, xp=xp, dtype=dtype, batch_size=batch_size
+        )
     return scores, best, weights
 
 
@@ -317,8 +360,7 @@ def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarra
     if x.ndim != 2 or y.ndim != 2:
         raise ValueError(f"{x_name} and Y must be 2-D; got shapes {x.shape} and {y.shape}")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{x_name} has {x.shape[0]} rows (shape {x.shape}) but Y has {y.shape[0]} "
-                         f"(shape {y.shape})")
+        raise ValueError(f"{x_name} has {x.shape[0]} rows (shape {x.shape}) but Y has {y.shape[0]} (shape {y.shape})")
     for name, array in ((x_name, x), ("Y", y)):
         if not _all_finite(array):
             raise ValueError(f"{name} contains {np.size(array) - np.isfinite(array).sum()} NaN or infinite values")
@@ -327,8 +369,9 @@ def _check_problem(x: Any, y: Any, scoring: str, x_name: str) -> tuple[np.ndarra
     return x, y
 
 
-def _intercept(y: np.ndarray, row_mean: np.ndarray, basis: np.ndarray, weights: np.ndarray, fit_intercept: bool,
-               dtype: str) -> np.ndarray:
+def _intercept(
+    y: np.ndarray, row_mean: np.ndarray, basis: np.ndarray, weights: np.ndarray, fit_intercept: bool, dtype: str
+) -> np.ndarray:
     """``mean(Y) - mean_row @ coef``, with ``coef = basis @ weights`` never formed; zeros without intercept. The
     mean is taken in ``dtype``, as the solvers centre Y (a float16 mean would be rounded to float16)."""
     if not fit_intercept:
@@ -336,16 +379,28 @@ def _intercept(y: np.ndarray, row_mean: np.ndarray, basis: np.ndarray, weights: 
     return (y.mean(axis=0, dtype=dtype) - (row_mean @ basis) @ weights).astype(dtype)
 
 
-def _cross_validate(fold: Callable, full_spectrum: Callable[[], _Spectrum], y: np.ndarray, alphas: np.ndarray,
-                    cv: Folds, *, fit_intercept: bool, scoring: str, alpha_per_target: bool, xp: ModuleType,
-                    dtype: str, batch_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _cross_validate(
+    fold: Callable,
+    full_spectrum: Callable[[], _Spectrum],
+    y: np.ndarray,
+    alphas: np.ndarray,
+    cv: Folds,
+    *,
+    fit_intercept: bool,
+    scoring: str,
+    alpha_per_target: bool,
+    xp: ModuleType,
+    dtype: str,
+    batch_size: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CV scores, chosen alpha indices, and the basis and weights of the refit on all rows (shared by the primal
     and kernel solvers)."""
     options = dict(fit_intercept=fit_intercept, xp=xp, dtype=dtype, batch_size=batch_size)
     if cv == "gcv":
         if scoring != "neg_mse":
-            raise ValueError(f"cv='gcv' estimates the mean squared error and needs scoring='neg_mse'; got "
-                             f"scoring={scoring!r}")
+            raise ValueError(
+                f"cv='gcv' estimates the mean squared error and needs scoring='neg_mse'; got scoring={scoring!r}"
+            )
         spectrum = full_spectrum()
         scores, best, weights = _gcv_fit(spectrum, y, alphas, alpha_per_target=alpha_per_target, **options)
         return scores, best, _basis(spectrum, xp), weights
@@ -359,9 +414,19 @@ def _cross_validate(fold: Callable, full_spectrum: Callable[[], _Spectrum], y: n
     return scores, best, _basis(spectrum, xp), _refit(spectrum, y, alphas, best, **options)
 
 
-def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
-                       scoring: str = "neg_mse", alpha_per_target: bool = True, backend: str | ModuleType = "auto",
-                       dtype: str = "float64", batch_size: int | None = None) -> RidgeSolution:
+def solve_ridge_cv_svd(
+    X: Any,
+    Y: Any,
+    alphas: Any,
+    cv: Folds = "loo",
+    *,
+    fit_intercept: bool = True,
+    scoring: str = "neg_mse",
+    alpha_per_target: bool = True,
+    backend: str | ModuleType = "auto",
+    dtype: str = "float64",
+    batch_size: int | None = None,
+) -> RidgeSolution:
     """Primal ridge with alpha chosen by CV, from one thin SVD of the centred features per fold.
 
     Costs, with r = min(n_train, p): per fold an SVD (n_train p r), the validation design (n_val p r), the
@@ -402,16 +467,37 @@ def solve_ridge_cv_svd(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_in
         return _primal_fold(x, train, val, fit_intercept, xp)
 
     scores, best, basis, weights = _cross_validate(
-        fold, lambda: _svd_spectrum(x - x_mean, xp), Y, alphas, cv, fit_intercept=fit_intercept,
-        scoring=scoring, alpha_per_target=alpha_per_target, xp=xp, dtype=dtype, batch_size=batch_size)
-    return RidgeSolution(basis, weights, _intercept(Y, xp.to_numpy(x_mean), basis, weights, fit_intercept, dtype),
-                         alphas[best], scores)
+        fold,
+        lambda: _svd_spectrum(x - x_mean, xp),
+        Y,
+        alphas,
+        cv,
+        fit_intercept=fit_intercept,
+        scoring=scoring,
+        alpha_per_target=alpha_per_target,
+        xp=xp,
+        dtype=dtype,
+        batch_size=batch_size,
+    )
+    return RidgeSolution(
+        basis, weights, _intercept(Y, xp.to_numpy(x_mean), basis, weights, fit_intercept, dtype), alphas[best], scores
+    )
 
 
-def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
-                               scoring: str = "neg_mse", alpha_per_target: bool = True,
-                               backend: str | ModuleType = "auto", dtype: str = "float64",
-                               batch_size: int | None = None, overwrite_k: bool = False) -> RidgeSolution:
+def solve_kernel_ridge_cv_eigh(
+    K: Any,
+    Y: Any,
+    alphas: Any,
+    cv: Folds = "loo",
+    *,
+    fit_intercept: bool = True,
+    scoring: str = "neg_mse",
+    alpha_per_target: bool = True,
+    backend: str | ModuleType = "auto",
+    dtype: str = "float64",
+    batch_size: int | None = None,
+    overwrite_k: bool = False,
+) -> RidgeSolution:
     """Kernel (dual) ridge with alpha chosen by CV, from one eigendecomposition of the centred training kernel per
     fold.
 
@@ -450,15 +536,36 @@ def solve_kernel_ridge_cv_eigh(K: Any, Y: Any, alphas: Any, cv: Folds = "loo", *
         return _kernel_spectrum(centred, xp, overwrite=overwrite_k or centred is not kernel)  # a copy is ours too
 
     scores, best, basis, weights = _cross_validate(
-        fold, full_spectrum, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
-        alpha_per_target=alpha_per_target, xp=xp, dtype=dtype, batch_size=batch_size)
-    return RidgeSolution(basis, weights, _intercept(Y, row_mean, basis, weights, fit_intercept, dtype),
-                         alphas[best], scores)
+        fold,
+        full_spectrum,
+        Y,
+        alphas,
+        cv,
+        fit_intercept=fit_intercept,
+        scoring=scoring,
+        alpha_per_target=alpha_per_target,
+        xp=xp,
+        dtype=dtype,
+        batch_size=batch_size,
+    )
+    return RidgeSolution(
+        basis, weights, _intercept(Y, row_mean, basis, weights, fit_intercept, dtype), alphas[best], scores
+    )
 
 
-def solve_ridge_cv_gram(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_intercept: bool = True,
-                        scoring: str = "neg_mse", alpha_per_target: bool = True, backend: str | ModuleType = "auto",
-                        dtype: str = "float64", batch_size: int | None = None) -> RidgeSolution:
+def solve_ridge_cv_gram(
+    X: Any,
+    Y: Any,
+    alphas: Any,
+    cv: Folds = "loo",
+    *,
+    fit_intercept: bool = True,
+    scoring: str = "neg_mse",
+    alpha_per_target: bool = True,
+    backend: str | ModuleType = "auto",
+    dtype: str = "float64",
+    batch_size: int | None = None,
+) -> RidgeSolution:
     """Primal ridge through the n x n Gram matrix (cheaper than the SVD when n_features >> n_samples): the kernel
     solver on ``(X - m)(X - m)^T``, then ``coef = (X - m)^T dual``. Parameters as in :func:`solve_ridge_cv_svd`."""
     X, Y = _check_problem(X, Y, scoring, "X")
@@ -467,9 +574,19 @@ def solve_ridge_cv_gram(X: Any, Y: Any, alphas: Any, cv: Folds = "loo", *, fit_i
     x_mean = xp.mean(x, axis=0) if fit_intercept else xp.zeros(x.shape[1], dtype)
     x = x - x_mean
     kernel = xp.to_numpy(xp.matmul(x, x.T))
-    solution = solve_kernel_ridge_cv_eigh(kernel, Y, alphas, cv, fit_intercept=fit_intercept, scoring=scoring,
-                                          alpha_per_target=alpha_per_target, backend=xp, dtype=dtype,
-                                          batch_size=batch_size, overwrite_k=True)
+    solution = solve_kernel_ridge_cv_eigh(
+        kernel,
+        Y,
+        alphas,
+        cv,
+        fit_intercept=fit_intercept,
+        scoring=scoring,
+        alpha_per_target=alpha_per_target,
+        backend=xp,
+        dtype=dtype,
+        batch_size=batch_size,
+        overwrite_k=True,
+    )
     basis = xp.to_numpy(xp.matmul(x.T, xp.asarray(solution.basis, dtype)))
     intercept = _intercept(Y, xp.to_numpy(x_mean), basis, solution.weights, fit_intercept, dtype)
     return RidgeSolution(basis, solution.weights, intercept, solution.best_alphas, solution.cv_scores)

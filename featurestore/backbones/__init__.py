@@ -16,8 +16,16 @@ import torch
 from featurestore.backbones._base import Backbone, Extractor, LayerInfo, WeightsError, check_layer_names
 from featurestore.catalog import UNTRAINED, CatalogEntry
 
-__all__ = ["ADAPTERS", "Backbone", "Extractor", "LayerInfo", "WeightsError", "list_layers", "load_backbone",
-           "validate_layers"]
+__all__ = [
+    "ADAPTERS",
+    "Backbone",
+    "Extractor",
+    "LayerInfo",
+    "WeightsError",
+    "list_layers",
+    "load_backbone",
+    "validate_layers",
+]
 
 
 class LazyAdapters(Mapping[str, ModuleType]):
@@ -39,8 +47,9 @@ class LazyAdapters(Mapping[str, ModuleType]):
         return f"LazyAdapters({self._modules!r})"
 
 
-ADAPTERS: Mapping[str, ModuleType] = LazyAdapters({"torchvision": "featurestore.backbones.torchvision",
-                                                   "open_clip": "featurestore.backbones.open_clip"})
+ADAPTERS: Mapping[str, ModuleType] = LazyAdapters(
+    {"torchvision": "featurestore.backbones.torchvision", "open_clip": "featurestore.backbones.open_clip"}
+)
 
 
 def load_backbone(entry: CatalogEntry, device: str | torch.device | None = "cpu") -> Backbone:

@@ -25,8 +25,11 @@ from featurestore.errors import FeatureStoreError
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 PROBE_BATCH = 2  # images in the probe pass that finds the layers (a layer's output must lead with this size)
-_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                  "nearest": T.InterpolationMode.NEAREST}
+_INTERPOLATION = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+}
 
 
 class WeightsError(FeatureStoreError, RuntimeError):
@@ -102,8 +105,11 @@ def check_layer_names(entry_name: str, layers: Sequence[str], available: Sequenc
     for layer in layers:
         if layer not in known:
             close = difflib.get_close_matches(layer, list(available), n=5, cutoff=0.5)
-            listing = f"valid layers: {list(available)}" if len(available) <= 40 else (
-                f"{len(available)} layers, see `featurestore layers {entry_name}`")
+            listing = (
+                f"valid layers: {list(available)}"
+                if len(available) <= 40
+                else (f"{len(available)} layers, see `featurestore layers {entry_name}`")
+            )
             hint = f"close matches: {close}; " if close else ""
             raise CatalogError(f"backbone {entry_name!r} has no layer {layer!r}; {hint}{listing}")
 
@@ -164,8 +170,11 @@ def catalog_transform(preprocessing: Preprocessing) -> T.Compose:
         steps.append(T.Resize(preprocessing.resize, interpolation=mode, antialias=True))
     if preprocessing.crop is not None:
         steps.append(T.CenterCrop(preprocessing.crop))
-    steps += [T.PILToTensor(), T.ConvertImageDtype(torch.float32),
-              T.Normalize(mean=preprocessing.mean, std=preprocessing.std)]
+    steps += [
+        T.PILToTensor(),
+        T.ConvertImageDtype(torch.float32),
+        T.Normalize(mean=preprocessing.mean, std=preprocessing.std),
+    ]
     return T.Compose(steps)
 
 

@@ -36,10 +36,14 @@ def load(entry: CatalogEntry, device: str | torch.device | None = "cpu") -> Open
     if entry.preprocessing is None:
         transform, preprocessing = own_transform, _own_preprocessing(model)
     else:
-        transform, preprocessing = (catalog_transform(entry.preprocessing),
-                                    catalog_preprocessing(entry.preprocessing))
-    return OpenClipBackbone(entry=entry, model=model.eval().to(device_of(device)), transform=transform,
-                            preprocessing=preprocessing, weights_id=identity)
+        transform, preprocessing = (catalog_transform(entry.preprocessing), catalog_preprocessing(entry.preprocessing))
+    return OpenClipBackbone(
+        entry=entry,
+        model=model.eval().to(device_of(device)),
+        transform=transform,
+        preprocessing=preprocessing,
+        weights_id=identity,
+    )
 
 
 def _build(entry: CatalogEntry) -> tuple[torch.nn.Module, Any]:
@@ -47,8 +51,10 @@ def _build(entry: CatalogEntry) -> tuple[torch.nn.Module, Any]:
     architecture = entry.architecture
     known = open_clip.list_models()
     if architecture not in known:
-        raise CatalogError(f"entry {entry.name!r}: unknown open_clip architecture {architecture!r}"
-                           f"{did_you_mean(architecture, known)}; see open_clip.list_models()")
+        raise CatalogError(
+            f"entry {entry.name!r}: unknown open_clip architecture {architecture!r}"
+            f"{did_you_mean(architecture, known)}; see open_clip.list_models()"
+        )
     if entry.weights == UNTRAINED:
         with seeded(entry.seed):
             model, _, transform = open_clip.create_model_and_transforms(architecture, pretrained=None)
@@ -59,18 +65,26 @@ def _build(entry: CatalogEntry) -> tuple[torch.nn.Module, Any]:
     else:
         tags = open_clip.list_pretrained_tags_by_model(architecture)
         if entry.weights not in tags:
-            raise CatalogError(f"entry {entry.name!r}: open_clip {architecture} has no weights {entry.weights!r}"
-                               f"{did_you_mean(entry.weights, tags)}; available: "
-                               f"{[*tags, UNTRAINED, FILE_PREFIX + '<path>']}")
+            raise CatalogError(
+                f"entry {entry.name!r}: open_clip {architecture} has no weights {entry.weights!r}"
+                f"{did_you_mean(entry.weights, tags)}; available: "
+                f"{[*tags, UNTRAINED, FILE_PREFIX + '<path>']}"
+            )
         pretrained, what = entry.weights, f"pretrained weights {architecture} {entry.weights!r}"
     try:
         model, _, transform = open_clip.create_model_and_transforms(architecture, pretrained=pretrained)
     except Exception as err:
-        hint = "" if path is not None else (
-            f" Offline? Download {open_clip.get_pretrained_url(architecture, entry.weights) or 'the checkpoint'} "
-            f"elsewhere and point the entry at it: weights: \"{FILE_PREFIX}/path/to/checkpoint.pt\"")
-        raise WeightsError(f"entry {entry.name!r}: could not load open_clip {what} "
-                           f"({type(err).__name__}: {err}).{hint}") from err
+        hint = (
+            ""
+            if path is not None
+            else (
+                f" Offline? Download {open_clip.get_pretrained_url(architecture, entry.weights) or 'the checkpoint'} "
+                f'elsewhere and point the entry at it: weights: "{FILE_PREFIX}/path/to/checkpoint.pt"'
+            )
+        )
+        raise WeightsError(
+            f"entry {entry.name!r}: could not load open_clip {what} ({type(err).__name__}: {err}).{hint}"
+        ) from err
     return model, transform
 
 
@@ -83,14 +97,16 @@ def _own_preprocessing(model: torch.nn.Module) -> dict[str, Any]:
     return {"origin": "open_clip", "image_size": image_size, **jsonable}
 
 
-def _record(outputs: dict[str, list[tuple[Any, int]]], name: str, module: torch.nn.Module, inputs: Any,
-            output: Any) -> None:
+def _record(
+    outputs: dict[str, list[tuple[Any, int]]], name: str, module: torch.nn.Module, inputs: Any, output: Any
+) -> None:
     """Forward hook of the probe pass: keep every output of the module and its version counter."""
     outputs.setdefault(name, []).append((output, output._version if isinstance(output, torch.Tensor) else 0))
 
 
-def _capture(captured: dict[str, torch.Tensor], copy: bool, name: str, module: torch.nn.Module, inputs: Any,
-             output: torch.Tensor) -> None:
+def _capture(
+    captured: dict[str, torch.Tensor], copy: bool, name: str, module: torch.nn.Module, inputs: Any, output: torch.Tensor
+) -> None:
     """Forward hook of the extractor: keep the output (a copy when a later operation changes it in place)."""
     captured[name] = output.clone() if copy else output
 
@@ -102,16 +118,22 @@ class OpenClipBackbone(Backbone):
     def _probe_layers(self) -> list[LayerInfo]:
         """Modules called exactly once whose output is a batch-first tensor, in the order they finish."""
         outputs: dict[str, list[tuple[Any, int]]] = {}
-        handles = [module.register_forward_hook(functools.partial(_record, outputs, name))
-                   for name, module in self.model.visual.named_modules() if name]
+        handles = [
+            module.register_forward_hook(functools.partial(_record, outputs, name))
+            for name, module in self.model.visual.named_modules()
+            if name
+        ]
         try:
             with torch.no_grad():  # not inference_mode: that turns off the version counters
                 embedding = self.model.encode_image(self.probe_input())
         finally:
             for handle in handles:
                 handle.remove()
-        layers = [LayerInfo(name, inplace=calls[0][0]._version != calls[0][1], shape=tuple(calls[0][0].shape[1:]))
-                  for name, calls in outputs.items() if len(calls) == 1 and is_batch_output(calls[0][0])]
+        layers = [
+            LayerInfo(name, inplace=calls[0][0]._version != calls[0][1], shape=tuple(calls[0][0].shape[1:]))
+            for name, calls in outputs.items()
+            if len(calls) == 1 and is_batch_output(calls[0][0])
+        ]
         return [*layers, LayerInfo(EMBEDDING, inplace=False, shape=tuple(embedding.shape[1:]))]
 
     def _make_extractor(self, layers: list[str]) -> Extractor:
@@ -122,9 +144,10 @@ class OpenClipBackbone(Backbone):
 
         def extract(images: torch.Tensor) -> dict[str, torch.Tensor]:
             captured: dict[str, torch.Tensor] = {}
-            handles = [modules[name].register_forward_hook(functools.partial(_capture, captured, name in inplace,
-                                                                             name))
-                       for name in hooked]
+            handles = [
+                modules[name].register_forward_hook(functools.partial(_capture, captured, name in inplace, name))
+                for name in hooked
+            ]
             try:
                 with torch.no_grad():
                     captured[EMBEDDING] = model.encode_image(images.to(device))

@@ -39,17 +39,23 @@ def load(entry: CatalogEntry, device: str | torch.device | None = "cpu") -> Torc
     identity = weights_id(entry, model)  # hashed on the CPU, before moving
     preprocessing = entry.preprocessing
     assert preprocessing is not None  # the catalog requires it for torchvision
-    return TorchvisionBackbone(entry=entry, model=model.eval().to(device_of(device)),
-                               transform=catalog_transform(preprocessing),
-                               preprocessing=catalog_preprocessing(preprocessing), weights_id=identity)
+    return TorchvisionBackbone(
+        entry=entry,
+        model=model.eval().to(device_of(device)),
+        transform=catalog_transform(preprocessing),
+        preprocessing=catalog_preprocessing(preprocessing),
+        weights_id=identity,
+    )
 
 
 def _build(entry: CatalogEntry) -> torch.nn.Module:
     architecture = entry.architecture
     known = tvm.list_models()
     if architecture not in known:
-        raise CatalogError(f"entry {entry.name!r}: unknown torchvision architecture {architecture!r}"
-                           f"{did_you_mean(architecture, known)}; see torchvision.models.list_models()")
+        raise CatalogError(
+            f"entry {entry.name!r}: unknown torchvision architecture {architecture!r}"
+            f"{did_you_mean(architecture, known)}; see torchvision.models.list_models()"
+        )
     if entry.weights == UNTRAINED:
         with seeded(entry.seed):
             return tvm.get_model(architecture, weights=None)
@@ -59,8 +65,10 @@ def _build(entry: CatalogEntry) -> torch.nn.Module:
     tags = [weights.name for weights in tvm.get_model_weights(architecture)]
     if entry.weights not in tags:
         choices = [*tags, UNTRAINED, FILE_PREFIX + "<path>"]
-        raise CatalogError(f"entry {entry.name!r}: torchvision {architecture} has no weights {entry.weights!r}"
-                           f"{did_you_mean(entry.weights, tags)}; available: {choices}")
+        raise CatalogError(
+            f"entry {entry.name!r}: torchvision {architecture} has no weights {entry.weights!r}"
+            f"{did_you_mean(entry.weights, tags)}; available: {choices}"
+        )
     weights = tvm.get_model_weights(architecture)[entry.weights]
     try:
         return tvm.get_model(architecture, weights=weights)
@@ -68,21 +76,24 @@ def _build(entry: CatalogEntry) -> torch.nn.Module:
         raise WeightsError(
             f"entry {entry.name!r}: could not get torchvision weights {weights} from {weights.url} "
             f"({type(err).__name__}: {err}). Offline? Download that file elsewhere and point the entry at it: "
-            f"weights: \"{FILE_PREFIX}/path/to/{Path(weights.url).name}\"") from err
+            f'weights: "{FILE_PREFIX}/path/to/{Path(weights.url).name}"'
+        ) from err
 
 
 def _from_file(entry: CatalogEntry, path: Path) -> torch.nn.Module:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise WeightsError(f"entry {entry.name!r}: cannot read weights file {path} "
-                           f"({type(err).__name__}: {err})") from err
+        raise WeightsError(
+            f"entry {entry.name!r}: cannot read weights file {path} ({type(err).__name__}: {err})"
+        ) from err
     model = tvm.get_model(entry.architecture, weights=None)
     try:
         model.load_state_dict(state_dict)
     except Exception as err:
-        raise WeightsError(f"entry {entry.name!r}: {path} is not a state_dict of torchvision "
-                           f"{entry.architecture}: {err}") from err
+        raise WeightsError(
+            f"entry {entry.name!r}: {path} is not a state_dict of torchvision {entry.architecture}: {err}"
+        ) from err
     return model
 
 
@@ -143,8 +154,10 @@ class TorchvisionBackbone(Backbone):
     def _probe_layers(self) -> list[LayerInfo]:
         order = {node: index for index, node in enumerate(self._nodes)}
         names = sorted(self._resolved, key=lambda name: (order[self._resolved[name]], -name.count(".")))
-        return [LayerInfo(name, self._nodes[self._resolved[name]].inplace, self._nodes[self._resolved[name]].shape)
-                for name in names]
+        return [
+            LayerInfo(name, self._nodes[self._resolved[name]].inplace, self._nodes[self._resolved[name]].shape)
+            for name in names
+        ]
 
     def _make_extractor(self, layers: list[str]) -> Extractor:
         nodes = list(dict.fromkeys(self._resolved[layer] for layer in layers))

@@ -79,22 +79,35 @@ class LayerLayout:
 
     def attrs(self) -> dict[str, Any]:
         """The layer array's attributes."""
-        return {"feature_shape": list(self.feature_shape), "n_features": self.n_features, "reduce": self.reduce,
-                "reduce_seed": self.reduce_seed, "inplace": self.inplace}
+        return {
+            "feature_shape": list(self.feature_shape),
+            "n_features": self.n_features,
+            "reduce": self.reduce,
+            "reduce_seed": self.reduce_seed,
+            "inplace": self.inplace,
+        }
 
     @classmethod
     def from_attrs(cls, name: str, attrs: Mapping[str, Any]) -> LayerLayout:
         """Read a layout back from a layer array's attributes."""
-        return cls(name=name, feature_shape=tuple(attrs["feature_shape"]), n_features=int(attrs["n_features"]),
-                   reduce=attrs.get("reduce"), reduce_seed=attrs.get("reduce_seed"),
-                   inplace=bool(attrs.get("inplace", False)))
+        return cls(
+            name=name,
+            feature_shape=tuple(attrs["feature_shape"]),
+            n_features=int(attrs["n_features"]),
+            reduce=attrs.get("reduce"),
+            reduce_seed=attrs.get("reduce_seed"),
+            inplace=bool(attrs.get("inplace", False)),
+        )
 
     def differences(self, other: LayerLayout) -> list[str]:
         """'layer X reduce None != srp:64' for each recipe difference with another layout of the same layer."""
         keys = ("feature_shape", "n_features", "reduce", "reduce_seed")
         mine, theirs = self.attrs(), other.attrs()
-        return [f"layer {self.name} {key} {short(mine[key])} != {short(theirs[key])}"
-                for key in keys if mine[key] != theirs[key]]
+        return [
+            f"layer {self.name} {key} {short(mine[key])} != {short(theirs[key])}"
+            for key in keys
+            if mine[key] != theirs[key]
+        ]
 
 
 def storage_chunking(n_features: int, chunk_rows: int, dtype: str) -> dict[str, Any]:
@@ -106,8 +119,11 @@ def storage_chunking(n_features: int, chunk_rows: int, dtype: str) -> dict[str, 
     feature_block = 2 ** int(math.log2(max(1, INNER_CHUNK_BYTES // row_bytes)))
     if n_features <= SHARD_MIN_BLOCKS * feature_block:
         return {"layout": "plain", "chunks": [chunk_rows, n_features]}
-    return {"layout": "sharded", "shards": [chunk_rows, math.ceil(n_features / feature_block) * feature_block],
-            "chunks": [chunk_rows, feature_block]}
+    return {
+        "layout": "sharded",
+        "shards": [chunk_rows, math.ceil(n_features / feature_block) * feature_block],
+        "chunks": [chunk_rows, feature_block],
+    }
 
 
 @dataclass(frozen=True)
@@ -144,7 +160,7 @@ class RowPlan:
         """NSD ids of the rows that go through the model, in row order."""
         if not self.tasks:
             return np.zeros(0, dtype=np.int64)
-        return np.concatenate([self.nsd_ids[t.compute_from:t.stop] for t in self.tasks])
+        return np.concatenate([self.nsd_ids[t.compute_from : t.stop] for t in self.tasks])
 
     @property
     def n_unavailable(self) -> int:
@@ -156,8 +172,13 @@ class RowPlan:
         return sum(t.stop - t.start - t.done[layer] for t in self.tasks if layer in t.done)
 
 
-def plan_rows(stored_ids: np.ndarray, done: Mapping[str, np.ndarray], requested_ids: np.ndarray,
-              chunk_rows: int, backbone: str = "") -> RowPlan:
+def plan_rows(
+    stored_ids: np.ndarray,
+    done: Mapping[str, np.ndarray],
+    requested_ids: np.ndarray,
+    chunk_rows: int,
+    backbone: str = "",
+) -> RowPlan:
     """Plan a run: append the unseen requested ids (sorted), list every chunk some layer still needs.
 
     ``stored_ids`` are the rows already planned (in row order), ``done[layer]`` the per-chunk count of final
@@ -180,12 +201,20 @@ def plan_rows(stored_ids: np.ndarray, done: Mapping[str, np.ndarray], requested_
         if not need:
             continue
         task = ChunkTask(index, start, stop, start + min(need.values()), need)
-        (tasks if available[task.compute_from:stop].all() else unavailable).append(task)
-    return RowPlan(backbone=backbone, chunk_rows=chunk_rows, n_kept=stored_ids.size, new_ids=new_ids,
-                   nsd_ids=nsd_ids, tasks=tuple(tasks), unavailable=tuple(unavailable))
+        (tasks if available[task.compute_from : stop].all() else unavailable).append(task)
+    return RowPlan(
+        backbone=backbone,
+        chunk_rows=chunk_rows,
+        n_kept=stored_ids.size,
+        new_ids=new_ids,
+        nsd_ids=nsd_ids,
+        tasks=tuple(tasks),
+        unavailable=tuple(unavailable),
+    )
 
 
 def plan_new_group(requested_ids: np.ndarray, layers: Sequence[str], chunk_rows: int, backbone: str) -> RowPlan:
     """The plan of a backbone group not created yet: no row stored, no chunk done."""
-    return plan_rows(np.zeros(0, np.int64), {layer: np.zeros(0, np.int32) for layer in layers}, requested_ids,
-                     chunk_rows, backbone)
+    return plan_rows(
+        np.zeros(0, np.int64), {layer: np.zeros(0, np.int32) for layer in layers}, requested_ids, chunk_rows, backbone
+    )

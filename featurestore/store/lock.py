@@ -66,8 +66,13 @@ class WriterLock(ABC):
 
     def _me(self) -> dict[str, Any]:
         """Attributes naming this process as the holder."""
-        return {"host": socket.gethostname(), "pid": os.getpid(), "since": _now_iso(),
-                "heartbeat": time.time(), "token": self.token}
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": _now_iso(),
+            "heartbeat": time.time(),
+            "token": self.token,
+        }
 
     @staticmethod
     def _who(holder: dict[str, Any]) -> str:
@@ -78,8 +83,10 @@ class WriterLock(ABC):
 
     def _refusal(self, holder: dict[str, Any]) -> str:
         """The message telling the user who holds the lock and what to do."""
-        return (f"{self.description} is being written by {self._who(holder)} (lock {self.path!r}); wait for that "
-                f"run to finish, or pass wait=True (CLI: --wait) to queue behind it")
+        return (
+            f"{self.description} is being written by {self._who(holder)} (lock {self.path!r}); wait for that "
+            f"run to finish, or pass wait=True (CLI: --wait) to queue behind it"
+        )
 
     @abstractmethod
     def _try_acquire(self) -> dict[str, Any] | None:
@@ -158,8 +165,15 @@ class FileLock(WriterLock):
 class LeaseLock(WriterLock):
     """A lease in the lock group's attributes: heartbeat per chunk, stale after ``stale_after`` seconds."""
 
-    def __init__(self, store: Store, backbone: str, description: str, *,
-                 stale_after: float = DEFAULT_STALE_AFTER, settle_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backbone: str,
+        description: str,
+        *,
+        stale_after: float = DEFAULT_STALE_AFTER,
+        settle_s: float = 0.5,
+    ) -> None:
         super().__init__(store, backbone, description)
         self.stale_after = stale_after
         self.settle_s = settle_s
@@ -175,8 +189,12 @@ class LeaseLock(WriterLock):
         if self._is_live(holder):
             return holder
         if holder.get("token"):
-            logger.warning("taking over the stale lease of pid %s on host %s (last heartbeat %.0f s ago)",
-                           holder.get("pid"), holder.get("host"), time.time() - float(holder.get("heartbeat", 0)))
+            logger.warning(
+                "taking over the stale lease of pid %s on host %s (last heartbeat %.0f s ago)",
+                holder.get("pid"),
+                holder.get("host"),
+                time.time() - float(holder.get("heartbeat", 0)),
+            )
         self._record(self._me())
         time.sleep(self.settle_s)
         holder = self.holder()

@@ -16,8 +16,14 @@ from typing import Any
 from featurestore.catalog import DTYPES
 from featurestore.errors import FeatureStoreError, InvalidParameterError
 
-__all__ = ["ProvenanceError", "build_provenance", "check_dtype", "library_versions", "provenance_differences",
-           "version_differences"]
+__all__ = [
+    "ProvenanceError",
+    "build_provenance",
+    "check_dtype",
+    "library_versions",
+    "provenance_differences",
+    "version_differences",
+]
 
 # the entry keys that a backbone's weights and resolved preprocessing are made from
 _MODEL_ENTRY_KEYS = ("weights", "seed", "preprocessing")
@@ -45,8 +51,9 @@ def check_dtype(dtype: str) -> None:
         raise InvalidParameterError(f"Unknown dtype={dtype!r}; expected one of {list(DTYPES)}")
 
 
-def build_provenance(entry: Mapping[str, Any], weights: Mapping[str, Any], preprocessing: Mapping[str, Any],
-                     dtype: str, chunk_rows: int) -> dict[str, Any]:
+def build_provenance(
+    entry: Mapping[str, Any], weights: Mapping[str, Any], preprocessing: Mapping[str, Any], dtype: str, chunk_rows: int
+) -> dict[str, Any]:
     """The group attribute that records what made a backbone's features (JSON-able)."""
     check_dtype(dtype)
     return {
@@ -78,8 +85,9 @@ def _differences(stored: Any, requested: Any, prefix: str) -> list[str]:
     return [] if stored == requested else [f"{prefix} {short(stored)} != {short(requested)}"]
 
 
-def provenance_differences(stored: Mapping[str, Any], requested: Mapping[str, Any], *,
-                           resolved: bool = True) -> list[str]:
+def provenance_differences(
+    stored: Mapping[str, Any], requested: Mapping[str, Any], *, resolved: bool = True
+) -> list[str]:
     """What differs between two provenances in ways that change the features (not library versions): the one
     definition of "same recipe".
 
@@ -90,10 +98,15 @@ def provenance_differences(stored: Mapping[str, Any], requested: Mapping[str, An
     the weights and the resolved preprocessing are made from (weights, seed, preprocessing) stand in for them,
     and a weights sha256 is compared only when ``requested`` has one.
     """
+
     def identity(p: Mapping[str, Any]) -> dict[str, Any]:
         entry, weights = p.get("entry", {}), p.get("weights", {})
-        recipe = {"source": entry.get("source"), "architecture": entry.get("architecture"),
-                  "dtype": p.get("dtype"), "chunk_rows": p.get("chunk_rows")}
+        recipe = {
+            "source": entry.get("source"),
+            "architecture": entry.get("architecture"),
+            "dtype": p.get("dtype"),
+            "chunk_rows": p.get("chunk_rows"),
+        }
         if resolved or "sha256" in requested.get("weights", {}):
             recipe["weights sha256"] = weights.get("sha256")
         if resolved:

@@ -49,25 +49,34 @@ def _check_local_root(root: Path, read_only: bool) -> None:
     are writable (a store made read-only as a whole, ``chmod -R a-w``, is refused before any lock file is tried).
     """
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"feature store path {root} is a file, not a folder; give the path of a store "
-                                 f"folder (or of a new one, to create it)")
+        raise NotADirectoryError(
+            f"feature store path {root} is a file, not a folder; give the path of a store "
+            f"folder (or of a new one, to create it)"
+        )
     is_store = (root / "zarr.json").is_file()
     if read_only and not is_store:
-        raise FileNotFoundError(f"No feature store at {root} (no zarr.json there); check the path, or create the "
-                                f"store with `featurestore extract --store {root} ...`")
+        raise FileNotFoundError(
+            f"No feature store at {root} (no zarr.json there); check the path, or create the "
+            f"store with `featurestore extract --store {root} ...`"
+        )
     if read_only or not root.exists():
         return
     if not is_store and any(root.iterdir()):
-        raise FileExistsError(f"{root} holds other files and is not a feature store (no zarr.json there); give a "
-                              f"new or empty folder to create a store")
+        raise FileExistsError(
+            f"{root} holds other files and is not a feature store (no zarr.json there); give a "
+            f"new or empty folder to create a store"
+        )
     for folder in (root, *(child for child in root.iterdir() if child.is_dir())):
         if not os.access(folder, os.W_OK):
-            raise PermissionError(f"feature store {root} is read-only (no write permission on {folder}); make it "
-                                  f"writable (chmod -R u+w) or extract into another store")
+            raise PermissionError(
+                f"feature store {root} is read-only (no write permission on {folder}); make it "
+                f"writable (chmod -R u+w) or extract into another store"
+            )
 
 
-def _open_zarr_store(url: str | Path, read_only: bool,
-                     storage_options: Mapping[str, Any] | None) -> tuple[Store, Path | None]:
+def _open_zarr_store(
+    url: str | Path, read_only: bool, storage_options: Mapping[str, Any] | None
+) -> tuple[Store, Path | None]:
     """A zarr store for a local path (atomic file writes) or any other fsspec URL; the local root or None."""
     text = str(url)
     if isinstance(url, Path) or "://" not in text or text.startswith("file://"):
@@ -138,8 +147,9 @@ class StoreReader:
         except KeyError:
             array = None
         if layer == ID_ARRAY or not isinstance(array, zarr.Array):
-            raise MissingEntryError(f"No layer {layer!r} stored for backbone {backbone!r} in {self.url}; "
-                           f"stored: {self.layers(backbone)}")
+            raise MissingEntryError(
+                f"No layer {layer!r} stored for backbone {backbone!r} in {self.url}; stored: {self.layers(backbone)}"
+            )
         return array
 
     def provenance(self, backbone: str) -> dict[str, Any]:
@@ -197,12 +207,22 @@ class StoreReader:
         data = da.from_zarr(array, chunks=_read_chunks(array))
         data = data[: rows.size] if np.array_equal(rows, np.arange(rows.size)) else data[rows]
         layout = self.layout(backbone, layer)
-        attrs = {"backbone": backbone, "layer": layer, "feature_shape": list(layout.feature_shape),
-                 "reduce": layout.reduce or "none", "provenance": json.dumps(self.provenance(backbone), sort_keys=True)}
+        attrs = {
+            "backbone": backbone,
+            "layer": layer,
+            "feature_shape": list(layout.feature_shape),
+            "reduce": layout.reduce or "none",
+            "provenance": json.dumps(self.provenance(backbone), sort_keys=True),
+        }
         if layout.reduce_seed is not None:
             attrs["reduce_seed"] = layout.reduce_seed
-        return xr.DataArray(data, dims=("nsd_id", "feature"), coords={"nsd_id": self.planned_ids(backbone)[rows]},
-                            name=layer, attrs=attrs)
+        return xr.DataArray(
+            data,
+            dims=("nsd_id", "feature"),
+            coords={"nsd_id": self.planned_ids(backbone)[rows]},
+            name=layer,
+            attrs=attrs,
+        )
 
     def summary(self) -> pd.DataFrame:
         """One row per stored (backbone, layer): finished ids, feature shape, dtype, bytes on disk."""
@@ -211,18 +231,36 @@ class StoreReader:
             for layer in self.layers(backbone):
                 array = self._layer_array(backbone, layer)
                 layout = self.layout(backbone, layer)
-                records.append({"backbone": backbone, "layer": layer, "n_ids": self.ids(backbone, layer).size,
-                                "feature_shape": layout.feature_shape, "n_features": layout.n_features,
-                                "reduce": layout.reduce, "dtype": str(array.dtype),
-                                "storage": self.storage(backbone, layer)["layout"],
-                                "nbytes_stored": array.nbytes_stored()})
-        columns = ["backbone", "layer", "n_ids", "feature_shape", "n_features", "reduce", "dtype", "storage",
-                   "nbytes_stored"]
+                records.append(
+                    {
+                        "backbone": backbone,
+                        "layer": layer,
+                        "n_ids": self.ids(backbone, layer).size,
+                        "feature_shape": layout.feature_shape,
+                        "n_features": layout.n_features,
+                        "reduce": layout.reduce,
+                        "dtype": str(array.dtype),
+                        "storage": self.storage(backbone, layer)["layout"],
+                        "nbytes_stored": array.nbytes_stored(),
+                    }
+                )
+        columns = [
+            "backbone",
+            "layer",
+            "n_ids",
+            "feature_shape",
+            "n_features",
+            "reduce",
+            "dtype",
+            "storage",
+            "nbytes_stored",
+        ]
         return pd.DataFrame.from_records(records, columns=columns)
 
 
-def open_features(store: str | Path | StoreReader, backbone: str, layer: str, *,
-                  storage_options: Mapping[str, Any] | None = None) -> xr.DataArray:
+def open_features(
+    store: str | Path | StoreReader, backbone: str, layer: str, *, storage_options: Mapping[str, Any] | None = None
+) -> xr.DataArray:
     """A lazy ``xarray.DataArray`` of one layer's finished rows.
 
     Dims ``("nsd_id", "feature")``, an int64 ``nsd_id`` coordinate, dask-backed: a dask chunk spans the columns of

@@ -64,8 +64,9 @@ class FeatureStore(StoreReader):
             lock = LeaseLock(self.zarr_store, backbone, description, **options)
         return lock.acquire(wait=wait)
 
-    def check_provenance(self, backbone: str, provenance: Mapping[str, Any],
-                         layouts: Sequence[LayerLayout] = ()) -> None:
+    def check_provenance(
+        self, backbone: str, provenance: Mapping[str, Any], layouts: Sequence[LayerLayout] = ()
+    ) -> None:
         """Refuse (ProvenanceError naming each difference) to mix features made another way; warn on versions."""
         if not self.has_backbone(backbone):
             return
@@ -77,14 +78,19 @@ class FeatureStore(StoreReader):
                 problems += self.layout(backbone, layout.name).differences(layout)
         if problems:
             raise ProvenanceError(
-                f"store provenance differs for backbone {backbone!r} in {self.url}: " + "; ".join(problems)
+                f"store provenance differs for backbone {backbone!r} in {self.url}: "
+                + "; ".join(problems)
                 + ". Write these features to another store (or another backbone name) instead of mixing them."
             )
         versions = version_differences(stored, provenance)
         if versions:
-            warnings.warn(f"backbone {backbone!r} in {self.url} was extracted with other library versions: "
-                          + "; ".join(versions) + " (features are kept; re-extract to a new store to be safe)",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                f"backbone {backbone!r} in {self.url} was extracted with other library versions: "
+                + "; ".join(versions)
+                + " (features are kept; re-extract to a new store to be safe)",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def plan(self, backbone: str, requested_ids: np.ndarray, layers: Sequence[str], chunk_rows: int) -> RowPlan:
         """Plan a run for ``layers`` over ``requested_ids`` without writing anything."""
@@ -104,14 +110,15 @@ class FeatureStore(StoreReader):
         if "provenance" not in group.attrs:
             group.attrs["provenance"] = dict(provenance)
         if ID_ARRAY not in group.array_keys():
-            group.create_array(ID_ARRAY, shape=(0,), chunks=(rows,), dtype="int64", fill_value=MISSING_ID,
-                               compressors=_COMPRESSOR)
+            group.create_array(
+                ID_ARRAY, shape=(0,), chunks=(rows,), dtype="int64", fill_value=MISSING_ID, compressors=_COMPRESSOR
+            )
         ids = group[ID_ARRAY]
         if ids.shape[0] != plan.n_kept:
             ids.resize((plan.n_kept,))
         if plan.new_ids.size:
             ids.resize((n_rows,))
-            ids[plan.n_kept:] = plan.new_ids
+            ids[plan.n_kept :] = plan.new_ids
         dtype = provenance["dtype"]
         done = group.require_group(DONE_GROUP)
         n_chunks = math.ceil(n_rows / rows)
@@ -124,10 +131,16 @@ class FeatureStore(StoreReader):
                 group[layout.name].resize((n_rows, layout.n_features))
             else:
                 storage = storage_chunking(layout.n_features, rows, dtype)
-                group.create_array(layout.name, shape=(n_rows, layout.n_features), chunks=tuple(storage["chunks"]),
-                                   shards=tuple(storage["shards"]) if "shards" in storage else None, dtype=dtype,
-                                   fill_value=np.nan, compressors=_COMPRESSOR,
-                                   attributes={**layout.attrs(), "storage": storage})
+                group.create_array(
+                    layout.name,
+                    shape=(n_rows, layout.n_features),
+                    chunks=tuple(storage["chunks"]),
+                    shards=tuple(storage["shards"]) if "shards" in storage else None,
+                    dtype=dtype,
+                    fill_value=np.nan,
+                    compressors=_COMPRESSOR,
+                    attributes={**layout.attrs(), "storage": storage},
+                )
 
     def record_skipped_images(self, backbone: str, records: Sequence[Mapping[str, Any]]) -> None:
         """Add unreadable images ({"nsd_id", "path", "reason"}) to the group's ``skipped_images`` attribute, by id.
@@ -151,12 +164,14 @@ class FeatureStore(StoreReader):
         array = group[layer]
         expected = (task.stop - task.compute_from, array.shape[1])
         if computed.shape != expected:
-            raise ValueError(f"chunk {task.index} of layer {layer!r}: expected computed rows of shape {expected}, "
-                             f"got {computed.shape}")
+            raise ValueError(
+                f"chunk {task.index} of layer {layer!r}: expected computed rows of shape {expected}, "
+                f"got {computed.shape}"
+            )
         kept = task.done[layer]
-        fresh = computed[task.start + kept - task.compute_from:].astype(array.dtype, copy=False)
-        block = np.concatenate([array[task.start:task.start + kept], fresh]) if kept else fresh
-        array[task.start:task.stop] = block
+        fresh = computed[task.start + kept - task.compute_from :].astype(array.dtype, copy=False)
+        block = np.concatenate([array[task.start : task.start + kept], fresh]) if kept else fresh
+        array[task.start : task.stop] = block
         group[f"{DONE_GROUP}/{layer}"][task.index] = task.stop - task.start
 
 

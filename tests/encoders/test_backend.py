@@ -15,8 +15,11 @@ SYM = A.T @ A
 
 
 def public_names(module: types.ModuleType) -> set[str]:
-    return {name for name, value in vars(module).items()
-            if not name.startswith("_") and callable(value) and getattr(value, "__module__", "") == module.__name__}
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and callable(value) and getattr(value, "__module__", "") == module.__name__
+    }
 
 
 def test_get_backend_names_and_errors():
@@ -103,12 +106,12 @@ def test_subtract_multiply_and_ascontiguous(name):
     np.testing.assert_array_equal(xp.to_numpy(xp.subtract(x, row)), A - A[0])
     scratch = xp.zeros((30, 20), "float64")
     window = scratch[:, :12]
-    written = xp.subtract(x, row, out=window)            # into a column window of a wider buffer, as the solvers do
+    written = xp.subtract(x, row, out=window)  # into a column window of a wider buffer, as the solvers do
     np.testing.assert_array_equal(xp.to_numpy(scratch[:, :12]), A - A[0])
     np.testing.assert_array_equal(xp.to_numpy(scratch[:, 12:]), 0.0)
-    xp.multiply(written, written, out=written)           # squared in place
+    xp.multiply(written, written, out=written)  # squared in place
     np.testing.assert_array_equal(xp.to_numpy(scratch[:, :12]), (A - A[0]) ** 2)
-    np.testing.assert_array_equal(xp.to_numpy(x), A)     # the inputs are untouched
+    np.testing.assert_array_equal(xp.to_numpy(x), A)  # the inputs are untouched
     transposed = xp.ascontiguous(x.T)
     np.testing.assert_array_equal(xp.to_numpy(transposed), A.T)
     assert xp.to_numpy(transposed).flags.c_contiguous
@@ -118,7 +121,7 @@ def test_subtract_multiply_and_ascontiguous(name):
 def test_copyto_and_take_write_into_a_window_of_a_wider_buffer(name):
     xp = get_backend(name)
     scratch = xp.zeros((30, 20), "float64")
-    strided = A.astype(np.float32)[:, ::2]                 # a float32 column view, as a batch of targets is
+    strided = A.astype(np.float32)[:, ::2]  # a float32 column view, as a batch of targets is
     written = xp.copyto(scratch[:, :6], strided)
     np.testing.assert_array_equal(xp.to_numpy(scratch[:, :6]), strided.astype(np.float64))
     np.testing.assert_array_equal(xp.to_numpy(scratch[:, 6:]), 0.0)
@@ -139,7 +142,7 @@ def test_eigh_overwrite_agrees_and_reuses_the_input_memory(name):
     scratch = xp.asarray(SYM.copy())
     values, vectors = xp.eigh(scratch, True)
     np.testing.assert_allclose(xp.to_numpy(values), full_values, rtol=1e-10)
-    alignment = np.abs(np.sum(xp.to_numpy(vectors) * full_vectors, axis=0))       # eigenvectors up to sign
+    alignment = np.abs(np.sum(xp.to_numpy(vectors) * full_vectors, axis=0))  # eigenvectors up to sign
     np.testing.assert_allclose(alignment, 1.0, rtol=1e-8)
     if name != "torch_cuda":
         assert np.shares_memory(xp.to_numpy(vectors), xp.to_numpy(scratch))
@@ -152,5 +155,5 @@ def test_eigh_top_is_the_top_of_numpys_full_eigh(name, k):
     values, vectors = (xp.to_numpy(x) for x in xp.eigh_top(xp.asarray(SYM, "float64"), k))
     full_values, full_vectors = np.linalg.eigh(SYM)
     np.testing.assert_allclose(values, full_values[-k:], rtol=1e-10)
-    alignment = np.abs(np.sum(vectors * full_vectors[:, -k:], axis=0))       # eigenvectors up to sign
+    alignment = np.abs(np.sum(vectors * full_vectors[:, -k:], axis=0))  # eigenvectors up to sign
     np.testing.assert_allclose(alignment, 1.0, rtol=1e-8)

@@ -19,7 +19,10 @@ import pytest
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "encoders.cli", *args], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "encoders.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, **(env or {})},
     )
 
@@ -81,29 +84,50 @@ def test_missing_results_file(tmp_path):
 
 def test_unknown_model_in_compare_lists_the_models(demo_copy):
     _, _, results = demo_copy
-    line = one_line_error(run("compare", str(results), "alexnet.untrained:features.5", "resnet:nope"),
-                          "model 'resnet:nope' is not in the results")
+    line = one_line_error(
+        run("compare", str(results), "alexnet.untrained:features.5", "resnet:nope"),
+        "model 'resnet:nope' is not in the results",
+    )
     assert "alexnet.untrained:classifier.5" in line
 
 
 def test_unknown_subject(demo_copy, tmp_path):
     outputs, data, _ = demo_copy
-    result = run("fit", "--store", str(outputs.store), "--data", str(data), "--subjects", "7", "--out",
-                 str(tmp_path / "fit"), "--quiet")
+    result = run(
+        "fit",
+        "--store",
+        str(outputs.store),
+        "--data",
+        str(data),
+        "--subjects",
+        "7",
+        "--out",
+        str(tmp_path / "fit"),
+        "--quiet",
+    )
     one_line_error(result, "No folder", "subj07", "[1, 2]")
 
 
 def test_missing_data_folder(demo_copy, tmp_path):
     outputs, _, _ = demo_copy
-    result = run("fit", "--store", str(outputs.store), "--data", str(tmp_path / "nowhere"), "--out",
-                 str(tmp_path / "fit"), "--quiet")
+    result = run(
+        "fit",
+        "--store",
+        str(outputs.store),
+        "--data",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "fit"),
+        "--quiet",
+    )
     one_line_error(result, f"{tmp_path / 'nowhere'} does not exist")
 
 
 def test_missing_store(demo_copy, tmp_path):
     _, data, _ = demo_copy
-    result = run("fit", "--store", str(tmp_path / "none.zarr"), "--data", str(data), "--out", str(tmp_path / "fit"),
-                 "--quiet")
+    result = run(
+        "fit", "--store", str(tmp_path / "none.zarr"), "--data", str(data), "--out", str(tmp_path / "fit"), "--quiet"
+    )
     one_line_error(result, str(tmp_path / "none.zarr"))
 
 
@@ -111,16 +135,43 @@ def test_roi_mask_of_the_wrong_length(demo_copy, tmp_path):
     outputs, data, _ = demo_copy
     path = data / "subj01" / "roi_masks" / "lh.floc-faces_challenge_space.npy"
     np.save(path, np.load(path)[:-3])
-    result = run("fit", "--store", str(outputs.store), "--data", str(data), "--models",
-                 "alexnet.untrained:features.5", "--pca", "5", "--n-boot", "10", "--out", str(tmp_path / "fit"),
-                 "--quiet")
+    result = run(
+        "fit",
+        "--store",
+        str(outputs.store),
+        "--data",
+        str(data),
+        "--models",
+        "alexnet.untrained:features.5",
+        "--pca",
+        "5",
+        "--n-boot",
+        "10",
+        "--out",
+        str(tmp_path / "fit"),
+        "--quiet",
+    )
     one_line_error(result, str(path), "expected (200,)")
 
 
 def test_nan_fmri_after_results_exist_is_refused_not_reused(demo_copy, tmp_path):
     outputs, data, _ = demo_copy
-    args = ["fit", "--store", str(outputs.store), "--data", str(data), "--models", "alexnet.untrained:features.5",
-            "--pca", "5", "--n-boot", "10", "--out", str(tmp_path / "fit"), "--quiet"]
+    args = [
+        "fit",
+        "--store",
+        str(outputs.store),
+        "--data",
+        str(data),
+        "--models",
+        "alexnet.untrained:features.5",
+        "--pca",
+        "5",
+        "--n-boot",
+        "10",
+        "--out",
+        str(tmp_path / "fit"),
+        "--quiet",
+    ]
     assert run(*args).returncode == 0
     path = data / "subj02" / "training_split" / "training_fmri" / "rh_training_fmri.npy"
     fmri = np.load(path)
@@ -142,8 +193,9 @@ def test_percent_noise_ceiling_is_refused(demo_copy, tmp_path):
 def test_evaluate_without_test_fmri(demo_copy):
     outputs, data, _ = demo_copy
     shutil.rmtree(data / "subj02" / "test_split" / "test_fmri")
-    one_line_error(run("evaluate", str(outputs.submission), "--data", str(data)),
-                   str(data / "subj02" / "test_split" / "test_fmri"))
+    one_line_error(
+        run("evaluate", str(outputs.submission), "--data", str(data)), str(data / "subj02" / "test_split" / "test_fmri")
+    )
 
 
 def test_check_submission_on_garbage_npy_bytes(demo_copy, tmp_path):

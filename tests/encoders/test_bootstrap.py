@@ -29,9 +29,7 @@ def _slow_medians(y_true, y_pred, indices, mask):
     """Reference: per resample, per vertex scipy.stats.pearsonr, then the median."""
     cols = np.flatnonzero(mask)
     y_true, y_pred = np.float64(y_true), np.float64(y_pred)
-    return np.array(
-        [np.median([pearsonr(y_true[idx, v], y_pred[idx, v])[0] for v in cols]) for idx in indices]
-    )
+    return np.array([np.median([pearsonr(y_true[idx, v], y_pred[idx, v])[0] for v in cols]) for idx in indices])
 
 
 def test_matches_slow_scipy_loop():
@@ -100,8 +98,11 @@ def test_bounds_are_the_percentiles_of_the_seeded_resamples_at_the_level(level):
 
 def test_too_few_images_give_nan_bounds_and_a_warning():
     y_true, y_pred = _responses(4, 5, 0.6, seed=6)
-    with pytest.warns(BootstrapIntervalWarning, match=r"4 validation images are too few for a bootstrap interval "
-                                                      rf"\(at least {MIN_IMAGES}\); the bounds are NaN"):
+    with pytest.warns(
+        BootstrapIntervalWarning,
+        match=r"4 validation images are too few for a bootstrap interval "
+        rf"\(at least {MIN_IMAGES}\); the bounds are NaN",
+    ):
         ci = bootstrap_median_r(y_true, y_pred, n_boot=50)["all"]
     assert np.isnan(ci.low) and np.isnan(ci.high)
     assert np.isfinite(ci.estimate) and ci.samples.shape == (50,)
@@ -121,8 +122,11 @@ def test_an_interval_that_would_exclude_its_estimate_is_nan():
     """Median r of 200 vertices at rho=0.9 from 10 images: the resamples' medians are biased upwards by more than
     their spread, and the 95 % percentile interval would lie above the estimate."""
     y_true, y_pred = _responses(10, 200, 0.9, seed=16)
-    with pytest.warns(BootstrapIntervalWarning, match=r"the 95% bootstrap interval \[0.9076, 0.9333\] excludes its "
-                                                      r"estimate 0.9066"):
+    with pytest.warns(
+        BootstrapIntervalWarning,
+        match=r"the 95% bootstrap interval \[0.9076, 0.9333\] excludes its "
+        r"estimate 0.9066",
+    ):
         ci = bootstrap_median_r(y_true, y_pred, n_boot=200, seed=16)["all"]
     assert ci.estimate < np.percentile(ci.samples, 2.5)
     assert np.isnan(ci.low) and np.isnan(ci.high)

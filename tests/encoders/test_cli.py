@@ -23,15 +23,18 @@ def test_installed_command_help_reads_like_the_readme():
         assert command in done.stdout
 
 
-@pytest.mark.parametrize("command, phrase", [
-    ("fit", "reused when the command is run again with the same recipe and the same data"),
-    ("leaderboard", "bootstrap intervals"),
-    ("compare", "same bootstrap resamples"),
-    ("submit", "algonauts_2023_submission.zip"),
-    ("check-submission", "exit status 1"),
-    ("plots", "interactive HTML"),
-    ("demo", "reuses everything"),
-])
+@pytest.mark.parametrize(
+    "command, phrase",
+    [
+        ("fit", "reused when the command is run again with the same recipe and the same data"),
+        ("leaderboard", "bootstrap intervals"),
+        ("compare", "same bootstrap resamples"),
+        ("submit", "algonauts_2023_submission.zip"),
+        ("check-submission", "exit status 1"),
+        ("plots", "interactive HTML"),
+        ("demo", "reuses everything"),
+    ],
+)
 def test_subcommand_help(command, phrase, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -41,8 +44,27 @@ def test_subcommand_help(command, phrase, capsys):
 
 def test_fit_options_become_settings():
     args = _build_parser().parse_args(
-        ["fit", "--store", "s.zarr", "--data", "d", "--models", "a:l1,a:l2", "--pca", "100", "none",
-         "--ridge", "kernel", "--alphas", "1,10", "--cv", "gcv", "--subjects", "1", "2"]
+        [
+            "fit",
+            "--store",
+            "s.zarr",
+            "--data",
+            "d",
+            "--models",
+            "a:l1,a:l2",
+            "--pca",
+            "100",
+            "none",
+            "--ridge",
+            "kernel",
+            "--alphas",
+            "1,10",
+            "--cv",
+            "gcv",
+            "--subjects",
+            "1",
+            "2",
+        ]
     )
     assert _settings(args) == [
         dict(pca=100, ridge="kernel", alphas=[1.0, 10.0], cv="gcv"),
@@ -51,11 +73,14 @@ def test_fit_options_become_settings():
     assert args.models == [["a:l1", "a:l2"]] and args.subjects == [["1"], ["2"]]
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--pca", "-3", "--pca must be >= 1"),
-    ("--cv", "five", "--cv takes a number of folds, 'loo' or 'gcv'"),
-    ("--alphas", "1,x", "--alphas takes comma-separated numbers"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--pca", "-3", "--pca must be >= 1"),
+        ("--cv", "five", "--cv takes a number of folds, 'loo' or 'gcv'"),
+        ("--alphas", "1,x", "--alphas takes comma-separated numbers"),
+    ],
+)
 def test_bad_option_values(option, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--store", "s", "--data", "d", option, value])

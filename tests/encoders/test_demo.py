@@ -36,8 +36,14 @@ def test_outputs(demo):
     for model in models:
         assert model in report
     names = {path.name for path in outputs.figures}
-    assert {"accuracy_lh.png", "accuracy_rh.png", "accuracy.html", "roi_medians.png", "layer_roi_heatmap.png",
-            "image_response.png"} <= names
+    assert {
+        "accuracy_lh.png",
+        "accuracy_rh.png",
+        "accuracy.html",
+        "roi_medians.png",
+        "layer_roi_heatmap.png",
+        "image_response.png",
+    } <= names
     for path in outputs.figures:
         assert path.is_file() and path.stat().st_size > 1000 and path.is_relative_to(out)
     assert check_submission(outputs.submission, outputs.data) == []
@@ -79,17 +85,64 @@ def test_rerun_reuses_store_and_fits(demo, capsys):
 
 def test_cli_on_demo_results(demo, tmp_path, capsys):
     outputs, _ = demo
-    assert main(["fit", "--store", str(outputs.store), "--data", str(outputs.data), "--backbones",
-                 "alexnet.untrained", "--layers", "features.5", "--pca", "5", "--cv", "loo", "--subjects", "2",
-                 "--n-boot", "20", "--out", str(tmp_path / "fit"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--store",
+                str(outputs.store),
+                "--data",
+                str(outputs.data),
+                "--backbones",
+                "alexnet.untrained",
+                "--layers",
+                "features.5",
+                "--pca",
+                "5",
+                "--cv",
+                "loo",
+                "--subjects",
+                "2",
+                "--n-boot",
+                "20",
+                "--out",
+                str(tmp_path / "fit"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     fitted = load_results(tmp_path / "fit")
     assert fitted["model"].values.tolist() == ["alexnet.untrained:features.5:pca5-ridge-loo"]
     assert (tmp_path / "fit" / "leaderboard.csv").is_file() and (tmp_path / "fit" / "best_layers.csv").is_file()
     assert main(["leaderboard", str(outputs.results), "--csv", str(tmp_path / "board.csv"), "--rois", "V1v"]) == 0
     assert "V1v" in capsys.readouterr().out and (tmp_path / "board.csv").is_file()
-    assert main(["compare", str(outputs.results), "alexnet.untrained:features.5", "alexnet.untrained:classifier.5",
-                 "--n-boot", "50"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(outputs.results),
+                "alexnet.untrained:features.5",
+                "alexnet.untrained:classifier.5",
+                "--n-boot",
+                "50",
+            ]
+        )
+        == 0
+    )
     assert "p (B <= A)" in capsys.readouterr().out
-    assert main(["submit", "--results", str(outputs.results), "--model", "ViT-B-32.untrained:embedding",
-                 "--out", str(tmp_path / "sub")]) == 0
+    assert (
+        main(
+            [
+                "submit",
+                "--results",
+                str(outputs.results),
+                "--model",
+                "ViT-B-32.untrained:embedding",
+                "--out",
+                str(tmp_path / "sub"),
+            ]
+        )
+        == 0
+    )
     assert check_submission(tmp_path / "sub" / "algonauts_2023_submission.zip", outputs.data) == []

@@ -85,8 +85,23 @@ def test_a_perfect_prediction_reaches_the_ceiling_where_r_squared_does(submissio
 def test_cli_prints_and_writes_json(submission, tmp_path, capsys):
     data_dir, zip_path, predictions = submission
     out = tmp_path / "scores.json"
-    assert main(["evaluate", str(zip_path), "--data", str(data_dir), "--subjects", "1", "--json", str(out),
-                 "--n-boot", "100"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(zip_path),
+                "--data",
+                str(data_dir),
+                "--subjects",
+                "1",
+                "--json",
+                str(out),
+                "--n-boot",
+                "100",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "subj01 lh:" in printed and "overall (mean over all vertices)" in printed
     scores = json.loads(out.read_text())

@@ -53,8 +53,9 @@ def write_thumbnail_store(store: Path, data_dir: Path, *, skip_ids: int = 0) -> 
     opened = open_store(store, "a")
     layouts = [LayerLayout(name, (side, side, 3), side * side * 3) for name, side in LAYERS.items()]
     entry = {"name": BACKBONE, "source": "test", "architecture": "thumbnail", "layers": list(LAYERS)}
-    provenance = build_provenance(entry, {"weights": "none", "sha256": "0" * 64}, {"resize": "thumbnail"},
-                                  "float32", 64)
+    provenance = build_provenance(
+        entry, {"weights": "none", "sha256": "0" * 64}, {"resize": "thumbnail"}, "float32", 64
+    )
     with opened.lock(BACKBONE):
         plan = opened.plan(BACKBONE, ids, list(LAYERS), 64)
         opened.apply_plan(plan, provenance, layouts)
@@ -150,8 +151,9 @@ def test_changed_data_is_never_reused(grid_data, fitted, tmp_path, capsys):
     np.save(path, noise)
     again = fit_grid(grid_data.store, data, **kwargs)
     assert capsys.readouterr().out.count("(reused)") == 1  # subj01 only
-    r_old, r_new = (res["roi_median"].sel(subject=2, hemisphere="lh", roi="All vertices").item()
-                    for res in (first, again))
+    r_old, r_new = (
+        res["roi_median"].sel(subject=2, hemisphere="lh", roi="All vertices").item() for res in (first, again)
+    )
     assert r_new < r_old - 0.1  # the noise predicts nothing: fresh numbers, not the old ones
     xr.testing.assert_equal(again.sel(subject=1), first.sel(subject=1))  # attrs name the new fingerprint
     noise[3, 4] = np.nan
@@ -164,8 +166,9 @@ def test_rerun_reuses_every_finished_combination(grid_data, fitted, capsys):
     files = sorted((fitted.out / "combinations").glob("*.nc"))
     assert len(files) == 2 * 2 * 2
     mtimes = [f.stat().st_mtime_ns for f in files]
-    again = fit_grid(grid_data.store, grid_data.data, backbones=[BACKBONE], settings=fitted.settings,
-                     out=fitted.out, n_boot=50)
+    again = fit_grid(
+        grid_data.store, grid_data.data, backbones=[BACKBONE], settings=fitted.settings, out=fitted.out, n_boot=50
+    )
     assert [f.stat().st_mtime_ns for f in sorted((fitted.out / "combinations").glob("*.nc"))] == mtimes
     assert capsys.readouterr().out.count("(reused)") == 8
     xr.testing.assert_identical(again, fitted.results)
@@ -174,31 +177,48 @@ def test_rerun_reuses_every_finished_combination(grid_data, fitted, capsys):
 def test_streamed_features_give_the_same_results(grid_data, fitted, tmp_path, monkeypatch):
     """Layers too large for memory are streamed block by block (PCA, kernel ridge): same numbers."""
     monkeypatch.setattr(grid_pipeline, "IN_MEMORY_BYTES", 0)
-    streamed = fit_grid(grid_data.store, grid_data.data, models=[f"{BACKBONE}:rgb12"], subjects=[2],
-                        settings=fitted.settings, out=tmp_path, n_workers=2, **FAST)
-    expected = fitted.results.sel(model=streamed["model"].values, subject=[2]).isel(
-        vertex=slice(0, streamed.sizes["vertex"])
-    ).sel(roi=streamed["roi"].values)
+    streamed = fit_grid(
+        grid_data.store,
+        grid_data.data,
+        models=[f"{BACKBONE}:rgb12"],
+        subjects=[2],
+        settings=fitted.settings,
+        out=tmp_path,
+        n_workers=2,
+        **FAST,
+    )
+    expected = (
+        fitted.results.sel(model=streamed["model"].values, subject=[2])
+        .isel(vertex=slice(0, streamed.sizes["vertex"]))
+        .sel(roi=streamed["roi"].values)
+    )
     for name in ("r", "alpha", "roi_median"):
         np.testing.assert_allclose(streamed[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_changed_setting_is_a_new_combination(grid_data, fitted):
     before = set((fitted.out / "combinations").glob("*.nc"))
-    fit_grid(grid_data.store, grid_data.data, models=[f"{BACKBONE}:rgb8"], subjects=[1],
-             settings=[dict(pca=20, alphas=[1e2, 1e4], cv=5)], out=fitted.out, **FAST)
+    fit_grid(
+        grid_data.store,
+        grid_data.data,
+        models=[f"{BACKBONE}:rgb8"],
+        subjects=[1],
+        settings=[dict(pca=20, alphas=[1e2, 1e4], cv=5)],
+        out=fitted.out,
+        **FAST,
+    )
     assert len(set((fitted.out / "combinations").glob("*.nc")) - before) == 1
 
 
 def test_local_cluster_matches_threads(grid_data, tmp_path):
     distributed = pytest.importorskip("distributed")
     kwargs = dict(models=[f"{BACKBONE}:rgb8"], settings=[dict(pca=10, cv=3)], **FAST)
-    threaded = fit_grid(grid_data.store, grid_data.data, out=tmp_path / "threads", scheduler="threads",
-                        n_workers=2, **kwargs)
+    threaded = fit_grid(
+        grid_data.store, grid_data.data, out=tmp_path / "threads", scheduler="threads", n_workers=2, **kwargs
+    )
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            clustered = fit_grid(grid_data.store, grid_data.data, out=tmp_path / "cluster", scheduler=client,
-                                 **kwargs)
+            clustered = fit_grid(grid_data.store, grid_data.data, out=tmp_path / "cluster", scheduler=client, **kwargs)
     for name in ("r", "alpha", "roi_median", "roi_median_boot", "val_challenge_score"):
         np.testing.assert_allclose(clustered[name], threaded[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -228,8 +248,14 @@ def _devkit_recipe(store: Path, data_dir: Path, subject: int, layer: str) -> dic
 
 
 def test_devkit_recipe_reproduced(grid_data, tmp_path):
-    results = fit_grid(grid_data.store, grid_data.data, models=[f"{BACKBONE}:rgb12"],
-                       settings=[dict(pca=50, alphas=[0.0])], out=tmp_path, **FAST)
+    results = fit_grid(
+        grid_data.store,
+        grid_data.data,
+        models=[f"{BACKBONE}:rgb12"],
+        settings=[dict(pca=50, alphas=[0.0])],
+        out=tmp_path,
+        **FAST,
+    )
     assert results["model"].values.tolist() == [f"{BACKBONE}:rgb12:pca50-ols"]
     for subject in (1, 2):
         expected = _devkit_recipe(grid_data.store, grid_data.data, subject, "rgb12")
@@ -266,7 +292,10 @@ def test_ridge_per_vertex_alpha_matches_sklearn(grid_data, fitted):
     fmri = np.concatenate([data.fmri["lh"], data.fmri["rh"]], axis=1)
     pca = SklearnPCA(n_components=20).fit(features[train])
     expected, best = _sklearn_ridge_per_vertex_alpha(
-        pca.transform(features[train]), fmri[train], [1e2, 1e4, 1e6], kfold(len(train), 5, seed=0),
+        pca.transform(features[train]),
+        fmri[train],
+        [1e2, 1e4, 1e6],
+        kfold(len(train), 5, seed=0),
         pca.transform(features[val]),
     )
     np.testing.assert_allclose(y_val, fmri[val])
@@ -296,10 +325,20 @@ def test_predict_test_shapes_and_refit_on_all_training(grid_data):
 def test_missing_features_name_layer_count_and_command(grid_data, tmp_path):
     partial = tmp_path / "partial.zarr"
     write_thumbnail_store(partial, grid_data.data, skip_ids=7)
-    with pytest.raises(MissingFeaturesError, match=r"thumbnails/rgb8 features for \d+ of 100 images.*featurestore "
-                       r"extract --backbone thumbnails --layers rgb8"):
-        fit_grid(partial, grid_data.data, models=[f"{BACKBONE}:rgb8"], subjects=[1, 2], out=tmp_path / "out",
-                 scheduler="synchronous", **FAST)
+    with pytest.raises(
+        MissingFeaturesError,
+        match=r"thumbnails/rgb8 features for \d+ of 100 images.*featurestore "
+        r"extract --backbone thumbnails --layers rgb8",
+    ):
+        fit_grid(
+            partial,
+            grid_data.data,
+            models=[f"{BACKBONE}:rgb8"],
+            subjects=[1, 2],
+            out=tmp_path / "out",
+            scheduler="synchronous",
+            **FAST,
+        )
 
 
 @pytest.mark.parametrize(
@@ -330,8 +369,15 @@ def test_setting_labels_and_model_parsing():
 
 def test_unknown_scheduler(grid_data, tmp_path):
     with pytest.raises(ValueError, match="Unknown scheduler='gpu'"):
-        fit_grid(grid_data.store, grid_data.data, models=[f"{BACKBONE}:rgb8"], subjects=[1], out=tmp_path,
-                 scheduler="gpu", **FAST)
+        fit_grid(
+            grid_data.store,
+            grid_data.data,
+            models=[f"{BACKBONE}:rgb8"],
+            subjects=[1],
+            out=tmp_path,
+            scheduler="gpu",
+            **FAST,
+        )
 
 
 def test_results_written_before_the_official_score_still_load(fitted, tmp_path):

@@ -52,8 +52,11 @@ def results(algonauts_dir) -> xr.Dataset:
 
 def test_values_intervals_and_order(results):
     table = lb.leaderboard(results)
-    assert list(table.index) == ["a:l2:s", *sorted(["a:l1:s", "b:l1:s"], key=lambda m: -table.loc[m, "All vertices"]),
-                                 lb.CEILING_ROW]
+    assert list(table.index) == [
+        "a:l2:s",
+        *sorted(["a:l1:s", "b:l1:s"], key=lambda m: -table.loc[m, "All vertices"]),
+        lb.CEILING_ROW,
+    ]
     for m, model in enumerate(MODELS):
         for r, roi in enumerate(ROIS):
             values = results["roi_median"].values[m, :, :, r].ravel()
@@ -125,8 +128,14 @@ def test_compare_is_paired_bootstrap_per_subject_and_mean(results, algonauts_dir
     for subject in (1, 2):
         atlas = RoiAtlas(algonauts_dir, subject)
         mask = np.concatenate([np.zeros(atlas.n_vertices("lh"), bool), atlas.mask("rh", "V1v")])
-        expected = paired_bootstrap(truth[subject], preds[("a:l1:s", subject)], preds[("a:l2:s", subject)],
-                                    mask=mask, n_boot=200, seed=3 + subject)
+        expected = paired_bootstrap(
+            truth[subject],
+            preds[("a:l1:s", subject)],
+            preds[("a:l2:s", subject)],
+            mask=mask,
+            n_boot=200,
+            seed=3 + subject,
+        )
         np.testing.assert_allclose(result.per_subject[subject].difference.samples, expected.difference.samples)
         assert result.per_subject[subject].p_value == expected.p_value
     mean_diff = np.mean([result.per_subject[s].difference.samples for s in (1, 2)], axis=0)

@@ -69,8 +69,16 @@ def assert_matches_sklearn(pca, scores, X, X_new, rtol=1e-5):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(("method", "shape"), [("gram", (90, 400)), ("gram", (150, 60)), ("covariance", (150, 60)),
-                                               ("randomized", (90, 400)), ("auto", (150, 60))])
+@pytest.mark.parametrize(
+    ("method", "shape"),
+    [
+        ("gram", (90, 400)),
+        ("gram", (150, 60)),
+        ("covariance", (150, 60)),
+        ("randomized", (90, 400)),
+        ("auto", (150, 60)),
+    ],
+)
 def test_matches_sklearn_pca(backend, method, shape):
     X = low_rank_data(*shape)
     X_new = np.random.default_rng(1).standard_normal((13, shape[1]))
@@ -81,10 +89,16 @@ def test_matches_sklearn_pca(backend, method, shape):
     assert_matches_sklearn(pca, scores, X, as_input(X_new, "dask"))
 
 
-@pytest.mark.parametrize(("shape", "k", "method", "iterations"), [
-    ((600, 2000), 10, "randomized", 7), ((600, 2000), 100, "randomized", 4), ((600, 2000), 480, "gram", None),
-    ((2000, 300), 240, "covariance", None), ((300, 400), 5, "gram", None),
-])
+@pytest.mark.parametrize(
+    ("shape", "k", "method", "iterations"),
+    [
+        ((600, 2000), 10, "randomized", 7),
+        ((600, 2000), 100, "randomized", 4),
+        ((600, 2000), 480, "gram", None),
+        ((2000, 300), 240, "covariance", None),
+        ((300, 400), 5, "gram", None),
+    ],
+)
 def test_auto_follows_sklearn_svd_solver_auto(shape, k, method, iterations):
     """scikit-learn's rule: randomized for few components of a matrix with a side > 500 (7 power iterations below
     a tenth of the smaller side, else 4); exact otherwise. The ``auto`` choice gives what asking for it gives."""
@@ -164,18 +178,27 @@ def test_parameter_and_data_errors():
         PCA(25).fit(X)
     with pytest.raises(ValueError, match="method='covariance' forms a p x p matrix"):
         PCA(5, method="covariance").fit(X)
-    with pytest.raises(ValueError, match=r"The 'method' parameter of PCA must be one of \['auto', 'covariance', "
-                                         r"'gram', 'randomized'\]; got 'svd'"):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'method' parameter of PCA must be one of \['auto', 'covariance', "
+        r"'gram', 'randomized'\]; got 'svd'",
+    ):
         PCA(5, method="svd").fit(X)
     with pytest.raises(ValueError, match=r"The 'backend' parameter of PCA must be one of .*; got 'cupy'"):
         PCA(5, backend="cupy").fit(X)
-    with pytest.raises(ValueError, match=r"The 'n_iter' parameter of PCA must be an int >= 0 or one of \['auto'\]; "
-                                         r"got -1"):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'n_iter' parameter of PCA must be an int >= 0 or one of \['auto'\]; "
+        r"got -1",
+    ):
         PCA(5, n_iter=-1).fit(X)
     with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
         PCA(5).fit(X[0])
-    with pytest.raises(ValueError, match=r"Found array with 1 sample\(s\) \(shape=\(1, 30\)\) while a minimum of 2 "
-                                         r"is required by PCA"):
+    with pytest.raises(
+        ValueError,
+        match=r"Found array with 1 sample\(s\) \(shape=\(1, 30\)\) while a minimum of 2 "
+        r"is required by PCA",
+    ):
         PCA(1).fit(X[:1])
     with pytest.raises(NotFittedError):
         PCA(5).transform(X)
@@ -202,17 +225,23 @@ def test_nan_and_infinity_are_refused_by_fit_and_transform(method, kind):
 def _expected_failed_checks(estimator):
     """Where our PCA differs from scikit-learn's contract on purpose."""
     if estimator.method == "gram":
-        return {"check_dict_unchanged": "method='gram' computes components_ on first access (one more pass over the "
-                                        "training matrix, which fit avoids) and caches them, so the first transform "
-                                        "adds them to the estimator's __dict__"}
+        return {
+            "check_dict_unchanged": "method='gram' computes components_ on first access (one more pass over the "
+            "training matrix, which fit avoids) and caches them, so the first transform "
+            "adds them to the estimator's __dict__"
+        }
     return {}
 
 
-@parametrize_with_checks([
-    PCA(n_components=2, backend="numpy"),
-    PCA(n_components=1, method="gram", dtype="float32", backend="torch"),
-    PCA(n_components=2, method="randomized", backend="numpy"),
-], expected_failed_checks=_expected_failed_checks, xfail_strict=True)
+@parametrize_with_checks(
+    [
+        PCA(n_components=2, backend="numpy"),
+        PCA(n_components=1, method="gram", dtype="float32", backend="torch"),
+        PCA(n_components=2, method="randomized", backend="numpy"),
+    ],
+    expected_failed_checks=_expected_failed_checks,
+    xfail_strict=True,
+)
 def test_scikit_learn_contract(estimator, check):
     check(estimator)
 
@@ -284,8 +313,9 @@ def test_randomized_in_memory_and_streamed_agree(backend, monkeypatch):
     streamed, streamed_scores, reads_streamed = fit(1024)
     assert reads_in_memory == 4 and reads_streamed == 4 * (4 + 2)  # 4 column blocks of <= 128: one pass vs 6
     for name in ["explained_variance_", "explained_variance_ratio_", "singular_values_", "mean_", "components_"]:
-        np.testing.assert_allclose(getattr(streamed, name), getattr(in_memory, name), rtol=1e-10, atol=1e-10,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            getattr(streamed, name), getattr(in_memory, name), rtol=1e-10, atol=1e-10, err_msg=name
+        )
     np.testing.assert_allclose(streamed_scores, scores, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(streamed.transform(X_new), in_memory.transform(X_new), rtol=1e-10, atol=1e-10)
     reference = SkPCA(6, svd_solver="full").fit(X)
@@ -301,5 +331,5 @@ def test_randomized_sketch_is_rounded_up_to_whole_tiles():
     assert sketch_width(6, 10, 80, 12) == 12
     X = low_rank_data(80, 500)
     fits = [PCA(6, method="randomized", backend="numpy", n_oversamples=m, n_iter=2).fit(X) for m in (3, 10, 11)]
-    np.testing.assert_array_equal(fits[0].singular_values_, fits[1].singular_values_)     # both 16 wide
-    assert not np.array_equal(fits[1].singular_values_, fits[2].singular_values_)          # 16 against 32
+    np.testing.assert_array_equal(fits[0].singular_values_, fits[1].singular_values_)  # both 16 wide
+    assert not np.array_equal(fits[1].singular_values_, fits[2].singular_values_)  # 16 against 32

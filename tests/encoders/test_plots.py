@@ -135,8 +135,9 @@ def test_fallback_note_counts_vertices_off_fsaverage5(algonauts_copy, fsaverage5
     assert "fsaverage5 fallback: 111 of 116 challenge vertices shown" in html.unescape(html_path.read_text())
 
 
-def test_accuracy_maps_handed_to_nilearn_are_the_atlas_mapping_of_r(beyond_fsaverage5, fsaverage5, drawn, viewed,
-                                                                   tmp_path):
+def test_accuracy_maps_handed_to_nilearn_are_the_atlas_mapping_of_r(
+    beyond_fsaverage5, fsaverage5, drawn, viewed, tmp_path
+):
     folder, atlas = beyond_fsaverage5
     r = {"lh": np.linspace(-0.3, 0.8, atlas.n_vertices("lh")), "rh": np.linspace(0.9, 0.1, atlas.n_vertices("rh"))}
     plots.plot_accuracy(r, atlas, tmp_path, surface=fsaverage5)

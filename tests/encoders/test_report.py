@@ -37,10 +37,8 @@ class _Collector(HTMLParser):
 def inputs(tmp_path):
     png = plot_roi_medians({"lh": {"V1v": 0.5}, "rh": {"V1v": 0.4}}, tmp_path / "figs" / "bars.png")
     view = tmp_path / "figs" / "view.html"
-    view.write_text('<html><body><script>var s = "a & b";</script><p class=\'x\'>view</p></body></html>')
-    leaderboard = pd.DataFrame(
-        {"model": ["alexnet.untrained", "<b>ViT-B-32</b>"], "median_r": [0.31234, 0.2]}
-    )
+    view.write_text("<html><body><script>var s = \"a & b\";</script><p class='x'>view</p></body></html>")
+    leaderboard = pd.DataFrame({"model": ["alexnet.untrained", "<b>ViT-B-32</b>"], "median_r": [0.31234, 0.2]})
     provenance = {
         "alexnet.untrained": {"weights": "untrained", "sha256": "ab12", "seed": 0},
         "<b>ViT-B-32</b>": {"weights": "file:/tmp/w.pt", "layers": ["ln_post"]},

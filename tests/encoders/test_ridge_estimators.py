@@ -83,8 +83,9 @@ def test_kernel_ridgecv_streams_dask_and_xarray_and_matches_precomputed():
     assert precomputed.dual_coef_.shape == (70, 8)
     np.testing.assert_allclose(cross @ precomputed.dual_coef_ + precomputed.intercept_, expected, rtol=1e-8)
     np.testing.assert_allclose(from_dask.predict(da.from_array(X_new, chunks=(9, 50))), expected, rtol=1e-8)
-    np.testing.assert_allclose(from_xarray.predict(xr.DataArray(X_new, dims=("nsd_id", "feature"))), expected,
-                               rtol=1e-8)
+    np.testing.assert_allclose(
+        from_xarray.predict(xr.DataArray(X_new, dims=("nsd_id", "feature"))), expected, rtol=1e-8
+    )
     reference = SkRidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X, Y)
     np.testing.assert_array_equal(from_dask.best_alphas_, reference.alpha_)
     np.testing.assert_allclose(expected, reference.predict(X_new), rtol=1e-4, atol=1e-8)
@@ -133,8 +134,9 @@ def test_cv_forms_agree_and_scores():
     assert column.predict(X).shape == (100, 1)
     np.testing.assert_array_equal(one.predict(X), column.predict(X)[:, 0])
     assert one.score(X_new, Y_new[:, 0]) == pytest.approx(r2_score(Y_new[:, 0], one.predict(X_new)), rel=1e-12)
-    np.testing.assert_allclose(one.pearson_r(X_new, Y_new[:, 0]), pearson_r(Y_new[:, :1], one.predict(X_new)[:, None]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        one.pearson_r(X_new, Y_new[:, 0]), pearson_r(Y_new[:, :1], one.predict(X_new)[:, None]), rtol=1e-12
+    )
     assert one.pearson_r(X_new, Y_new[:, 0]).shape == (1,)
 
 
@@ -147,25 +149,40 @@ def test_sklearn_conventions():
         KernelRidgeCV().predict(np.zeros((2, 3)))
 
 
-@pytest.mark.parametrize(("estimator", "message"), [
-    (RidgeCV(solver="qr"), r"The 'solver' parameter of RidgeCV must be one of \['gram', 'svd'\]; got 'qr'"),
-    (KernelRidgeCV(solver="svd"), r"The 'solver' parameter of KernelRidgeCV must be one of \['eigh'\]; got 'svd'"),
-    (RidgeCV(alphas=[1.0, -2.0]), r"alphas must be finite and >= 0; got \[1.0, -2.0\]"),
-    (RidgeCV(alphas="big"), r"The 'alphas' parameter of RidgeCV must be a sequence or ndarray; got 'big'"),
-    (RidgeCV(scoring="r2"), r"The 'scoring' parameter of RidgeCV must be one of \['neg_mse', 'r'\]; got 'r2'"),
-    (RidgeCV(backend="cupy"), r"The 'backend' parameter of RidgeCV must be one of \['auto', 'numpy', 'torch', "
-                              r"'torch_cuda'\]; got 'cupy'"),
-    (RidgeCV(cv="nope"), r"The 'cv' parameter of RidgeCV must be one of \['gcv', 'loo'\], an int >= 2, a splitter "
-                         r"with split\(\) or an iterable of \(train, val\) index pairs or None; got 'nope'"),
-    (RidgeCV(cv=1), r"The 'cv' parameter of RidgeCV must be .*; got 1"),
-    (RidgeCV(cv=50), r"cv=50 folds needs 2 <= cv <= n_samples=20"),
-    (RidgeCV(fit_intercept="yes"), r"The 'fit_intercept' parameter of RidgeCV must be a bool; got 'yes'"),
-    (KernelRidgeCV(kernel="rbf"), r"The 'kernel' parameter of KernelRidgeCV must be one of \['linear', "
-                                  r"'precomputed'\]; got 'rbf'"),
-    (RidgeCV(batch_size=0), r"The 'batch_size' parameter of RidgeCV must be an int >= 1 or None; got 0"),
-    (KernelRidgeCV(block_size=2.5), r"The 'block_size' parameter of KernelRidgeCV must be an int >= 1 or None; "
-                                    r"got 2.5"),
-])
+@pytest.mark.parametrize(
+    ("estimator", "message"),
+    [
+        (RidgeCV(solver="qr"), r"The 'solver' parameter of RidgeCV must be one of \['gram', 'svd'\]; got 'qr'"),
+        (KernelRidgeCV(solver="svd"), r"The 'solver' parameter of KernelRidgeCV must be one of \['eigh'\]; got 'svd'"),
+        (RidgeCV(alphas=[1.0, -2.0]), r"alphas must be finite and >= 0; got \[1.0, -2.0\]"),
+        (RidgeCV(alphas="big"), r"The 'alphas' parameter of RidgeCV must be a sequence or ndarray; got 'big'"),
+        (RidgeCV(scoring="r2"), r"The 'scoring' parameter of RidgeCV must be one of \['neg_mse', 'r'\]; got 'r2'"),
+        (
+            RidgeCV(backend="cupy"),
+            r"The 'backend' parameter of RidgeCV must be one of \['auto', 'numpy', 'torch', "
+            r"'torch_cuda'\]; got 'cupy'",
+        ),
+        (
+            RidgeCV(cv="nope"),
+            r"The 'cv' parameter of RidgeCV must be one of \['gcv', 'loo'\], an int >= 2, a splitter "
+            r"with split\(\) or an iterable of \(train, val\) index pairs or None; got 'nope'",
+        ),
+        (RidgeCV(cv=1), r"The 'cv' parameter of RidgeCV must be .*; got 1"),
+        (RidgeCV(cv=50), r"cv=50 folds needs 2 <= cv <= n_samples=20"),
+        (RidgeCV(fit_intercept="yes"), r"The 'fit_intercept' parameter of RidgeCV must be a bool; got 'yes'"),
+        (
+            KernelRidgeCV(kernel="rbf"),
+            r"The 'kernel' parameter of KernelRidgeCV must be one of \['linear', "
+            r"'precomputed'\]; got 'rbf'",
+        ),
+        (RidgeCV(batch_size=0), r"The 'batch_size' parameter of RidgeCV must be an int >= 1 or None; got 0"),
+        (
+            KernelRidgeCV(block_size=2.5),
+            r"The 'block_size' parameter of KernelRidgeCV must be an int >= 1 or None; "
+            r"got 2.5",
+        ),
+    ],
+)
 def test_parameter_errors_name_the_parameter_and_value(estimator, message):
     X, Y = make_problem(20, 4, 2)
     with pytest.raises(ValueError, match=message):
@@ -205,12 +222,14 @@ def test_lazy_input_is_checked_without_being_read():
             model.predict(da.from_array(rows, chunks=(4, 5)))
 
 
-@parametrize_with_checks([
-    RidgeCV(backend="numpy"),
-    RidgeCV(solver="gram", cv="gcv", dtype="float32", backend="torch"),
-    KernelRidgeCV(backend="torch"),
-    KernelRidgeCV(kernel="precomputed", cv="loo", backend="numpy"),
-])
+@parametrize_with_checks(
+    [
+        RidgeCV(backend="numpy"),
+        RidgeCV(solver="gram", cv="gcv", dtype="float32", backend="torch"),
+        KernelRidgeCV(backend="torch"),
+        KernelRidgeCV(kernel="precomputed", cv="loo", backend="numpy"),
+    ]
+)
 def test_scikit_learn_contract(estimator, check):
     """Every scikit-learn estimator check passes: no expected failures."""
     check(estimator)

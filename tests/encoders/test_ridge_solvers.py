@@ -94,8 +94,9 @@ def test_gcv_equals_its_definition_and_refits_like_sklearn_ridge(backend, solver
     for alpha in np.unique(solution.best_alphas):
         members = solution.best_alphas == alpha
         ridge = Ridge(alpha=alpha, fit_intercept=fit_intercept).fit(X, Y[:, members])
-        np.testing.assert_allclose(predict(X_new)[:, members], ridge.predict(X_new).reshape(25, -1), rtol=1e-4,
-                                   atol=1e-8)
+        np.testing.assert_allclose(
+            predict(X_new)[:, members], ridge.predict(X_new).reshape(25, -1), rtol=1e-4, atol=1e-8
+        )
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -113,8 +114,9 @@ def grid_search_reference(n, p):
     X, Y = make_problem(n, p, 5, seed=3)
     folds = kfold(n, 5, seed=1)
     X_new = np.random.default_rng(9).standard_normal((10, p))
-    searches = [GridSearchCV(Ridge(), {"alpha": ALPHAS}, cv=folds, scoring="neg_mean_squared_error").fit(X, y)
-                for y in Y.T]
+    searches = [
+        GridSearchCV(Ridge(), {"alpha": ALPHAS}, cv=folds, scoring="neg_mean_squared_error").fit(X, y) for y in Y.T
+    ]
     scores = np.stack([search.cv_results_["mean_test_score"] for search in searches], axis=1)
     best = np.array([search.best_params_["alpha"] for search in searches])
     predictions = np.stack([search.predict(X_new) for search in searches], axis=1)
@@ -207,12 +209,17 @@ def test_kernel_overwritten_in_place_gives_the_same_fit(backend, cv, fit_interce
     reference = solve_kernel_ridge_cv_eigh(kernel, Y, ALPHAS, folds, fit_intercept=fit_intercept, backend=backend)
     np.testing.assert_array_equal(kernel, kept)
     scratch = kernel.copy()
-    overwritten = solve_kernel_ridge_cv_eigh(scratch, Y, ALPHAS, folds, fit_intercept=fit_intercept,
-                                             backend=backend, overwrite_k=True)
+    overwritten = solve_kernel_ridge_cv_eigh(
+        scratch, Y, ALPHAS, folds, fit_intercept=fit_intercept, backend=backend, overwrite_k=True
+    )
     np.testing.assert_array_equal(overwritten.best_alphas, reference.best_alphas)
     np.testing.assert_allclose(overwritten.cv_scores, reference.cv_scores, rtol=1e-8)
-    np.testing.assert_allclose(kept @ overwritten.coef + overwritten.intercept,
-                               kept @ reference.coef + reference.intercept, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(
+        kept @ overwritten.coef + overwritten.intercept,
+        kept @ reference.coef + reference.intercept,
+        rtol=1e-8,
+        atol=1e-8,
+    )
     if backend != "torch_cuda":
         assert np.shares_memory(overwritten.basis, scratch)  # the eigenvectors live where K was
 
@@ -226,7 +233,7 @@ def test_float16_targets_are_fitted_in_the_requested_dtype(backend, solver):
     X, _ = make_problem(20, 5, 3)
     large = np.random.default_rng(0).uniform(20000, 30000, size=(20, 2)).astype(np.float16)
     with np.errstate(over="ignore"):
-        assert not np.isfinite(np.sum(large))                 # float16 sums overflow at 65,504
+        assert not np.isfinite(np.sum(large))  # float16 sums overflow at 65,504
     solution, predict = solve(solver, X, large, [1.0], "loo", backend=backend, dtype="float64")
     reference = Ridge(alpha=1.0).fit(X, large.astype(np.float64))
     np.testing.assert_allclose(solution.intercept, reference.intercept_, rtol=1e-9)

@@ -60,8 +60,9 @@ def test_shape_errors_name_both_shapes():
 
 
 def test_r2_score_equals_sklearn():
-    np.testing.assert_allclose(r2_score(Y_TRUE, Y_PRED), sk_r2_score(Y_TRUE, Y_PRED, multioutput="raw_values"),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        r2_score(Y_TRUE, Y_PRED), sk_r2_score(Y_TRUE, Y_PRED, multioutput="raw_values"), rtol=1e-10
+    )
 
 
 def official_score(y_true, y_pred, noise_ceiling):

@@ -33,9 +33,7 @@ def test_expected_shapes_from_data(algonauts_dir, algonauts_spec):
 def test_valid_submission_round_trips(algonauts_dir, predictions, tmp_path):
     zip_path = write_submission(predictions, tmp_path / "out", algonauts_dir)
     with zipfile.ZipFile(zip_path) as archive:
-        assert sorted(archive.namelist()) == [
-            f"subj{s:02d}/{h}_pred_test.npy" for s in (1, 2) for h in ("lh", "rh")
-        ]
+        assert sorted(archive.namelist()) == [f"subj{s:02d}/{h}_pred_test.npy" for s in (1, 2) for h in ("lh", "rh")]
         archive.extractall(tmp_path / "unzipped")
     for subject, hemis in predictions.items():
         for hemi, array in hemis.items():
@@ -137,12 +135,14 @@ def test_check_flags_unexpected_files_and_bad_npy(algonauts_dir, predictions, tm
     members["subj01/extra.npy"] = predictions[1]["lh"]
     members["subj07/lh_pred_test.npy"] = predictions[1]["lh"]
     problems = check_submission(_zip(tmp_path / "messy.zip", members), algonauts_dir)
-    assert sorted(problems) == sorted([
-        "notes.txt: unexpected file; expected only subjXX/{lh,rh}_pred_test.npy",
-        "subj01/extra.npy: unexpected file; expected only subjXX/{lh,rh}_pred_test.npy",
-        "subj07/lh_pred_test.npy: unexpected subject; expected subjects [1, 2]",
-        next(p for p in problems if p.startswith("subj01/lh_pred_test.npy: not a readable .npy array")),
-    ])
+    assert sorted(problems) == sorted(
+        [
+            "notes.txt: unexpected file; expected only subjXX/{lh,rh}_pred_test.npy",
+            "subj01/extra.npy: unexpected file; expected only subjXX/{lh,rh}_pred_test.npy",
+            "subj07/lh_pred_test.npy: unexpected subject; expected subjects [1, 2]",
+            next(p for p in problems if p.startswith("subj01/lh_pred_test.npy: not a readable .npy array")),
+        ]
+    )
 
 
 def test_check_refuses_non_zip(algonauts_dir, tmp_path):

@@ -35,15 +35,27 @@ def moto_server() -> Iterator[str]:
 def s3_bucket(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     """An empty bucket on the moto server: ``.url`` (s3://bucket), ``.storage_options``, ``.client`` (boto3)."""
     boto3 = pytest.importorskip("boto3")
-    for name, value in {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                        "AWS_DEFAULT_REGION": REGION}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(name, value)
-    client = boto3.client("s3", endpoint_url=moto_server, region_name=REGION,
-                          aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
     bucket = f"features-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
-    storage_options = {"endpoint_url": moto_server, "key": ACCESS_KEY, "secret": SECRET_KEY,
-                       "use_listings_cache": False}
+    storage_options = {
+        "endpoint_url": moto_server,
+        "key": ACCESS_KEY,
+        "secret": SECRET_KEY,
+        "use_listings_cache": False,
+    }
     try:
         yield SimpleNamespace(url=f"s3://{bucket}", storage_options=storage_options, client=client, name=bucket)
     finally:
@@ -83,8 +95,13 @@ def algonauts_dir(tmp_path_factory: pytest.TempPathFactory, photos: list[Image.I
     return root
 
 
-TINY_PREPROCESSING = {"resize": 64, "crop": 64, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
-                      "std": [0.229, 0.224, 0.225]}
+TINY_PREPROCESSING = {
+    "resize": 64,
+    "crop": 64,
+    "interpolation": "bilinear",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +116,8 @@ def tiny_catalog(tmp_path_factory: pytest.TempPathFactory, test_catalog_file: Pa
         "  layers: [features.2, features.5, features.12, classifier.5]\n"
         "  reduce: {features.5: avgpool, features.12: 'srp:64'}\n"
         "  reduce_seed: 3\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return [test_catalog_file, path]
 
 
@@ -113,8 +131,19 @@ def small_store_master(tmp_path_factory: pytest.TempPathFactory, algonauts_dir: 
     from featurestore.extract import extract
 
     store = tmp_path_factory.mktemp("small-store") / "features.zarr"
-    extract(SMALL_STORE_BACKBONE, algonauts_dir, store, layers=SMALL_STORE_LAYERS, catalog=tiny_catalog,
-            subjects=[2], chunk_rows=4, batch_size=2, num_workers=0, progress=False, device="cpu")
+    extract(
+        SMALL_STORE_BACKBONE,
+        algonauts_dir,
+        store,
+        layers=SMALL_STORE_LAYERS,
+        catalog=tiny_catalog,
+        subjects=[2],
+        chunk_rows=4,
+        batch_size=2,
+        num_workers=0,
+        progress=False,
+        device="cpu",
+    )
     return store
 
 

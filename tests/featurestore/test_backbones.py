@@ -68,13 +68,18 @@ def test_every_source_has_an_adapter():
 
 def test_state_dict_hash_depends_on_keys_order_shapes_dtypes_and_values():
     base = {"a": torch.arange(6.0), "b": torch.ones(2, dtype=torch.int64)}
-    variants = [{"b": base["b"], "a": base["a"]}, {"a": base["a"].reshape(2, 3), "b": base["b"]},
-                {"a": base["a"].double(), "b": base["b"]}, {"a": base["a"] + 1e-6, "b": base["b"]},
-                {"c": base["a"], "b": base["b"]}]
+    variants = [
+        {"b": base["b"], "a": base["a"]},
+        {"a": base["a"].reshape(2, 3), "b": base["b"]},
+        {"a": base["a"].double(), "b": base["b"]},
+        {"a": base["a"] + 1e-6, "b": base["b"]},
+        {"c": base["a"], "b": base["b"]},
+    ]
     digests = {sha256_state_dict(state) for state in [base, *variants]}
     assert len(digests) == 1 + len(variants)
     assert sha256_state_dict({"a": torch.arange(6.0).reshape(2, 3).t()}) == sha256_state_dict(
-        {"a": torch.arange(6.0).reshape(2, 3).t().contiguous()})  # layout does not matter, values do
+        {"a": torch.arange(6.0).reshape(2, 3).t().contiguous()}
+    )  # layout does not matter, values do
 
 
 def test_transform_is_torchvisions_eval_transform_and_pickles(alexnet, photos, imagenet_batch):
@@ -115,16 +120,20 @@ def test_inplace_nodes_are_flagged_and_read_before_the_change(alexnet, alexnet_r
     expected = set()  # modules of a Sequential whose next module is ReLU(inplace=True)
     for part in ("features", "classifier"):
         following = list(getattr(alexnet_reference, part))[1:]
-        expected |= {f"{part}.{i}" for i, after in enumerate(following)
-                     if isinstance(after, torch.nn.ReLU) and after.inplace}
-    assert expected == alexnet.inplace_layers() == {"features.0", "features.3", "features.6", "features.8",
-                                                    "features.10", "classifier.1", "classifier.4"}
+        expected |= {
+            f"{part}.{i}" for i, after in enumerate(following) if isinstance(after, torch.nn.ReLU) and after.inplace
+        }
+    assert (
+        expected
+        == alexnet.inplace_layers()
+        == {"features.0", "features.3", "features.6", "features.8", "features.10", "classifier.1", "classifier.4"}
+    )
     nodes = [f"features.{i}" for i in range(13)]
     ours = alexnet.extractor(nodes)(batch)
     with torch.no_grad():
         theirs = create_feature_extractor(alexnet_reference, return_nodes=nodes)(batch)
         for i, node in enumerate(nodes):
-            own_output = alexnet_reference.features[:i + 1](batch.clone())  # eager, stops right after node i
+            own_output = alexnet_reference.features[: i + 1](batch.clone())  # eager, stops right after node i
             torch.testing.assert_close(ours[node], own_output)
             assert torch.equal(theirs[node], own_output) != (node in expected), node
     alone = alexnet.extractor(["features.0"])(batch)["features.0"]
@@ -171,8 +180,9 @@ def test_open_clip_embedding_and_blocks_match_open_clip(vit, photos, untrained_w
     assert_same_tensors(vit.model.state_dict(), torch.load(untrained_weights["ViT-B-32"], weights_only=True))
     path = untrained_weights["ViT-B-32"]
     assert vit.weights_id["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    reference_transform = open_clip.image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN,
-                                                    std=open_clip.OPENAI_DATASET_STD)
+    reference_transform = open_clip.image_transform(
+        224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD
+    )
     batch = torch.stack([vit.transform(photo) for photo in photos])
     assert torch.equal(batch, torch.stack([reference_transform(photo) for photo in photos]))
     assert vit.preprocessing["image_size"] == [224, 224] and vit.preprocessing["interpolation"] == "bicubic"
@@ -183,8 +193,9 @@ def test_open_clip_embedding_and_blocks_match_open_clip(vit, photos, untrained_w
     ours = vit.extractor(layers)(batch)
     with torch.no_grad():
         embedding = vit.model.encode_image(batch)
-        blocks = vit.model.visual.forward_intermediates(batch, indices=[3, 11], output_fmt="NLC",
-                                                        output_extra_tokens=True, intermediates_only=True)
+        blocks = vit.model.visual.forward_intermediates(
+            batch, indices=[3, 11], output_fmt="NLC", output_extra_tokens=True, intermediates_only=True
+        )
     torch.testing.assert_close(ours[EMBEDDING], embedding)
     for index, layer in enumerate(layers[:2]):
         tokens = torch.cat([blocks["image_intermediates_prefix"][index], blocks["image_intermediates"][index]], 1)
@@ -227,12 +238,18 @@ def test_list_layers_and_validate_layers(vit):
     listed = list_layers(get_entry("alexnet"))  # a pretrained entry: listed from its architecture, offline
     assert [layer.name for layer in listed][:2] == ["features.0", "features.1"] and listed[0].inplace
     validate_layers(get_entry("alexnet"), ["features.12", "classifier.5"])
-    with pytest.raises(CatalogError, match=r"backbone 'alexnet' has no layer 'features.13'; close matches: "
-                                           r"\[.*'features.12'.*\]; valid layers: \['features.0', 'features.1',"):
+    with pytest.raises(
+        CatalogError,
+        match=r"backbone 'alexnet' has no layer 'features.13'; close matches: "
+        r"\[.*'features.12'.*\]; valid layers: \['features.0', 'features.1',",
+    ):
         validate_layers(get_entry("alexnet"), ["features.2", "features.13"])
-    with pytest.raises(CatalogError, match=r"backbone 'ViT-B-32.testfile' has no layer 'transformer.resblocks.12'; "
-                                           r"close matches: \[.*'transformer.resblocks.1'.*\]; "
-                                           r"\d+ layers, see `featurestore layers ViT-B-32.testfile`"):
+    with pytest.raises(
+        CatalogError,
+        match=r"backbone 'ViT-B-32.testfile' has no layer 'transformer.resblocks.12'; "
+        r"close matches: \[.*'transformer.resblocks.1'.*\]; "
+        r"\d+ layers, see `featurestore layers ViT-B-32.testfile`",
+    ):
         vit.extractor(["transformer.resblocks.12"])
     with pytest.raises(CatalogError, match=r"backbone 'ViT-B-32.testfile': no layers requested"):
         validate_layers(vit, [])
@@ -240,14 +257,23 @@ def test_list_layers_and_validate_layers(vit):
 
 def test_bad_architecture_and_tag_name_the_choices():
     entry = get_entry("alexnet")
-    with pytest.raises(CatalogError, match=r"entry 'alexnet': unknown torchvision architecture 'alexnett' "
-                                           r"\(did you mean 'alexnet'\?\)"):
+    with pytest.raises(
+        CatalogError,
+        match=r"entry 'alexnet': unknown torchvision architecture 'alexnett' "
+        r"\(did you mean 'alexnet'\?\)",
+    ):
         load_backbone(dataclasses.replace(entry, architecture="alexnett"))
-    with pytest.raises(CatalogError, match=r"torchvision alexnet has no weights 'IMAGENET1K_V2' \(did you mean "
-                                           r"'IMAGENET1K_V1'\?\); available: \['IMAGENET1K_V1', 'untrained'"):
+    with pytest.raises(
+        CatalogError,
+        match=r"torchvision alexnet has no weights 'IMAGENET1K_V2' \(did you mean "
+        r"'IMAGENET1K_V1'\?\); available: \['IMAGENET1K_V1', 'untrained'",
+    ):
         load_backbone(entry.with_weights("IMAGENET1K_V2"))
-    with pytest.raises(CatalogError, match=r"open_clip ViT-B-32-quickgelu has no weights 'openia' \(did you mean "
-                                           r"'openai'\?\)"):
+    with pytest.raises(
+        CatalogError,
+        match=r"open_clip ViT-B-32-quickgelu has no weights 'openia' \(did you mean "
+        r"'openai'\?\)",
+    ):
         load_backbone(get_entry("ViT-B-32.openai").with_weights("openia"))
 
 
@@ -256,13 +282,19 @@ def test_offline_pretrained_weights_fail_with_a_file_hint(monkeypatch, tmp_path)
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(tvm.WeightsEnum, "get_state_dict", offline)
-    with pytest.raises(WeightsError, match=r"could not get torchvision weights AlexNet_Weights.IMAGENET1K_V1 from "
-                                           r"https://\S+alexnet-owt-7be5be79.pth \(OSError: network is unreachable\)"
-                                           r".*weights: \"file:/path/to/alexnet-owt-7be5be79.pth\""):
+    with pytest.raises(
+        WeightsError,
+        match=r"could not get torchvision weights AlexNet_Weights.IMAGENET1K_V1 from "
+        r"https://\S+alexnet-owt-7be5be79.pth \(OSError: network is unreachable\)"
+        r".*weights: \"file:/path/to/alexnet-owt-7be5be79.pth\"",
+    ):
         load_backbone(get_entry("alexnet"))
     monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
-    with pytest.raises(WeightsError, match=r"could not load open_clip pretrained weights ViT-B-32-quickgelu 'openai'"
-                                           r".*Offline\? Download https://\S+ViT-B-32.pt .*weights: \"file:"):
+    with pytest.raises(
+        WeightsError,
+        match=r"could not load open_clip pretrained weights ViT-B-32-quickgelu 'openai'"
+        r".*Offline\? Download https://\S+ViT-B-32.pt .*weights: \"file:",
+    ):
         load_backbone(get_entry("ViT-B-32.openai"))
     bad = tmp_path / "bad.pt"
     torch.save({"not": torch.zeros(1)}, bad)

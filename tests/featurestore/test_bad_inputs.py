@@ -45,15 +45,29 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
 
 def cli_process(*argv: object, code: str = "") -> subprocess.CompletedProcess[str]:
     """``python -m featurestore.cli argv...`` (or ``code`` then ``main``) in a fresh interpreter."""
-    prefix = [sys.executable, "-c", code + "\nfrom featurestore.cli import main\nsys.exit(main(sys.argv[1:]))"] \
-        if code else [sys.executable, "-m", "featurestore.cli"]
+    prefix = (
+        [sys.executable, "-c", code + "\nfrom featurestore.cli import main\nsys.exit(main(sys.argv[1:]))"]
+        if code
+        else [sys.executable, "-m", "featurestore.cli"]
+    )
     return subprocess.run([*prefix, *map(str, argv)], capture_output=True, text=True, timeout=300)
 
 
 def extract_args(images: Path, store: Path, catalog: list[Path], *more: object) -> list[object]:
     """The arguments of a small ``featurestore extract`` run."""
-    return ["extract", "--backbone", BACKBONE, "--images", images, "--store", store, "--catalog", *catalog, *FAST,
-            *more]
+    return [
+        "extract",
+        "--backbone",
+        BACKBONE,
+        "--images",
+        images,
+        "--store",
+        store,
+        "--catalog",
+        *catalog,
+        *FAST,
+        *more,
+    ]
 
 
 def test_store_path_is_a_regular_file(tmp_path, algonauts_dir, tiny_catalog) -> None:
@@ -72,8 +86,10 @@ def test_store_path_is_a_regular_file(tmp_path, algonauts_dir, tiny_catalog) -> 
 def test_read_only_store(small_store, algonauts_dir, tiny_catalog) -> None:
     before = snapshot(small_store)
     # run as root, chmod -R a-w would not stop the writer: the child sees every path as not writable instead
-    done = cli_process(*extract_args(algonauts_dir, small_store, tiny_catalog, "--workers", "0"),
-                       code="import os, sys\nos.access = lambda path, mode: False")
+    done = cli_process(
+        *extract_args(algonauts_dir, small_store, tiny_catalog, "--workers", "0"),
+        code="import os, sys\nos.access = lambda path, mode: False",
+    )
     assert done.returncode == 1
     line = one_line(done.stderr, small_store, "read-only")
     assert "_locks" not in line and "Errno" not in line
@@ -89,8 +105,7 @@ def test_missing_store(capsys, tmp_path) -> None:
     assert not missing.exists()
 
 
-def test_corrupt_image_with_default_workers_names_the_file(tmp_path, small_store, algonauts_dir,
-                                                           tiny_catalog) -> None:
+def test_corrupt_image_with_default_workers_names_the_file(tmp_path, small_store, algonauts_dir, tiny_catalog) -> None:
     data = tmp_path / "data"
     shutil.copytree(algonauts_dir, data)
     bad = data / "subj01/training_split/training_images/train-0001_nsd-00013.png"
@@ -99,10 +114,10 @@ def test_corrupt_image_with_default_workers_names_the_file(tmp_path, small_store
     done = cli_process(*extract_args(data, small_store, tiny_catalog, "--layers", *SMALL_STORE_LAYERS))
     assert done.returncode == 1
     one_line(done.stderr, bad, "the file is empty", "--skip-bad-images")
-    assert {layer: open_store(small_store).ids(BACKBONE, layer).tolist() for layer in SMALL_STORE_LAYERS} == \
-        ids_before
-    done = cli_process(*extract_args(data, small_store, tiny_catalog, "--layers", *SMALL_STORE_LAYERS,
-                                     "--skip-bad-images"))
+    assert {layer: open_store(small_store).ids(BACKBONE, layer).tolist() for layer in SMALL_STORE_LAYERS} == ids_before
+    done = cli_process(
+        *extract_args(data, small_store, tiny_catalog, "--layers", *SMALL_STORE_LAYERS, "--skip-bad-images")
+    )
     assert done.returncode == 0, done.stderr
     one_line(done.stderr, "skipped NSD id 13", bad)
     assert 13 not in open_store(small_store).ids(BACKBONE, "features.2")
@@ -111,17 +126,23 @@ def test_corrupt_image_with_default_workers_names_the_file(tmp_path, small_store
 def test_catalog_dtype_differs_from_the_store(capsys, tmp_path, small_store, algonauts_dir, tiny_catalog) -> None:
     before = snapshot(small_store)
     float32 = tmp_path / "float32.yaml"
-    float32.write_text(f"{BACKBONE}:\n  extends: alexnet.testfile\n  preprocessing: {json.dumps(TINY_PREPROCESSING)}\n"
-                       "  dtype: float32\n", encoding="utf-8")
-    status, err = cli(capsys, *extract_args(algonauts_dir, small_store, [*tiny_catalog, float32], "--workers", "0",
-                                            "--layers", *SMALL_STORE_LAYERS))
+    float32.write_text(
+        f"{BACKBONE}:\n  extends: alexnet.testfile\n  preprocessing: {json.dumps(TINY_PREPROCESSING)}\n"
+        "  dtype: float32\n",
+        encoding="utf-8",
+    )
+    status, err = cli(
+        capsys,
+        *extract_args(
+            algonauts_dir, small_store, [*tiny_catalog, float32], "--workers", "0", "--layers", *SMALL_STORE_LAYERS
+        ),
+    )
     assert status == 1
     one_line(err, "store provenance differs", "dtype float16 != float32", small_store)
     assert snapshot(small_store) == before
 
 
-@pytest.mark.parametrize("case", ["unknown backbone", "missing images", "unknown layer", "layers typo",
-                                  "zero batch"])
+@pytest.mark.parametrize("case", ["unknown backbone", "missing images", "unknown layer", "layers typo", "zero batch"])
 def test_user_mistakes(capsys, tmp_path, small_store, algonauts_dir, tiny_catalog, case) -> None:
     before = snapshot(small_store)
     argv = extract_args(algonauts_dir, small_store, tiny_catalog, "--workers", "0")
@@ -164,8 +185,9 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, algonauts_dir, tiny_cata
     store = tmp_path / "s.zarr"
     code = SLOW_WRITES + "\nfrom featurestore.cli import main\nsys.exit(main(sys.argv[1:]))"
     argv = [str(a) for a in extract_args(algonauts_dir, store, tiny_catalog, "--chunk-rows", "1", "--workers", "1")]
-    child = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     first_chunk_done = store / BACKBONE / "_done" / "features.2" / "c" / "0"
     deadline = time.monotonic() + 240
     while not first_chunk_done.exists() and child.poll() is None and time.monotonic() < deadline:

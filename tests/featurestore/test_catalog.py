@@ -15,8 +15,15 @@ import torchvision.models as tvm
 
 from featurestore.catalog import SOURCES, CatalogEntry, CatalogError, Preprocessing, get_entry, load_catalog
 
-REQUIRED_ENTRIES = ["alexnet", "alexnet.untrained", "vgg19_bn", "resnet50", "RN50.openai", "ViT-B-32.openai",
-                    "ViT-B-32.untrained"]
+REQUIRED_ENTRIES = [
+    "alexnet",
+    "alexnet.untrained",
+    "vgg19_bn",
+    "resnet50",
+    "RN50.openai",
+    "ViT-B-32.openai",
+    "ViT-B-32.untrained",
+]
 
 
 def write(folder: Path, text: str, name: str = "user.yaml") -> Path:
@@ -34,10 +41,18 @@ def test_builtin_catalog_has_the_zoo_and_round_trips_to_json():
         assert json.loads(json.dumps(entry.to_dict())) == entry.to_dict()
         assert pickle.loads(pickle.dumps(entry)) == entry
         assert get_entry(name) == entry
-    assert catalog["alexnet"].layers == ("features.2", "features.5", "features.7", "features.9", "features.12",
-                                         "classifier.2", "classifier.5")
-    assert catalog["alexnet"].preprocessing == Preprocessing(resize=256, crop=224, interpolation="bilinear",
-                                                             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert catalog["alexnet"].layers == (
+        "features.2",
+        "features.5",
+        "features.7",
+        "features.9",
+        "features.12",
+        "classifier.2",
+        "classifier.5",
+    )
+    assert catalog["alexnet"].preprocessing == Preprocessing(
+        resize=256, crop=224, interpolation="bilinear", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
 
 
 @pytest.mark.parametrize("name", ["alexnet.untrained", "ViT-B-32.untrained"])
@@ -46,7 +61,11 @@ def test_untrained_twins_copy_their_parent_with_seed_zero(name):
     twin, parent = catalog[name], catalog[name.replace(".untrained", "" if name.startswith("alexnet") else ".openai")]
     assert (twin.weights, twin.seed) == ("untrained", 0)
     assert (twin.architecture, twin.layers, twin.reduce, twin.preprocessing) == (
-        parent.architecture, parent.layers, parent.reduce, parent.preprocessing)
+        parent.architecture,
+        parent.layers,
+        parent.reduce,
+        parent.preprocessing,
+    )
     assert twin.meta["paper"] == parent.meta["paper"] and twin.meta["description"] != parent.meta["description"]
 
 
@@ -76,7 +95,9 @@ def test_open_clip_entries_name_real_tags_with_matching_activation():
 
 
 def test_user_file_adds_and_overrides_and_children_see_the_override(tmp_path):
-    user = write(tmp_path, """\
+    user = write(
+        tmp_path,
+        """\
         alexnet:
           source: torchvision
           architecture: alexnet
@@ -85,7 +106,8 @@ def test_user_file_adds_and_overrides_and_children_see_the_override(tmp_path):
           layers: [features.12]
           dtype: float32
         mine: {extends: resnet50, layers: [layer4]}
-        """)
+        """,
+    )
     catalog = load_catalog([user])
     assert catalog["alexnet"].layers == ("features.12",) and catalog["alexnet"].dtype == "float32"
     assert catalog["alexnet.untrained"].layers == ("features.12",)  # extends the overriding entry
@@ -96,14 +118,17 @@ def test_user_file_adds_and_overrides_and_children_see_the_override(tmp_path):
 
 def test_extends_makes_short_twins(tmp_path):
     (tmp_path / "weights").mkdir()
-    user = write(tmp_path, """\
+    user = write(
+        tmp_path,
+        """\
         alexnet.seed1: {extends: alexnet.untrained, seed: 1}
         alexnet.local:
           extends: alexnet.untrained
           weights: file:weights/alexnet.pt
           meta: {note: "local copy"}
         alexnet.local.fp32: {extends: alexnet.local, dtype: float32}
-        """)
+        """,
+    )
     catalog = load_catalog([user])
     assert (catalog["alexnet.seed1"].weights, catalog["alexnet.seed1"].seed) == ("untrained", 1)
     local = catalog["alexnet.local"]
@@ -131,45 +156,72 @@ def test_entries_are_hashable_and_frozen():
 
 
 BAD_ENTRIES = {
-    "unknown key": ("layer: [features.2]",
-                    r"entry 'bad': unknown key 'layer' \(did you mean 'layers'\?\); valid keys: \['extends'"),
-    "missing key": ("weights: untrained\nseed: 0",
-                    r"entry 'bad': missing key 'layers' \(required: \['source', 'architecture', 'weights', 'layers'\]"),
-    "wrong type": ("layers: features.2",
-                   r"entry 'bad': key 'layers': expected a list of layer names, got 'features.2'"),
-    "seed type": ("seed: zero",
-                  r"entry 'bad': key 'seed': expected an integer or null, got 'zero'"),
-    "unknown source": ("source: torchvison",
-                       r"entry 'bad': key 'source': expected one of \['torchvision', 'open_clip'\], got 'torchvison' "
-                       r"\(did you mean 'torchvision'\?\)"),
-    "untrained without seed": ("seed: null",
-                               r"entry 'bad': key 'seed': weights 'untrained' needs an integer seed"),
-    "seed with a tag": ("weights: IMAGENET1K_V1",
-                        r"entry 'bad': key 'seed': a seed is only used with weights 'untrained', got seed 0"),
-    "bad reduce": ("reduce: {features.2: 'srp:0'}",
-                   r"entry 'bad': key 'reduce': layer 'features.2': expected 'avgpool' or 'srp:<k>'.*got 'srp:0'"),
-    "bad dtype": ("dtype: float64",
-                  r"entry 'bad': key 'dtype': expected one of \['float16', 'float32'\], got 'float64'"),
-    "bad interpolation": ("preprocessing: {interpolation: lanczos, mean: [0, 0, 0], std: [1, 1, 1]}",
-                          r"entry 'bad': preprocessing 'interpolation': expected one of \['bilinear', 'bicubic', "
-                          r"'nearest'\], got 'lanczos'"),
-    "bad mean": ("preprocessing: {interpolation: bilinear, mean: [0, 0], std: [1, 1, 1]}",
-                 r"entry 'bad': preprocessing 'mean': expected 3 numbers \(R, G, B\), got \(0, 0\)"),
-    "preprocessing missing": ("preprocessing: null",
-                              r"entry 'bad': key 'preprocessing': required for source 'torchvision'"),
-    "meta not strings": ("meta: {year: 2012}",
-                         r"entry 'bad': key 'meta': expected a mapping of strings to strings \(quote numbers\)"),
-    "unknown parent": ("extends: alexnett",
-                       r"entry 'bad': key 'extends': unknown entry 'alexnett' \(did you mean 'alexnet'"),
+    "unknown key": (
+        "layer: [features.2]",
+        r"entry 'bad': unknown key 'layer' \(did you mean 'layers'\?\); valid keys: \['extends'",
+    ),
+    "missing key": (
+        "weights: untrained\nseed: 0",
+        r"entry 'bad': missing key 'layers' \(required: \['source', 'architecture', 'weights', 'layers'\]",
+    ),
+    "wrong type": (
+        "layers: features.2",
+        r"entry 'bad': key 'layers': expected a list of layer names, got 'features.2'",
+    ),
+    "seed type": ("seed: zero", r"entry 'bad': key 'seed': expected an integer or null, got 'zero'"),
+    "unknown source": (
+        "source: torchvison",
+        r"entry 'bad': key 'source': expected one of \['torchvision', 'open_clip'\], got 'torchvison' "
+        r"\(did you mean 'torchvision'\?\)",
+    ),
+    "untrained without seed": ("seed: null", r"entry 'bad': key 'seed': weights 'untrained' needs an integer seed"),
+    "seed with a tag": (
+        "weights: IMAGENET1K_V1",
+        r"entry 'bad': key 'seed': a seed is only used with weights 'untrained', got seed 0",
+    ),
+    "bad reduce": (
+        "reduce: {features.2: 'srp:0'}",
+        r"entry 'bad': key 'reduce': layer 'features.2': expected 'avgpool' or 'srp:<k>'.*got 'srp:0'",
+    ),
+    "bad dtype": (
+        "dtype: float64",
+        r"entry 'bad': key 'dtype': expected one of \['float16', 'float32'\], got 'float64'",
+    ),
+    "bad interpolation": (
+        "preprocessing: {interpolation: lanczos, mean: [0, 0, 0], std: [1, 1, 1]}",
+        r"entry 'bad': preprocessing 'interpolation': expected one of \['bilinear', 'bicubic', "
+        r"'nearest'\], got 'lanczos'",
+    ),
+    "bad mean": (
+        "preprocessing: {interpolation: bilinear, mean: [0, 0], std: [1, 1, 1]}",
+        r"entry 'bad': preprocessing 'mean': expected 3 numbers \(R, G, B\), got \(0, 0\)",
+    ),
+    "preprocessing missing": (
+        "preprocessing: null",
+        r"entry 'bad': key 'preprocessing': required for source 'torchvision'",
+    ),
+    "meta not strings": (
+        "meta: {year: 2012}",
+        r"entry 'bad': key 'meta': expected a mapping of strings to strings \(quote numbers\)",
+    ),
+    "unknown parent": (
+        "extends: alexnett",
+        r"entry 'bad': key 'extends': unknown entry 'alexnett' \(did you mean 'alexnet'",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_ENTRIES))
 def test_invalid_entry_names_file_entry_key_and_choices(tmp_path, case):
     change, message = BAD_ENTRIES[case]
-    fields = {"source": "torchvision", "architecture": "alexnet", "weights": "untrained", "seed": "0",
-              "preprocessing": "{interpolation: bilinear, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}",
-              "layers": "[features.2]"}
+    fields = {
+        "source": "torchvision",
+        "architecture": "alexnet",
+        "weights": "untrained",
+        "seed": "0",
+        "preprocessing": "{interpolation: bilinear, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}",
+        "layers": "[features.2]",
+    }
     for line in change.splitlines():
         key, value = line.split(": ", 1)
         fields[key] = value
@@ -181,14 +233,20 @@ def test_invalid_entry_names_file_entry_key_and_choices(tmp_path, case):
         load_catalog([path])
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("a: {extends: b}\nb: {extends: a}\n", r"entry 'b': key 'extends': cycle a -> b -> a"),
-    ("alexnet.x: {extends: alexnet}\nalexnet.x: {extends: alexnet}\n", r"invalid YAML: .*duplicate key 'alexnet.x'"),
-    ("bad/name: {extends: alexnet}\n", r"entry name 'bad/name': expected letters, digits and \. _ \+ -"),
-    ("- alexnet\n", r"expected a mapping of entry name -> entry, got list"),
-    ("alexnet: [1, 2]\n", r"entry 'alexnet': expected a mapping of keys, got list"),
-    ("a: {extends: alexnet\n", r"invalid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: {extends: b}\nb: {extends: a}\n", r"entry 'b': key 'extends': cycle a -> b -> a"),
+        (
+            "alexnet.x: {extends: alexnet}\nalexnet.x: {extends: alexnet}\n",
+            r"invalid YAML: .*duplicate key 'alexnet.x'",
+        ),
+        ("bad/name: {extends: alexnet}\n", r"entry name 'bad/name': expected letters, digits and \. _ \+ -"),
+        ("- alexnet\n", r"expected a mapping of entry name -> entry, got list"),
+        ("alexnet: [1, 2]\n", r"entry 'alexnet': expected a mapping of keys, got list"),
+        ("a: {extends: alexnet\n", r"invalid YAML"),
+    ],
+)
 def test_invalid_file_is_refused_with_its_path(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(CatalogError, match=re.escape(str(path)) + ": " + message):
@@ -201,8 +259,11 @@ def test_missing_catalog_file(tmp_path):
 
 
 def test_unknown_backbone_lists_known_names_and_suggests():
-    with pytest.raises(CatalogError, match=r"unknown backbone 'alexnett' \(did you mean 'alexnet'.*\); "
-                                           r"known backbones: \[.*'ViT-B-32.openai'.*\]"):
+    with pytest.raises(
+        CatalogError,
+        match=r"unknown backbone 'alexnett' \(did you mean 'alexnet'.*\); "
+        r"known backbones: \[.*'ViT-B-32.openai'.*\]",
+    ):
         get_entry("alexnett")
 
 

@@ -40,10 +40,10 @@ def test_layers_marks_inplace_and_default_layers(capsys, tiny_catalog) -> None:
     status, out, _ = run(capsys, "layers", BACKBONE, "--catalog", *tiny_catalog)
     lines = {line[2:].split()[0]: line for line in out.splitlines()[1:]}
     features = torchvision.models.alexnet().features
-    inplace_relu_after = {f"features.{i}" for i in range(len(features) - 1)
-                          if getattr(features[i + 1], "inplace", False)}
-    assert status == 0 and inplace_relu_after == {"features.0", "features.3", "features.6", "features.8",
-                                                  "features.10"}
+    inplace_relu_after = {
+        f"features.{i}" for i in range(len(features) - 1) if getattr(features[i + 1], "inplace", False)
+    }
+    assert status == 0 and inplace_relu_after == {"features.0", "features.3", "features.6", "features.8", "features.10"}
     for name in inplace_relu_after:
         assert lines[name].endswith("inplace")
     assert lines["features.2"].startswith("* ") and "(64, 7, 7)" in lines["features.2"]
@@ -52,9 +52,27 @@ def test_layers_marks_inplace_and_default_layers(capsys, tiny_catalog) -> None:
 
 def test_extract_ls_info_round_trip(capsys, tmp_path, algonauts_dir, tiny_catalog, untrained_weights) -> None:
     store = tmp_path / "features.zarr"
-    common = ["--backbone", BACKBONE, "--images", algonauts_dir, "--store", store, "--catalog", *tiny_catalog,
-              "--chunk-rows", "4", "--batch-size", "2", "--workers", "0", "--no-progress", "--subjects", "2",
-              "--device", "cpu"]
+    common = [
+        "--backbone",
+        BACKBONE,
+        "--images",
+        algonauts_dir,
+        "--store",
+        store,
+        "--catalog",
+        *tiny_catalog,
+        "--chunk-rows",
+        "4",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--subjects",
+        "2",
+        "--device",
+        "cpu",
+    ]
     status, out, _ = run(capsys, "extract", *common, "--dry-run")
     assert status == 0 and not store.exists()
     assert "5 new ids" in out and "uncompressed upper bound" in out
@@ -72,8 +90,18 @@ def test_extract_ls_info_round_trip(capsys, tmp_path, algonauts_dir, tiny_catalo
 
 
 def test_user_errors_are_one_line(capsys, tmp_path, algonauts_dir, tiny_catalog) -> None:
-    status, _, err = run(capsys, "extract", "--backbone", "alexnet.tinny", "--images", algonauts_dir,
-                         "--store", tmp_path / "s.zarr", "--catalog", *tiny_catalog)
+    status, _, err = run(
+        capsys,
+        "extract",
+        "--backbone",
+        "alexnet.tinny",
+        "--images",
+        algonauts_dir,
+        "--store",
+        tmp_path / "s.zarr",
+        "--catalog",
+        *tiny_catalog,
+    )
     assert status == 1 and err.startswith("featurestore: error: unknown backbone 'alexnet.tinny'")
     assert "alexnet.tiny" in err and len(err.strip().splitlines()) == 1
     status, _, err = run(capsys, "ls", tmp_path / "missing.zarr")
@@ -81,19 +109,30 @@ def test_user_errors_are_one_line(capsys, tmp_path, algonauts_dir, tiny_catalog)
 
 
 def test_demo_data_feeds_extract(capsys, tmp_path, tiny_catalog) -> None:
-    status, out, _ = run(capsys, "demo-data", tmp_path / "demo", "--n-train", "6", "--n-test", "2",
-                         "--n-vertices", "40")
+    status, out, _ = run(
+        capsys, "demo-data", tmp_path / "demo", "--n-train", "6", "--n-test", "2", "--n-vertices", "40"
+    )
     assert status == 0 and "Algonauts 2023 layout" in out
     names = [path.name for path in (tmp_path / "demo").rglob("*_nsd-*.png")]
     ids = {int(re.search(r"_nsd-(\d{5})\.png$", name).group(1)) for name in names}
-    assert len(names) == 16 and len(ids) < len(names)     # two subjects sharing images
-    status, out, _ = run(capsys, "extract", "--backbone", BACKBONE, "--images", tmp_path / "demo", "--store",
-                         tmp_path / "s.zarr", "--catalog", *tiny_catalog, "--dry-run")
+    assert len(names) == 16 and len(ids) < len(names)  # two subjects sharing images
+    status, out, _ = run(
+        capsys,
+        "extract",
+        "--backbone",
+        BACKBONE,
+        "--images",
+        tmp_path / "demo",
+        "--store",
+        tmp_path / "s.zarr",
+        "--catalog",
+        *tiny_catalog,
+        "--dry-run",
+    )
     assert status == 0 and f"{len(ids)} new ids" in out
 
 
-def test_debug_flag_shows_the_traceback_and_bad_storage_option_is_a_usage_error(capsys, tmp_path,
-                                                                               monkeypatch) -> None:
+def test_debug_flag_shows_the_traceback_and_bad_storage_option_is_a_usage_error(capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("NSD_FEATURESTORE_DEBUG", raising=False)
     with pytest.raises(FileNotFoundError, match="No feature store at"):
         main(["ls", str(tmp_path / "missing.zarr"), "--debug"])

@@ -90,9 +90,7 @@ def test_layout_file_names_shapes_dtypes(demo: Path):
                 for c in MAPPINGS
                 for space in ("challenge", "fsaverage")
             }
-            expected |= {
-                f"demo_truth/{subject}/{hemi}_{kind}.npy" for kind in ("training_signal", "test_signal")
-            }
+            expected |= {f"demo_truth/{subject}/{hemi}_{kind}.npy" for kind in ("training_signal", "test_signal")}
             fmri = np.load(demo / subject / f"training_split/training_fmri/{hemi}_training_fmri.npy")
             assert fmri.dtype == np.float32 and fmri.shape == (N_TRAIN, n)
             noise_ceiling = np.load(demo / subject / f"test_split/noise_ceiling/{hemi}_noise_ceiling.npy")

@@ -19,11 +19,20 @@ from featurestore.store import ProvenanceError, StoreLockedError, open_features
 BACKBONE = "alexnet.tiny"
 
 
-@pytest.mark.parametrize(("error", "builtin"), [(CatalogError, ValueError), (NonFiniteFeaturesError, ValueError),
-                                                (StoreLockedError, RuntimeError), (ProvenanceError, ValueError),
-                                                (WeightsError, RuntimeError), (StimulusError, ValueError),
-                                                (MissingEntryError, KeyError), (InvalidParameterError, ValueError),
-                                                (InvalidParameterError, TypeError)])
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (CatalogError, ValueError),
+        (NonFiniteFeaturesError, ValueError),
+        (StoreLockedError, RuntimeError),
+        (ProvenanceError, ValueError),
+        (WeightsError, RuntimeError),
+        (StimulusError, ValueError),
+        (MissingEntryError, KeyError),
+        (InvalidParameterError, ValueError),
+        (InvalidParameterError, TypeError),
+    ],
+)
 def test_user_errors_share_one_base_and_keep_their_builtin_one(error, builtin) -> None:
     assert issubclass(error, FeatureStoreError) and issubclass(error, builtin)
 
@@ -34,9 +43,11 @@ def test_missing_entry_reads_as_a_sentence() -> None:
 
 
 def test_errors_module_imports_nothing_heavy() -> None:
-    code = ("import sys\nfor name in ('torch', 'torchvision', 'PIL', 'h5py', 'open_clip'):\n"
-            "    sys.modules[name] = None\nimport featurestore.errors\n"
-            "print(sorted(m for m in ('torch', 'PIL', 'h5py') if sys.modules.get(m)))")
+    code = (
+        "import sys\nfor name in ('torch', 'torchvision', 'PIL', 'h5py', 'open_clip'):\n"
+        "    sys.modules[name] = None\nimport featurestore.errors\n"
+        "print(sorted(m for m in ('torch', 'PIL', 'h5py') if sys.modules.get(m)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -44,14 +55,18 @@ def test_errors_module_imports_nothing_heavy() -> None:
 def _raise(error: BaseException):
     def command() -> None:
         raise error
+
     return command
 
 
 def test_run_command_prints_one_line_per_user_error(capsys, monkeypatch) -> None:
     monkeypatch.delenv("NSD_FEATURESTORE_DEBUG", raising=False)
     assert run_command("prog", (FeatureStoreError,), lambda: None) == 0
-    status = run_command("prog", (FeatureStoreError, FileNotFoundError),
-                         _raise(MissingEntryError("No backbone 'b' in store /s;\nstored: []")))
+    status = run_command(
+        "prog",
+        (FeatureStoreError, FileNotFoundError),
+        _raise(MissingEntryError("No backbone 'b' in store /s;\nstored: []")),
+    )
     assert status == 1 and capsys.readouterr().err == "prog: error: No backbone 'b' in store /s; stored: []\n"
     assert run_command("prog", (FileNotFoundError,), _raise(FileNotFoundError(2, "No such file", "/x"))) == 1
     assert capsys.readouterr().err == "prog: error: [Errno 2] No such file: '/x'\n"
@@ -63,7 +78,7 @@ def test_run_command_returns_the_command_status_and_prints_warnings_as_one_line(
     monkeypatch.delenv("NSD_FEATURESTORE_DEBUG", raising=False)
 
     def command() -> int:
-        warnings.warn("only 3 images:\nno interval", RuntimeWarning)
+        warnings.warn("only 3 images:\nno interval", RuntimeWarning, stacklevel=2)
         return 3
 
     assert run_command("prog", (), command) == 3

@@ -37,7 +37,7 @@ def test_second_writer_is_refused_with_the_holder(tmp_path) -> None:
     first = store.lock("alexnet")
     with pytest.raises(StoreLockedError, match=f"pid {os.getpid()} on host .* since 20"):
         open_store(tmp_path / "s.zarr", mode="a").lock("alexnet")
-    store.lock("vit").release()             # other backbones are independent
+    store.lock("vit").release()  # other backbones are independent
     first.release()
     open_store(tmp_path / "s.zarr", mode="a").lock("alexnet").release()
 
@@ -69,13 +69,13 @@ def test_lease_on_s3_refuses_then_is_taken_over_when_stale(s3_bucket) -> None:
     second_store = open_store(url, mode="a", storage_options=s3_bucket.storage_options)
     with pytest.raises(StoreLockedError, match=f"pid {os.getpid()} on host"):
         second_store.lock("alexnet", stale_after=60)
-    first.refresh()                          # still ours: heartbeat goes on
+    first.refresh()  # still ours: heartbeat goes on
     stale = LeaseLock(second_store.zarr_store, "alexnet", "test", stale_after=0.0, settle_s=0.1)
     time.sleep(0.05)
-    stale.acquire()                          # heartbeat older than stale_after: taken over
+    stale.acquire()  # heartbeat older than stale_after: taken over
     with pytest.raises(StoreLockedError, match="lost the writer lease"):
         first.refresh()
-    first.release()                          # not ours any more: leaves the new holder alone
+    first.release()  # not ours any more: leaves the new holder alone
     assert stale.holder()["token"] == stale.token
     stale.release()
     assert stale.holder() == {}

@@ -34,12 +34,15 @@ def test_avgpool_token_map_averages_tokens() -> None:
     np.testing.assert_allclose(reducer(x).numpy(), x.float().numpy().mean(axis=1), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize(("spec", "shape", "match"), [
-    ("avgpool", (10,), "needs a \\(C, H, W\\) conv map"),
-    ("srp:100", (4, 5), "needs 0 < k < the 20 features"),
-    ("srp:0", (4, 5), "needs 0 < k"),
-    ("pca:10", (4, 5), "Unknown reduce='pca:10'"),
-])
+@pytest.mark.parametrize(
+    ("spec", "shape", "match"),
+    [
+        ("avgpool", (10,), "needs a \\(C, H, W\\) conv map"),
+        ("srp:100", (4, 5), "needs 0 < k < the 20 features"),
+        ("srp:0", (4, 5), "needs 0 < k"),
+        ("pca:10", (4, 5), "Unknown reduce='pca:10'"),
+    ],
+)
 def test_bad_specs_are_refused(spec: str, shape: tuple[int, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_reducer(spec, shape, seed=0)
@@ -70,8 +73,8 @@ def test_srp_preserves_distances_like_johnson_lindenstrauss() -> None:
     x = torch.from_numpy(rng.normal(size=(20, *shape)).astype(np.float32))
     projected = make_reducer(f"srp:{k}", shape, seed=7)(x).numpy()
     ratio = pdist(projected) / pdist(x.numpy().reshape(20, -1))
-    assert abs(np.mean(ratio**2) - 1) < 0.05   # unbiased squared norms
-    assert np.all(np.abs(ratio - 1) < 0.25)    # eps of a k=512 JL embedding of 20 points
+    assert abs(np.mean(ratio**2) - 1) < 0.05  # unbiased squared norms
+    assert np.all(np.abs(ratio - 1) < 0.25)  # eps of a k=512 JL embedding of 20 points
 
 
 def test_srp_is_a_seeded_linear_map() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import pickle
-import re
 from pathlib import Path
 
 import h5py

@@ -56,13 +56,20 @@ def features_of(nsd_id: int, layout: LayerLayout) -> np.ndarray:
 
 def provenance(**changes: object) -> dict:
     """A provenance with the defaults above, optionally changed."""
-    args = {"entry": ENTRY, "weights": WEIGHTS, "preprocessing": PREPROCESSING, "dtype": "float16",
-            "chunk_rows": 2, **changes}
+    args = {
+        "entry": ENTRY,
+        "weights": WEIGHTS,
+        "preprocessing": PREPROCESSING,
+        "dtype": "float16",
+        "chunk_rows": 2,
+        **changes,
+    }
     return build_provenance(**args)
 
 
-def run(store: FeatureStore, ids: list[int], layouts=LAYOUTS, stop_after: int | None = None,
-        prov: dict | None = None) -> RowPlan:
+def run(
+    store: FeatureStore, ids: list[int], layouts=LAYOUTS, stop_after: int | None = None, prov: dict | None = None
+) -> RowPlan:
     """Plan, apply and write like the extraction engine does, optionally stopping after some chunks."""
     prov = prov or provenance()
     store.check_provenance("toy", prov, layouts)
@@ -71,7 +78,7 @@ def run(store: FeatureStore, ids: list[int], layouts=LAYOUTS, stop_after: int | 
     for task in plan.tasks[:stop_after]:
         for layout in layouts:
             if layout.name in task.done:
-                rows = np.stack([features_of(i, layout) for i in plan.nsd_ids[task.compute_from:task.stop]])
+                rows = np.stack([features_of(i, layout) for i in plan.nsd_ids[task.compute_from : task.stop]])
                 store.write_chunk("toy", layout.name, task, rows)
     return plan
 
@@ -86,7 +93,9 @@ def test_plan_appends_unseen_ids_sorted_after_planned_rows() -> None:
     np.testing.assert_array_equal(plan.new_ids, [1, 7, 9])
     np.testing.assert_array_equal(plan.nsd_ids, [5, 3, 1, 7, 9])
     assert [(t.index, t.start, t.stop, t.compute_from, dict(t.done)) for t in plan.tasks] == [
-        (1, 2, 4, 2, {"a": 0}), (2, 4, 5, 4, {"a": 0})]
+        (1, 2, 4, 2, {"a": 0}),
+        (2, 4, 5, 4, {"a": 0}),
+    ]
     np.testing.assert_array_equal(plan.ids_to_compute, [1, 7, 9])
     assert plan.rows_to_write("a") == 3
 
@@ -96,7 +105,9 @@ def test_plan_computes_from_the_least_finished_layer_of_a_chunk() -> None:
     plan = plan_rows(np.array([10, 11, 12, 13]), done, np.arange(10, 16), chunk_rows=3)
     np.testing.assert_array_equal(plan.nsd_ids, [10, 11, 12, 13, 14, 15])
     assert [(t.index, t.compute_from, dict(t.done)) for t in plan.tasks] == [
-        (0, 0, {"new": 0}), (1, 3, {"old": 1, "new": 0})]
+        (0, 0, {"new": 0}),
+        (1, 3, {"old": 1, "new": 0}),
+    ]
     assert plan.rows_to_write("old") == 2 and plan.rows_to_write("new") == 6
 
 
@@ -148,13 +159,13 @@ def test_unfinished_chunks_stay_hidden_and_resume_matches_uninterrupted(tmp_path
 
 def test_append_into_a_partial_last_chunk_keeps_old_rows(tmp_path) -> None:
     store = open_store(tmp_path / "s.zarr", mode="a")
-    run(store, [5, 1, 3])                       # chunk 1 holds one row
+    run(store, [5, 1, 3])  # chunk 1 holds one row
     before = store.root["toy/fc"][:3].copy()
     plan = run(store, [1, 3, 5, 2, 4], layouts=LAYOUTS[1:])
     assert [(t.index, t.compute_from, dict(t.done)) for t in plan.tasks] == [(1, 3, {"fc": 1}), (2, 4, {"fc": 0})]
     np.testing.assert_array_equal(store.root["toy/fc"][:3], before)
     np.testing.assert_array_equal(store.ids("toy", "fc"), [1, 3, 5, 2, 4])
-    np.testing.assert_array_equal(store.ids("toy", "conv"), [1, 3, 5])   # not asked for the new ids
+    np.testing.assert_array_equal(store.ids("toy", "conv"), [1, 3, 5])  # not asked for the new ids
     np.testing.assert_array_equal(open_features(store, "toy", "fc").values, expected([1, 3, 5, 2, 4], LAYOUTS[1]))
 
 
@@ -171,7 +182,7 @@ def test_torn_plan_tail_is_cut_and_replanned(tmp_path) -> None:
     store = open_store(tmp_path / "s.zarr", mode="a")
     run(store, [1, 2, 3])
     ids = store.root["toy/nsd_id"]
-    ids.resize((6,))                            # a run killed after resizing, before writing the new ids
+    ids.resize((6,))  # a run killed after resizing, before writing the new ids
     np.testing.assert_array_equal(store.planned_ids("toy"), [1, 2, 3])
     run(store, [1, 2, 3, 6, 5])
     np.testing.assert_array_equal(store.ids("toy", "conv"), [1, 2, 3, 5, 6])
@@ -181,16 +192,24 @@ def test_torn_plan_tail_is_cut_and_replanned(tmp_path) -> None:
 def test_provenance_mismatch_names_every_difference(tmp_path) -> None:
     store = open_store(tmp_path / "s.zarr", mode="a")
     run(store, [1, 2])
-    changed = provenance(weights={"weights": "untrained", "sha256": "cd34" * 16}, dtype="float32",
-                         preprocessing={**PREPROCESSING, "crop": 7})
+    changed = provenance(
+        weights={"weights": "untrained", "sha256": "cd34" * 16},
+        dtype="float32",
+        preprocessing={**PREPROCESSING, "crop": 7},
+    )
     reduced = (LayerLayout("conv", (2, 3, 3), 2, reduce="avgpool"),)
     with pytest.raises(ProvenanceError) as error:
         store.check_provenance("toy", changed, reduced)
     message = str(error.value)
-    for difference in ("weights sha256 ab12ab12ab12.. != cd34cd34cd34..", "dtype float16 != float32",
-                       "preprocessing.crop 8 != 7", "layer conv reduce None != avgpool", "n_features 18 != 2"):
+    for difference in (
+        "weights sha256 ab12ab12ab12.. != cd34cd34cd34..",
+        "dtype float16 != float32",
+        "preprocessing.crop 8 != 7",
+        "layer conv reduce None != avgpool",
+        "n_features 18 != 2",
+    ):
         assert difference in message
-    assert store.ids("toy", "conv").size == 2   # nothing touched
+    assert store.ids("toy", "conv").size == 2  # nothing touched
 
 
 def test_library_version_change_only_warns(tmp_path) -> None:
@@ -242,7 +261,7 @@ def test_store_on_s3(s3_bucket, sharded: bool, monkeypatch: pytest.MonkeyPatch) 
     assert "features.zarr/toy/conv/c/0/0" in keys and "features.zarr/toy/_done/conv/c/1" in keys
     fc = open_features(url, "toy", "fc", storage_options=s3_bucket.storage_options)
     np.testing.assert_array_equal(fc.sel(nsd_id=[8, 1]).values, expected([8, 1], LAYOUTS[1]))
-    shipped = pickle.loads(pickle.dumps(fc))           # as dask ships it to distributed workers
+    shipped = pickle.loads(pickle.dumps(fc))  # as dask ships it to distributed workers
     np.testing.assert_array_equal(shipped.values, expected([3, 5, 8, 1], LAYOUTS[1]))  # rows in order added
     conv = open_features(url, "toy", "conv", storage_options=s3_bucket.storage_options)
     assert store.storage("toy", "conv")["layout"] == ("sharded" if sharded else "plain")
@@ -258,22 +277,27 @@ def test_wide_layers_are_sharded_and_read_like_plain_ones(tmp_path, tiny_shards,
     assert sharded.storage("toy", "fc") == {"layout": "plain", "chunks": [2, 5]}
     raw = zarr.open_group(str(tmp_path / "sharded.zarr"), mode="r")["toy"]
     assert raw["conv"].shards == (2, 20) and raw["conv"].chunks == (2, 4) and raw["fc"].shards is None
-    assert sorted(p.name for p in (tmp_path / "sharded.zarr/toy/conv/c").iterdir()) == ["0", "1", "2"]  # 1 per row chunk
+    assert sorted(p.name for p in (tmp_path / "sharded.zarr/toy/conv/c").iterdir()) == [
+        "0",
+        "1",
+        "2",
+    ]  # 1 per row chunk
     conv = open_features(sharded, "toy", "conv")
-    assert conv.data.chunks == ((5,), (4, 4, 4, 4, 2))   # read tasks: an inner chunk's columns, all rows
+    assert conv.data.chunks == ((5,), (4, 4, 4, 4, 2))  # read tasks: an inner chunk's columns, all rows
     monkeypatch.setattr(reader_module, "READ_TASK_BYTES", 2 * 18 * 2 * 2)  # two full-width bands of 2 rows
     grouped = open_features(sharded, "toy", "conv")
-    assert grouped.data.chunks == ((4, 1), (4, 4, 4, 4, 2))   # whole row chunks, two per task
+    assert grouped.data.chunks == ((4, 1), (4, 4, 4, 4, 2))  # whole row chunks, two per task
     np.testing.assert_array_equal(grouped.values, expected([2, 7, 13, 29, 40], LAYOUTS[0]))
     np.testing.assert_array_equal(conv.values, expected([2, 7, 13, 29, 40], LAYOUTS[0]))
     np.testing.assert_array_equal(conv.sel(nsd_id=[29, 2]).values, expected([29, 2], LAYOUTS[0]))
     assert sharded.summary().set_index("layer")["storage"].to_dict() == {"conv": "sharded", "fc": "plain"}
-    monkeypatch.undo()                               # default chunking: an 18-feature layer is plain
+    monkeypatch.undo()  # default chunking: an 18-feature layer is plain
     plain = open_store(tmp_path / "plain.zarr", mode="a")
     run(plain, ids)
     assert plain.storage("toy", "conv") == {"layout": "plain", "chunks": [2, 18]}
-    np.testing.assert_array_equal(open_features(plain, "toy", "conv").values.view(np.uint16),
-                                  conv.values.view(np.uint16))
+    np.testing.assert_array_equal(
+        open_features(plain, "toy", "conv").values.view(np.uint16), conv.values.view(np.uint16)
+    )
 
 
 def test_column_block_of_a_sharded_layer_reads_only_its_inner_chunks(tmp_path, tiny_shards, monkeypatch) -> None:
@@ -281,13 +305,13 @@ def test_column_block_of_a_sharded_layer_reads_only_its_inner_chunks(tmp_path, t
     monkeypatch.setattr(reader_module, "LocalStore", CountingLocalStore)
     conv = open_features(tmp_path / "s.zarr", "toy", "conv")
     READS.clear()
-    block = conv[:, 8:12].values                     # the third inner chunk of every shard
+    block = conv[:, 8:12].values  # the third inner chunk of every shard
     np.testing.assert_array_equal(block, expected([2, 7, 13, 29, 40], LAYOUTS[0])[:, 8:12])
     layer_reads = [(key, request) for key, request in READS if key.startswith("toy/conv/c/")]
     shards = ["toy/conv/c/0/0", "toy/conv/c/1/0", "toy/conv/c/2/0"]
-    index_bytes = 5 * 16 + 4                         # (offset, nbytes) uint64 per inner chunk, then a crc32c
+    index_bytes = 5 * 16 + 4  # (offset, nbytes) uint64 per inner chunk, then a crc32c
     wanted = set()
-    for key in shards:                               # the shard index read from the file per the zarr v3 spec
+    for key in shards:  # the shard index read from the file per the zarr v3 spec
         raw = (tmp_path / "s.zarr" / key).read_bytes()
         offset, nbytes = np.frombuffer(raw[-index_bytes:-4], dtype="<u8").reshape(5, 2)[2]
         wanted |= {(key, SuffixByteRequest(index_bytes)), (key, RangeByteRequest(int(offset), int(offset + nbytes)))}
@@ -296,7 +320,7 @@ def test_column_block_of_a_sharded_layer_reads_only_its_inner_chunks(tmp_path, t
 
 def test_append_into_a_partial_last_shard_keeps_old_bytes(tmp_path, tiny_shards) -> None:
     store = open_store(tmp_path / "s.zarr", mode="a")
-    run(store, [5, 1, 3])                            # shard 1 holds one finished row
+    run(store, [5, 1, 3])  # shard 1 holds one finished row
     before = store.root["toy/conv"][:3].copy()
     plan = run(store, [1, 3, 5, 2, 4])
     assert [(t.index, t.compute_from) for t in plan.tasks] == [(1, 3), (2, 4)]
@@ -307,14 +331,15 @@ def test_append_into_a_partial_last_shard_keeps_old_bytes(tmp_path, tiny_shards)
     run(interrupted, [5, 1, 3])
     run(interrupted, [1, 3, 5, 2, 4], stop_after=1)
     run(interrupted, [1, 3, 5, 2, 4])
-    np.testing.assert_array_equal(interrupted.root["toy/conv"][:].view(np.uint16),
-                                  store.root["toy/conv"][:].view(np.uint16))
+    np.testing.assert_array_equal(
+        interrupted.root["toy/conv"][:].view(np.uint16), store.root["toy/conv"][:].view(np.uint16)
+    )
 
 
 def test_stores_without_storage_attrs_open_as_plain(tmp_path) -> None:
     store = open_store(tmp_path / "s.zarr", mode="a")
     run(store, [3, 1, 2])
-    del store.root["toy/conv"].attrs["storage"]     # as written before the attribute existed
+    del store.root["toy/conv"].attrs["storage"]  # as written before the attribute existed
     old = open_store(tmp_path / "s.zarr")
     assert old.storage("toy", "conv") == {"layout": "plain"}
     np.testing.assert_array_equal(open_features(old, "toy", "conv").values, expected([1, 2, 3], LAYOUTS[0]))
@@ -342,8 +367,11 @@ def test_read_only_store_is_refused_before_any_lock_file(tmp_path, monkeypatch) 
     before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     locked_out = tmp_path / "s.zarr" / "toy"
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked_out)
-    with pytest.raises(PermissionError, match=rf"^feature store {tmp_path / 's.zarr'} is read-only \(no write "
-                                              rf"permission on {locked_out}\)"):
+    with pytest.raises(
+        PermissionError,
+        match=rf"^feature store {tmp_path / 's.zarr'} is read-only \(no write "
+        rf"permission on {locked_out}\)",
+    ):
         open_store(tmp_path / "s.zarr", "a")
-    assert open_store(tmp_path / "s.zarr").ids("toy", "conv").size == 2    # reading still works
+    assert open_store(tmp_path / "s.zarr").ids("toy", "conv").size == 2  # reading still works
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before

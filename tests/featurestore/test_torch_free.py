@@ -21,8 +21,9 @@ HIDE_HEAVY = textwrap.dedent("""
 
 def run_without_torch(code: str, *argv: object) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (after hiding the heavy packages) in a fresh interpreter; stdout and stderr as text."""
-    return subprocess.run([sys.executable, "-c", HIDE_HEAVY + code, *map(str, argv)], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", HIDE_HEAVY + code, *map(str, argv)], capture_output=True, text=True, timeout=120
+    )
 
 
 def cli(*argv: object) -> subprocess.CompletedProcess[str]:
@@ -34,7 +35,9 @@ def test_ls_and_info_run_without_torch(small_store_master: Path) -> None:
     listed = cli("ls", small_store_master)
     assert listed.returncode == 0, listed.stderr
     assert [line.split()[:3] for line in listed.stdout.splitlines()[1:]] == [
-        [SMALL_STORE_BACKBONE, "classifier.5", "5"], [SMALL_STORE_BACKBONE, "features.2", "5"]]
+        [SMALL_STORE_BACKBONE, "classifier.5", "5"],
+        [SMALL_STORE_BACKBONE, "features.2", "5"],
+    ]
     info = cli("info", small_store_master, SMALL_STORE_BACKBONE)
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["chunk_rows"] == 4
@@ -43,10 +46,14 @@ def test_ls_and_info_run_without_torch(small_store_master: Path) -> None:
 
 
 def test_open_features_runs_without_torch(small_store_master: Path) -> None:
-    done = run_without_torch(textwrap.dedent("""
+    done = run_without_torch(
+        textwrap.dedent("""
         import featurestore
         features = featurestore.open_features(sys.argv[1], sys.argv[2], "classifier.5")
         print(features.sizes["nsd_id"], features.sizes["feature"], features.sel(nsd_id=[845]).values.dtype)
-    """), small_store_master, SMALL_STORE_BACKBONE)
+    """),
+        small_store_master,
+        SMALL_STORE_BACKBONE,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["5", "4096", "float16"]

@@ -45,8 +45,18 @@ def test_parse_image_name_out_of_range():
 
 @pytest.mark.parametrize(
     ("given", "number"),
-    [(2, 2), (np.int64(2), 2), (np.uint8(2), 2), ("2", 2), ("02", 2), ("subj02", 2), ("subj2", 2), (1, 1), (99, 99),
-     ("subj99", 99)],
+    [
+        (2, 2),
+        (np.int64(2), 2),
+        (np.uint8(2), 2),
+        ("2", 2),
+        ("02", 2),
+        ("subj02", 2),
+        ("subj2", 2),
+        (1, 1),
+        (99, 99),
+        ("subj99", 99),
+    ],
 )
 def test_subject_number_forms(given, number):
     assert subject_number(given) == number
