@@ -20,8 +20,8 @@ import yaml
 from featurestore.errors import FeatureStoreError
 
 BUILTIN_CATALOG = Path(__file__).with_name("catalog.yaml")
-# source -> whether the catalog must give `preprocessing` (open_clip models carry their own transform)
-SOURCES: dict[str, bool] = {"torchvision": True, "open_clip": False}
+# source -> whether the catalog must give `preprocessing` (open_clip and timm models carry their own transform)
+SOURCES: dict[str, bool] = {"torchvision": True, "open_clip": False, "timm": False}
 UNTRAINED = "untrained"
 FILE_PREFIX = "file:"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -101,7 +101,7 @@ class CatalogEntry:
 
     ``weights`` is a pretrained tag of the source (``"IMAGENET1K_V1"``, ``"openai"``), ``"untrained"`` (seeded
     random init, ``seed`` required) or ``"file:/path/to/state_dict.pt"``. ``preprocessing=None`` means the
-    model's own transform (open_clip). ``reduce`` maps a layer to ``"avgpool"`` or ``"srp:<k>"`` (seeded by
+    model's own transform (open_clip, timm). ``reduce`` maps a layer to ``"avgpool"`` or ``"srp:<k>"`` (seeded by
     ``reduce_seed``), applied when features are stored in ``dtype``.
     """
 

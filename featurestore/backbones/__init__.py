@@ -1,6 +1,6 @@
 """Load a catalog entry's backbone and list or check its layers; one adapter module per catalog source.
 
-Adding a source (timm, say) is one module with ``load(entry, device) -> Backbone`` (see ``_base.py``), one line
+Adding a source is one module with ``load(entry, device) -> Backbone`` (see ``_base.py``), one line
 in ``ADAPTERS`` and its name in ``featurestore.catalog.SOURCES``. Adapter modules are imported on first use, so
 importing this package (as every spawned DataLoader worker does) does not pay for open_clip's slow import.
 """
@@ -48,7 +48,11 @@ class LazyAdapters(Mapping[str, ModuleType]):
 
 
 ADAPTERS: Mapping[str, ModuleType] = LazyAdapters(
-    {"torchvision": "featurestore.backbones.torchvision", "open_clip": "featurestore.backbones.open_clip"}
+    {
+        "torchvision": "featurestore.backbones.torchvision",
+        "open_clip": "featurestore.backbones.open_clip",
+        "timm": "featurestore.backbones.timm",
+    }
 )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import open_clip
 import pytest
+import timm
 import torchvision.models as tvm
 
 from featurestore.catalog import SOURCES, CatalogEntry, CatalogError, Preprocessing, get_entry, load_catalog
@@ -23,6 +24,10 @@ REQUIRED_ENTRIES = [
     "RN50.openai",
     "ViT-B-32.openai",
     "ViT-B-32.untrained",
+    "vit_small_patch14_dinov2.lvd142m",
+    "vit_small_patch14_dinov2.untrained",
+    "vit_base_patch14_dinov2.lvd142m",
+    "convnext_base.fb_in22k_ft_in1k",
 ]
 
 
@@ -92,6 +97,23 @@ def test_open_clip_entries_name_real_tags_with_matching_activation():
         config = open_clip.get_model_config(entry.architecture)
         tag = open_clip.get_pretrained_cfg(entry.architecture, entry.weights)
         assert config.get("quick_gelu", False) == tag.get("quick_gelu", False), entry.name
+
+
+def test_timm_entries_name_real_architectures_and_tags():
+    """timm entries use timm's own preprocessing, name a `timm.list_models()` architecture and one of its tags
+    (the entry name is timm's `<architecture>.<tag>`), and the untrained twin keeps its parent's recipe."""
+    from featurestore.backbones.timm import known_tags
+
+    catalog = load_catalog()
+    tagged = [e for e in catalog.values() if e.source == "timm" and e.weights != "untrained"]
+    assert tagged
+    for entry in tagged:
+        assert entry.preprocessing is None and entry.architecture in timm.list_models(), entry.name
+        assert entry.weights in known_tags(entry.architecture), entry.name
+        assert entry.name == f"{entry.architecture}.{entry.weights}"
+    twin, parent = catalog["vit_small_patch14_dinov2.untrained"], catalog["vit_small_patch14_dinov2.lvd142m"]
+    assert (twin.weights, twin.seed) == ("untrained", 0) and parent.weights == known_tags(parent.architecture)[0]
+    assert (twin.architecture, twin.layers, twin.reduce) == (parent.architecture, parent.layers, parent.reduce)
 
 
 def test_user_file_adds_and_overrides_and_children_see_the_override(tmp_path):
@@ -171,8 +193,8 @@ BAD_ENTRIES = {
     "seed type": ("seed: zero", r"entry 'bad': key 'seed': expected an integer or null, got 'zero'"),
     "unknown source": (
         "source: torchvison",
-        r"entry 'bad': key 'source': expected one of \['torchvision', 'open_clip'\], got 'torchvison' "
-        r"\(did you mean 'torchvision'\?\)",
+        r"entry 'bad': key 'source': expected one of \['torchvision', 'open_clip', 'timm'\], "
+        r"got 'torchvison' \(did you mean 'torchvision'\?\)",
     ),
     "untrained without seed": ("seed: null", r"entry 'bad': key 'seed': weights 'untrained' needs an integer seed"),
     "seed with a tag": (
