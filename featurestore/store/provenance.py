@@ -27,7 +27,7 @@ __all__ = [
 
 # the entry keys that a backbone's weights and resolved preprocessing are made from
 _MODEL_ENTRY_KEYS = ("weights", "seed", "preprocessing")
-VERSIONED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "zarr", "numpy", "nsd-featurestore")
+VERSIONED_PACKAGES = ("torch", "torchvision", "open_clip_torch", "timm", "zarr", "numpy", "nsd-featurestore")
 
 
 class ProvenanceError(FeatureStoreError, ValueError):
