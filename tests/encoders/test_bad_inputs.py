@@ -28,9 +28,9 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """The single stderr line of a user error, checked to contain every needle and no traceback."""
+    """The single error line on stderr (one-line warnings aside), checked to contain every needle; no traceback."""
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if ": warning: " not in line]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
