@@ -461,26 +461,23 @@ def _submit(args: argparse.Namespace) -> int:
     from encoders.submit import write_checked_submission, write_test_submission
 
     subjects = _lists(args.subjects)
-    check_output_folder(args.out, "--out")
+    if not args.results and not (args.model and args.store and args.data):
+        raise InvalidArgumentError("give --results RESULTS, or --model BACKBONE:LAYER with --store and --data")
+    if not args.results and len(args.pca) != 1:
+        raise InvalidArgumentError(f"submit fits one model; got {len(args.pca)} --pca values")
+    check_output_folder(args.out, "--out")  # before the refit, which takes long
     if args.results:
+        results = load_results(args.results)
+        data_dir = args.data or results.attrs["data_dir"]
         archive = write_test_submission(
-            load_results(args.results),
-            args.out,
-            model=args.model,
-            store=args.store,
-            data_dir=args.data,
-            subjects=subjects,
+            results, args.out, model=args.model, store=args.store, data_dir=data_dir, subjects=subjects
         )
     else:
-        if not (args.model and args.store and args.data):
-            raise InvalidArgumentError("give --results RESULTS, or --model BACKBONE:LAYER with --store and --data")
-        if len(args.pca) != 1:
-            raise InvalidArgumentError(f"submit fits one model; got {len(args.pca)} --pca values")
+        data_dir = args.data
         setting = EncoderSetting.from_value(_settings(args)[0])
-        predictions = predict_test(args.store, args.data, args.model, setting=setting, subjects=subjects)
-        archive = write_checked_submission(predictions, args.out, args.data, subjects)
+        predictions = predict_test(args.store, data_dir, args.model, setting=setting, subjects=subjects)
+        archive = write_checked_submission(predictions, args.out, data_dir, subjects)
     print(f"submission: {archive} (checked: no problems)")
-    data_dir = args.data or load_results(args.results).attrs["data_dir"]
     if has_test_split(data_dir, subjects):
         print(evaluate_submission(archive, data_dir, subjects=subjects).format())
     else:

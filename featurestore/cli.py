@@ -175,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--workers",
         type=int,
-        help="image-decoding worker processes (default: min(16, cores - 1), "
-        "at least 1, on a GPU; min(4, cores - 1) on the CPU)",
+        help="image-decoding worker processes (default: chosen from the device, the cores and the images pending; "
+        "0, decoding inline, for small runs, where a worker's start-up costs more than it saves)",
     )
     extract.add_argument("--chunk-rows", type=int, help="rows per stored chunk (default: the store's, else 256)")
     extract.add_argument(

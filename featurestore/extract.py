@@ -126,12 +126,31 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_num_workers(device: torch.device) -> int:
-    """Decoding processes. On a GPU decoding is the bottleneck (about 9 ms of CPU per 425 x 425 PNG against a
-    fraction of a ms of forward pass), so every core but the one feeding the GPU decodes, up to 16 processes (each
-    holds its own torch, a few hundred MB). On the CPU the forward pass needs the cores itself: min(4, cores - 1)."""
+# Measured with bench/bench_workers.py and bench/bench_extraction.py (BENCHMARKS.md): a spawned decode worker costs
+# about 6 s before its first image (it imports torch and this package); decoding a 425 x 425 PNG takes about 7 ms
+# of CPU, and the main process spends about 2.4 ms per image on other work (casting, chunk writes).
+WORKER_START_S = 6.0
+DECODE_S = 0.007
+MAIN_S = 0.0024
+# On a 2-core CPU one worker paid off from about 1,330 pending images (340: 7.9 s inline, 12.5 s with one worker;
+# 3,000: 68.3 s inline, 60.6 s with one): below this count the CPU default decodes inline.
+CPU_MIN_PENDING = 2000
+
+
+def default_num_workers(device: torch.device, n_pending: int) -> int:
+    """Decoding processes for ``n_pending`` images, never slower than decoding inline (0) as measured.
+
+    On a GPU decoding is the bottleneck, so every core but the one feeding the GPU decodes (up to 16 processes,
+    each holding its own torch), once the time they save outweighs their start-up: inline, the main process spends
+    ``DECODE_S + MAIN_S`` per image; with ``k`` workers, the larger of ``MAIN_S`` and ``DECODE_S / k``. On the CPU
+    the forward pass needs the cores itself: min(4, cores - 1) workers, from ``CPU_MIN_PENDING`` images on.
+    """
     cores = usable_cores()
-    return min(16, max(1, cores - 1)) if device.type == "cuda" else max(0, min(4, cores - 1))
+    if device.type == "cuda":
+        workers = min(16, cores - 1)
+        saved = DECODE_S + MAIN_S - max(MAIN_S, DECODE_S / max(workers, 1))
+        return workers if workers >= 1 and n_pending * saved >= WORKER_START_S else 0
+    return max(0, min(4, cores - 1)) if n_pending >= CPU_MIN_PENDING else 0
 
 
 def _projection_seed(spec: str | None, seed: int) -> int | None:
@@ -241,8 +260,8 @@ def extract(
     batch_size : int, default=32
         Images per forward pass (batches never cross a chunk boundary).
     num_workers : int, default=None
-        DataLoader worker processes decoding images (``spawn``); 0 decodes inline. None gives min(16, cores - 1)
-        (at least 1) on a GPU, where decoding is the bottleneck, and min(4, cores - 1) on the CPU.
+        DataLoader worker processes decoding images (``spawn``); 0 decodes inline. None chooses from the device,
+        the cores and the images pending, never slower than 0 as measured (`default_num_workers`).
     chunk_rows : int, default=None
         Rows per stored chunk; None keeps an existing group's, else 256.
     dtype : {"float16", "float32"}, default=None
@@ -330,7 +349,8 @@ def extract(
         target.apply_plan(rows, provenance, layouts)
         if not rows.tasks:
             return ExtractReport(plan, 0, 0, False, time.monotonic() - started)
-        workers = default_num_workers(model.device) if num_workers is None else num_workers
+        pending = int(rows.ids_to_compute().size)
+        workers = default_num_workers(model.device, pending) if num_workers is None else num_workers
         computed, written, skipped = write_pending(
             target, lock, model, layouts, reducers, source, rows, dtype, batch_size, workers, progress, skip_bad_images
         )

@@ -247,14 +247,32 @@ def test_new_layer_joins_an_existing_group_via_worker_processes(
 
 
 @pytest.mark.parametrize(
-    ("cores", "cpu_workers", "cuda_workers"), [(1, 0, 1), (2, 1, 1), (8, 4, 7), (16, 4, 15), (64, 4, 16)]
+    ("cores", "cpu_workers", "cuda_workers"), [(1, 0, 0), (2, 1, 1), (8, 4, 7), (16, 4, 15), (64, 4, 16)]
 )
 def test_default_decoders_leave_the_cpu_to_the_forward_pass_and_feed_a_gpu_from_every_core(
     monkeypatch, cores, cpu_workers, cuda_workers
 ) -> None:
+    """With many images pending: the CPU keeps cores for the forward pass, a GPU is fed from every core but one."""
     monkeypatch.setattr(extract_module, "usable_cores", lambda: cores)
-    assert default_num_workers(torch.device("cpu")) == cpu_workers
-    assert default_num_workers(torch.device("cuda")) == cuda_workers
+    assert default_num_workers(torch.device("cpu"), 100_000) == cpu_workers
+    assert default_num_workers(torch.device("cuda"), 100_000) == cuda_workers
+
+
+@pytest.mark.parametrize("cores", [2, 8, 64])
+def test_small_runs_decode_inline_where_a_worker_costs_more_than_it_saves(monkeypatch, cores) -> None:
+    """Measured on 2 cores: one layer of 340 images took 7.9 s inline and 12.5 s with one worker; the break-even
+    was about 1,330 images (bench/bench_workers.py)."""
+    monkeypatch.setattr(extract_module, "usable_cores", lambda: cores)
+    for pending in (1, 340, 1000, extract_module.CPU_MIN_PENDING - 1):
+        assert default_num_workers(torch.device("cpu"), pending) == 0
+    assert default_num_workers(torch.device("cpu"), extract_module.CPU_MIN_PENDING) == min(4, cores - 1)
+    workers = min(16, cores - 1)
+    saved = (
+        extract_module.DECODE_S + extract_module.MAIN_S - max(extract_module.MAIN_S, extract_module.DECODE_S / workers)
+    )
+    break_even = extract_module.WORKER_START_S / saved  # 2 cores: about 2,500 images; 64 cores: about 860
+    assert default_num_workers(torch.device("cuda"), int(break_even) - 1) == 0
+    assert default_num_workers(torch.device("cuda"), int(break_even) + 1) == workers
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, algonauts_dir, tiny_catalog) -> None:
