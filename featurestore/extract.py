@@ -349,7 +349,7 @@ def extract(
         target.apply_plan(rows, provenance, layouts)
         if not rows.tasks:
             return ExtractReport(plan, 0, 0, False, time.monotonic() - started)
-        pending = int(rows.ids_to_compute().size)
+        pending = int(rows.ids_to_compute.size)
         workers = default_num_workers(model.device, pending) if num_workers is None else num_workers
         computed, written, skipped = write_pending(
             target, lock, model, layouts, reducers, source, rows, dtype, batch_size, workers, progress, skip_bad_images
