@@ -27,6 +27,15 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def fit(store: Path, data: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    """``encoders fit`` from ``store`` and ``data`` into ``out`` (quiet), with extra ``options``."""
+    return run("fit", "--store", str(store), "--data", str(data), "--out", str(out), "--quiet", *options)
+
+
+# one small model, so that the fits that do run take seconds
+SMALL_MODEL = ("--models", "alexnet.untrained:features.5", "--pca", "5", "--n-boot", "10")
+
+
 def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
     """The single error line on stderr (one-line warnings aside), checked to contain every needle; no traceback."""
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
@@ -55,7 +64,7 @@ def test_fit_out_is_a_file(demo_copy, tmp_path):
     outputs, data, _ = demo_copy
     out = tmp_path / "taken"
     out.write_text("keep me")
-    result = run("fit", "--store", str(outputs.store), "--data", str(data), "--out", str(out), "--quiet")
+    result = fit(outputs.store, data, out)
     one_line_error(result, f"--out {out} is a file")
     assert out.read_text() == "keep me"
 
@@ -93,41 +102,19 @@ def test_unknown_model_in_compare_lists_the_models(demo_copy):
 
 def test_unknown_subject(demo_copy, tmp_path):
     outputs, data, _ = demo_copy
-    result = run(
-        "fit",
-        "--store",
-        str(outputs.store),
-        "--data",
-        str(data),
-        "--subjects",
-        "7",
-        "--out",
-        str(tmp_path / "fit"),
-        "--quiet",
-    )
+    result = fit(outputs.store, data, tmp_path / "fit", "--subjects", "7")
     one_line_error(result, "No folder", "subj07", "[1, 2]")
 
 
 def test_missing_data_folder(demo_copy, tmp_path):
     outputs, _, _ = demo_copy
-    result = run(
-        "fit",
-        "--store",
-        str(outputs.store),
-        "--data",
-        str(tmp_path / "nowhere"),
-        "--out",
-        str(tmp_path / "fit"),
-        "--quiet",
-    )
+    result = fit(outputs.store, tmp_path / "nowhere", tmp_path / "fit")
     one_line_error(result, f"{tmp_path / 'nowhere'} does not exist")
 
 
 def test_missing_store(demo_copy, tmp_path):
     _, data, _ = demo_copy
-    result = run(
-        "fit", "--store", str(tmp_path / "none.zarr"), "--data", str(data), "--out", str(tmp_path / "fit"), "--quiet"
-    )
+    result = fit(tmp_path / "none.zarr", data, tmp_path / "fit")
     one_line_error(result, str(tmp_path / "none.zarr"))
 
 
@@ -135,51 +122,20 @@ def test_roi_mask_of_the_wrong_length(demo_copy, tmp_path):
     outputs, data, _ = demo_copy
     path = data / "subj01" / "roi_masks" / "lh.floc-faces_challenge_space.npy"
     np.save(path, np.load(path)[:-3])
-    result = run(
-        "fit",
-        "--store",
-        str(outputs.store),
-        "--data",
-        str(data),
-        "--models",
-        "alexnet.untrained:features.5",
-        "--pca",
-        "5",
-        "--n-boot",
-        "10",
-        "--out",
-        str(tmp_path / "fit"),
-        "--quiet",
-    )
+    result = fit(outputs.store, data, tmp_path / "fit", *SMALL_MODEL)
     one_line_error(result, str(path), "expected (200,)")
 
 
 def test_nan_fmri_after_results_exist_is_refused_not_reused(demo_copy, tmp_path):
     outputs, data, _ = demo_copy
-    args = [
-        "fit",
-        "--store",
-        str(outputs.store),
-        "--data",
-        str(data),
-        "--models",
-        "alexnet.untrained:features.5",
-        "--pca",
-        "5",
-        "--n-boot",
-        "10",
-        "--out",
-        str(tmp_path / "fit"),
-        "--quiet",
-    ]
-    assert run(*args).returncode == 0
+    assert fit(outputs.store, data, tmp_path / "fit", *SMALL_MODEL).returncode == 0
     path = data / "subj02" / "training_split" / "training_fmri" / "rh_training_fmri.npy"
     fmri = np.load(path)
     fmri[1, 2] = np.nan
     np.save(path, fmri)
     results = tmp_path / "fit" / "results.nc"
     before = digest(results)
-    one_line_error(run(*args), str(path), "1 NaN")
+    one_line_error(fit(outputs.store, data, tmp_path / "fit", *SMALL_MODEL), str(path), "1 NaN")
     assert digest(results) == before
 
 

@@ -189,30 +189,19 @@ KILLABLE = textwrap.dedent("""
 """)
 
 
+def extract_cli_args(images: Path, store: Path, catalog) -> list[str]:
+    """``featurestore extract`` of the tiny backbone with RUN's settings, as command-line words."""
+    words = f"extract --backbone {BACKBONE} --chunk-rows 3 --batch-size 2 --workers 0 --no-progress --device cpu"
+    return [*words.split(), "--images", str(images), "--store", str(store), "--catalog", *map(str, catalog)]
+
+
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, extracted, algonauts_dir, tiny_catalog) -> None:
     store = tmp_path / "s.zarr"
     command = [
         sys.executable,
         "-c",
         KILLABLE,
-        "extract",
-        "--backbone",
-        BACKBONE,
-        "--images",
-        str(algonauts_dir),
-        "--store",
-        str(store),
-        "--catalog",
-        *map(str, tiny_catalog),
-        "--chunk-rows",
-        "3",
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-        "--no-progress",
-        "--device",
-        "cpu",
+        *extract_cli_args(algonauts_dir, store, tiny_catalog),
     ]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first_chunk_done = store / BACKBONE / "_done" / LAYERS[-1] / "c" / "0"  # the chunk's last layer marked
@@ -542,24 +531,7 @@ def test_kill_inside_a_chunk_write_then_resume_equals_uninterrupted_run(
         KILL_AT_WRITE,
         kind,
         str(nth),
-        "extract",
-        "--backbone",
-        BACKBONE,
-        "--images",
-        str(algonauts_dir),
-        "--store",
-        str(store),
-        "--catalog",
-        *map(str, tiny_catalog),
-        "--chunk-rows",
-        "3",
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-        "--no-progress",
-        "--device",
-        "cpu",
+        *extract_cli_args(algonauts_dir, store, tiny_catalog),
     ]
     killed = subprocess.run(command, capture_output=True, timeout=240)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
