@@ -190,14 +190,14 @@ def evaluate_predictions(
             )
             samples[degenerate] = np.nan
             sums.append(samples * per_vertex.size)
-            masks = subject.rois.masks(hemi)
+            medians = roi_medians(r, subject.rois.masks(hemi))  # "All vertices" first, then every ROI present
             hemispheres.append(
                 HemisphereScore(
                     subject=number,
                     hemisphere=hemi,
                     score=percentile_interval(mean, samples, level),
-                    median_r=roi_medians(r, {ALL_VERTICES: np.ones(r.size, dtype=bool)})[ALL_VERTICES],
-                    roi_median_r=roi_medians(r, masks),
+                    median_r=medians[ALL_VERTICES],
+                    roi_median_r=medians,
                     per_vertex=per_vertex,
                 )
             )
