@@ -159,8 +159,12 @@ class RoiAtlas:
         self._cache: dict[tuple, object] = {}
 
     def roi_classes(self) -> list[str]:
-        """The six Algonauts ROI classes."""
-        return list(ROI_CLASSES)
+        """The six Algonauts ROI classes, or none when the folder has no ``mapping_<class>.npy`` at all (a subject
+        prepared from raw NSD without ROI labels holds the all-vertices masks only)."""
+        if "classes" not in self._cache:
+            mappings = [self.roi_dir / ROI_MAPPING.format(roi_class=roi_class) for roi_class in ROI_CLASSES]
+            self._cache["classes"] = list(ROI_CLASSES) if any(path.is_file() for path in mappings) else []
+        return list(self._cache["classes"])
 
     def n_vertices(self, hemi: str) -> int:
         """Number of challenge vertices of a hemisphere."""
@@ -217,7 +221,7 @@ class RoiAtlas:
 
     def roi_names(self, hemi: str, roi_class: str | None = None) -> list[str]:
         """ROI names with at least one challenge vertex on ``hemi`` (one class or all, in class order)."""
-        classes = ROI_CLASSES if roi_class is None else (roi_class,)
+        classes = self.roi_classes() if roi_class is None else (roi_class,)
         names = []
         for name_class in classes:
             present = set(np.unique(self.labels(hemi, name_class)).tolist())
@@ -264,7 +268,7 @@ class RoiAtlas:
         """(class, id) of an ROI name; unknown names list every valid name."""
         found = [
             (roi_class, roi_id)
-            for roi_class in ROI_CLASSES
+            for roi_class in self.roi_classes()
             for roi_id, roi_name in self.mapping(roi_class).items()
             if roi_id and roi_name == name
         ]
@@ -274,8 +278,8 @@ class RoiAtlas:
             raise ChallengeDataError(
                 f"ROI name {name!r} is in several classes {[c for c, _ in found]}; ask for one class instead"
             )
-        valid = [ALL_VERTICES, *ROI_CLASSES]
-        for roi_class in ROI_CLASSES:
+        valid = [ALL_VERTICES, *self.roi_classes()]
+        for roi_class in self.roi_classes():
             valid += [roi_name for roi_id, roi_name in sorted(self.mapping(roi_class).items()) if roi_id]
         raise ChallengeDataError(f"Unknown ROI {name!r} for subj{self.subject:02d}; valid names: {valid}")
 

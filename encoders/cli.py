@@ -376,7 +376,94 @@ def _build_parser() -> argparse.ArgumentParser:
         default="default",
         help="default: 150 train / 40 test images per subject (a few minutes); tiny: a smoke test",
     )
+    _add_prepare_nsd(commands, common, formatter)
     return parser
+
+
+PREPARE_NSD_HELP = """\
+Build Algonauts 2023 folders from the raw NSD release, as the organisers did (challenge_data_preparation.py of
+gifale95/algonauts_2023): single-trial betas on fsaverage read one session at a time, z-scored per session and
+vertex, vertices NaN in any session dropped, repeats averaged; the last 3 sessions present are held out (test
+images shown only there, minus the shared images except, for a subject with every session, those with all 3
+trials held out); the noise ceiling from ncsnr with the norm term of the test images' repeat counts; ROI masks
+mapped from the subject's surface to fsaverage; PNG images named train-0001_nsd-00013.png from the hdf5.
+
+Each subject is written to a temporary folder and renamed to OUT/subjXX when complete: a rerun skips the
+subjects already there and redoes an interrupted one. Memory: one session plus the result (about 8 bytes x
+images x vertices per hemisphere while averaging).
+
+examples:
+  encoders prepare-nsd --nsd-dir /data/NSD --subjects 1 2 --out algonauts_from_nsd --dry-run
+  encoders prepare-nsd --nsd-dir /data/NSD --subjects 1..8 --out algonauts_from_nsd --rsc
+  encoders fit --store features.zarr --data algonauts_from_nsd --backbones alexnet
+"""
+
+
+def _nsd_subjects(text: str) -> list[str]:
+    """'1..8' -> ['1', ..., '8']; anything else as for --subjects."""
+    if ".." in text:
+        first, _, last = text.partition("..")
+        if first.isdigit() and last.isdigit():
+            return [str(number) for number in range(int(first), int(last) + 1)]
+        raise argparse.ArgumentTypeError(f"--subjects range must look like 1..8; got {text!r}")
+    return _split(text)
+
+
+def _add_prepare_nsd(commands: Any, common: argparse.ArgumentParser, formatter: type) -> None:
+    prepare = commands.add_parser(
+        "prepare-nsd",
+        parents=[common],
+        help="write Algonauts 2023 folders from the raw NSD release (resumable)",
+        description=PREPARE_NSD_HELP,
+        formatter_class=formatter,
+    )
+    prepare.add_argument("--nsd-dir", required=True, help="NSD root folder (holding nsddata, nsddata_betas, ...)")
+    prepare.add_argument(
+        "--subjects", type=_nsd_subjects, nargs="+", required=True, metavar="N", help="subjects 1..8, e.g. 1 2 or 1..8"
+    )
+    prepare.add_argument("--out", required=True, help="output folder (subjXX folders are created in it)")
+    prepare.add_argument(
+        "--test",
+        choices=("challenge", "shared1000"),
+        default="challenge",
+        help="held-out images: the organisers' split (default) or the shared images each subject saw",
+    )
+    prepare.add_argument(
+        "--rsc",
+        action="store_true",
+        help="all vertices = nsdgeneral plus the nsdgeneralRSC label, as the challenge (default: nsdgeneral)",
+    )
+    prepare.add_argument(
+        "--require-rois",
+        action="store_true",
+        help="stop with an error when a subject lacks ROI labels (default: write the all-vertices masks, warn)",
+    )
+    prepare.add_argument("--dry-run", action="store_true", help="say what would be read and written, and how many GB")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _prepare_nsd(args: argparse.Namespace) -> int:
+    from nsd.prepare import prepare_nsd
+
+    if not args.dry_run:
+        check_output_folder(args.out, "--out")
+    plan = prepare_nsd(
+        args.nsd_dir,
+        _lists(args.subjects),
+        args.out,
+        roi=("nsdgeneral", "nsdgeneralRSC") if args.rsc else "nsdgeneral",
+        test=args.test,
+        require_rois=args.require_rois,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+    )
+    if args.dry_run:
+        print(plan.describe())
+    else:
+        written = ", ".join(f"subj{number:02d}" for number in plan.todo) or "nothing new"
+        skipped = ", ".join(f"subj{number:02d}" for number in plan.done)
+        print(f"prepared {written} in {args.out}" + (f" (already there: {skipped})" if skipped else ""))
+    return 0
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -537,6 +624,7 @@ INTERRUPTED = {
     "fit": "interrupted; finished combinations are kept under --out/combinations: rerun the same command to resume",
     "demo": "interrupted; what is finished in --out is kept: rerun the same command to resume",
     "submit": "interrupted; nothing was written unless the submission zip was complete",
+    "prepare-nsd": "interrupted; finished subjects are kept in --out: rerun the same command to resume",
 }
 
 COMMANDS = {
@@ -548,6 +636,7 @@ COMMANDS = {
     "evaluate": _evaluate,
     "plots": _plots,
     "demo": _demo,
+    "prepare-nsd": _prepare_nsd,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -30,7 +31,7 @@ from nsd.tree import (
     session_files,
 )
 
-__all__ = ["NsdRoiAtlas", "load_nsd_subject"]
+__all__ = ["NsdRoiAtlas", "NsdSubjectPlan", "load_nsd_subject", "load_planned", "plan_nsd_subject"]
 
 
 class NsdRoiAtlas(RoiAtlas):
@@ -138,6 +139,72 @@ class _Accumulator:
         return np.ascontiguousarray(values, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class NsdSubjectPlan:
+    """What loading a subject will read, known before any betas are: sessions, trials, masks, the split."""
+
+    nsd_dir: Path
+    subject: int
+    space: str
+    folder: Path
+    sessions: list[int]
+    per_session: int
+    trial_ids: np.ndarray
+    masks: dict[str, np.ndarray]
+    split: TrialSplit
+
+    def session_paths(self) -> list[Path]:
+        """Every betas file to read, in reading order."""
+        return [
+            self.folder / SESSION_FILE[self.space].format(hemi=hemi, session=session)
+            for session in self.sessions
+            for hemi in HEMISPHERES
+        ]
+
+
+def plan_nsd_subject(
+    nsd_dir: str | Path,
+    subject: int | str,
+    *,
+    space: str = "fsaverage",
+    roi: str | Sequence[str] = "nsdgeneral",
+    sessions: int | Sequence[int] | None = None,
+    test: str | Sequence[int] | np.ndarray = "challenge",
+) -> NsdSubjectPlan:
+    """Check a subject's design, session files and masks and split its trials (arguments as `load_nsd_subject`)."""
+    number = check_nsd_subject(subject)
+    if check_space(space) != "fsaverage":
+        raise RawNsdError(f"space={space!r} is not supported by load_nsd_subject yet; use space='fsaverage'")
+    nsd_dir = Path(nsd_dir)
+    design = load_expdesign(nsd_dir)
+    folder = betas_dir(nsd_dir, number, space)
+    present = session_files(nsd_dir, number, space)
+    chosen = _chosen_sessions(present, sessions, folder)
+    labels = [roi] if isinstance(roi, str) else list(roi)
+    masks = {hemi: fsaverage_mask(nsd_dir, hemi, labels) for hemi in HEMISPHERES}
+
+    first = folder / SESSION_FILE[space].format(hemi="lh", session=chosen[0])
+    per_session = _n_trials(first)
+    n_design_sessions, rest = divmod(design.n_trials, per_session)
+    if rest or present[-1] > n_design_sessions:
+        raise RawNsdError(
+            f"{design.path} does not match the betas: masterordering has {design.n_trials} trials, not room for "
+            f"{present[-1]} sessions of the {per_session} trials in {first}"
+        )
+    if len(present) < n_design_sessions:
+        warnings.warn(
+            f"subj{number:02d} has {len(present)} of the design's {n_design_sessions} sessions in {folder}; "
+            "the sessions present are taken as its completed sessions",
+            stacklevel=2,
+        )
+    trials = np.concatenate([np.arange((s - 1) * per_session, s * per_session) for s in chosen])
+    trial_ids = design.trial_ids(number, trials)
+    session_index = np.repeat(np.arange(len(chosen)), per_session)
+    complete = chosen == list(range(1, n_design_sessions + 1))
+    split = split_trials(trial_ids, session_index, len(chosen), test=test, shared=design.shared, complete=complete)
+    return NsdSubjectPlan(nsd_dir, number, space, folder, chosen, per_session, trial_ids, masks, split)
+
+
 def load_nsd_subject(
     nsd_dir: str | Path,
     subject: int | str,
@@ -177,37 +244,17 @@ def load_nsd_subject(
         float32 fMRI (train and test) per hemisphere, NSD ids, noise ceiling (fraction) and an `NsdRoiAtlas`;
         no image paths (images come from the stimulus hdf5 by NSD id).
     """
-    number = check_nsd_subject(subject)
-    if check_space(space) != "fsaverage":
-        raise RawNsdError(f"space={space!r} is not supported by load_nsd_subject yet; use space='fsaverage'")
-    nsd_dir = Path(nsd_dir)
-    design = load_expdesign(nsd_dir)
-    folder = betas_dir(nsd_dir, number, space)
-    present = session_files(nsd_dir, number, space)
-    chosen = _chosen_sessions(present, sessions, folder)
-    labels = [roi] if isinstance(roi, str) else list(roi)
-    masks = {hemi: fsaverage_mask(nsd_dir, hemi, labels) for hemi in HEMISPHERES}
+    plan = plan_nsd_subject(nsd_dir, subject, space=space, roi=roi, sessions=sessions, test=test)
+    return load_planned(plan, average=average, progress=progress)
 
-    first = folder / SESSION_FILE[space].format(hemi="lh", session=chosen[0])
-    per_session = _n_trials(first)
-    n_design_sessions, rest = divmod(design.n_trials, per_session)
-    if rest or present[-1] > n_design_sessions:
-        raise RawNsdError(
-            f"{design.path} does not match the betas: masterordering has {design.n_trials} trials, not room for "
-            f"{present[-1]} sessions of the {per_session} trials in {first}"
-        )
-    if len(present) < n_design_sessions:
-        warnings.warn(
-            f"subj{number:02d} has {len(present)} of the design's {n_design_sessions} sessions in {folder}; "
-            "the sessions present are taken as its completed sessions",
-            stacklevel=2,
-        )
-    trials = np.concatenate([np.arange((s - 1) * per_session, s * per_session) for s in chosen])
-    trial_ids = design.trial_ids(number, trials)
-    session_index = np.repeat(np.arange(len(chosen)), per_session)
-    complete = chosen == list(range(1, n_design_sessions + 1))
-    split = split_trials(trial_ids, session_index, len(chosen), test=test, shared=design.shared, complete=complete)
-    fmri, test_fmri, all_vertices = _read_betas(folder, space, chosen, per_session, masks, split, average, progress)
+
+def load_planned(plan: NsdSubjectPlan, *, average: bool = True, progress: bool = True) -> SubjectData:
+    """Read the betas a `plan_nsd_subject` plan names (see `load_nsd_subject`)."""
+    number, nsd_dir, split, masks, folder = plan.subject, plan.nsd_dir, plan.split, plan.masks, plan.folder
+    space = plan.space
+    fmri, test_fmri, all_vertices = _read_betas(
+        folder, space, plan.sessions, plan.per_session, masks, split, average, progress
+    )
     ceilings = {}
     repeats = split.test_repeats if average else np.ones(1)
     for hemi in HEMISPHERES:
@@ -230,7 +277,7 @@ def load_nsd_subject(
     rois = NsdRoiAtlas(number, all_vertices, mappings, fs_labels, skipped, label_dir.parent)
     train_ids, test_ids = split.train_ids, split.test_ids
     if not average:
-        train_ids, test_ids = trial_ids[split.train_row >= 0], trial_ids[split.test_row >= 0]
+        train_ids, test_ids = plan.trial_ids[split.train_row >= 0], plan.trial_ids[split.test_row >= 0]
     return SubjectData(
         subject=number,
         fmri=fmri,
