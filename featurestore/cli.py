@@ -25,6 +25,8 @@ examples:
   featurestore extract --backbone alexnet --images DATA_DIR --store features.zarr
   featurestore extract --backbone ViT-B-32.openai --layers embedding --images nsd_stimuli.hdf5 \\
       --store s3://bucket/features.zarr --storage-option endpoint_url=http://127.0.0.1:9000
+  featurestore extract --backbone alexnet --images NSD/nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5 \
+      --subjects 1 2 --store features.zarr         # raw NSD: the images subjects 1 and 2 were shown
   featurestore ls features.zarr                     # backbones, layers, ids per layer, bytes
   featurestore info features.zarr alexnet           # provenance
   featurestore demo-data demo_data                  # a small offline dataset in the Algonauts 2023 layout
@@ -168,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument("--store", required=True, help="feature store path or URL (created if missing)")
     extract.add_argument(
-        "--subjects", nargs="+", help="Algonauts subjects to take images from, e.g. 1 2 (default: all)"
+        "--subjects",
+        nargs="+",
+        help="subjects to take images from, e.g. 1 2 (default: all); with nsd_stimuli.hdf5 inside an NSD tree, the "
+        "images the NSD design shows them (read from nsddata/experiments/nsd/nsd_expdesign.mat)",
     )
     extract.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     extract.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")

@@ -87,7 +87,7 @@ def read_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
 # The source modules subclass StimulusSource and use read_image, defined above.
 from featurestore.stimuli.algonauts import AlgonautsImages, parse_image_name  # noqa: E402
 from featurestore.stimuli.folder import ImageFolder  # noqa: E402
-from featurestore.stimuli.nsd_hdf5 import NSDHdf5  # noqa: E402
+from featurestore.stimuli.nsd_hdf5 import NSDHdf5, subject_ids  # noqa: E402
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 
@@ -108,7 +108,8 @@ def open_stimuli(
         ``imgBrick``); or a plain image folder together with ``id_map``. A source is
         returned unchanged.
     subjects : int, str or list of them, default=None
-        Algonauts subjects to take images from (``1`` or ``"subj01"``); None takes all.
+        Subjects to take images from (``1`` or ``"subj01"``); None takes all. For the NSD hdf5 file, the images
+        the NSD design shows them, read from ``nsd_expdesign.mat`` of the NSD tree holding the file.
     id_map : dict {filename: nsd_id} or path to a CSV with columns filename,nsd_id, default=None
         Required for a plain image folder; selects :class:`ImageFolder`.
 
@@ -128,9 +129,7 @@ def open_stimuli(
             raise StimulusError(f"subjects= applies only to Algonauts folders, not to a folder with id_map ({path})")
         return ImageFolder(path, id_map)
     if path.is_file() and path.suffix.lower() in HDF5_SUFFIXES:
-        if subjects is not None:
-            raise StimulusError(f"subjects= applies only to Algonauts folders, not to an hdf5 file ({path})")
-        return NSDHdf5(path)
+        return NSDHdf5(path, ids=None if subjects is None else subject_ids(path, subjects))
     if path.is_dir() and AlgonautsImages.looks_like(path):
         return AlgonautsImages(path, subjects=subjects)
     raise StimulusError(

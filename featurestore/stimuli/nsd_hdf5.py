@@ -13,6 +13,26 @@ from PIL import Image
 from featurestore.stimuli import StimulusError, StimulusSource
 
 IMAGE_SHAPE = (425, 425, 3)
+# the release's place of the stimulus file, relative to the NSD root (nsd.tree.STIMULI_FILE)
+_NSD_ROOT_DEPTH = len(Path("nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5").parts)
+
+
+def subject_ids(path: str | os.PathLike, subjects: int | str | Sequence[int | str]) -> np.ndarray:
+    """Sorted NSD ids of the images the design shows to ``subjects`` (their ``subjectim`` rows, 10,000 each), read
+    from ``nsd_expdesign.mat`` of the NSD tree that holds the hdf5 file at its release path."""
+    from nsd.expdesign import load_expdesign  # imports the encoders' errors: only when subjects are asked for
+    from nsd.tree import RawNsdError, check_nsd_subject
+
+    path = Path(path).resolve()
+    if len(path.parents) < _NSD_ROOT_DEPTH:
+        raise StimulusError(f"{path} is not in an NSD tree (nsddata_stimuli/stimuli/nsd/): subjects need its design")
+    root = path.parents[_NSD_ROOT_DEPTH - 1]
+    try:
+        numbers = [check_nsd_subject(s) for s in ([subjects] if isinstance(subjects, (int, str)) else subjects)]
+        design = load_expdesign(root)
+    except RawNsdError as error:
+        raise StimulusError(f"images of subjects {subjects!r} from {path}: {error}") from error
+    return np.unique(np.concatenate([design.subjectim[n - 1, np.unique(design.masterordering)] for n in numbers]))
 
 
 class NSDHdf5(StimulusSource):
