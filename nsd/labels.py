@@ -1,5 +1,6 @@
-"""Surface labels of the raw NSD tree: the nsdgeneral mask on fsaverage and the subjects' ROI labels mapped to
-fsaverage (nearest neighbour through ``{hemi}.white-to-fsaverage.mgz``, as nsdcode's ``nsd_mapdata`` does)."""
+"""Labels of the raw NSD tree: the nsdgeneral mask on fsaverage and the subjects' ROI labels mapped to fsaverage
+(nearest neighbour through ``{hemi}.white-to-fsaverage.mgz``, as nsdcode's ``nsd_mapdata`` does), and their
+per-hemisphere versions in the 1.8 mm volume."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from nsd.layout import ROI_CLASSES, subject_folder_name
-from nsd.tree import CTAB_FILE, FSAVERAGE_LABEL, SUBJECT_LABEL, TO_FSAVERAGE, RawNsdError
+from nsd.layout import HEMISPHERES, ROI_CLASSES, subject_folder_name
+from nsd.tree import CTAB_FILE, FSAVERAGE_LABEL, SUBJECT_LABEL, TO_FSAVERAGE, VOLUME_LABEL, RawNsdError
 
-__all__ = ["fsaverage_mask", "read_ctab", "read_surface_vector", "subject_rois"]
+__all__ = [
+    "fsaverage_mask",
+    "read_ctab",
+    "read_surface_vector",
+    "read_volume",
+    "subject_rois",
+    "volume_mask",
+    "volume_rois",
+]
 
 
 def read_surface_vector(path: Path, what: str) -> np.ndarray:
@@ -27,6 +36,56 @@ def read_surface_vector(path: Path, what: str) -> np.ndarray:
     if data.shape[1] != 1:
         raise RawNsdError(f"{path}: {what} has shape {data.shape}, expected one value per vertex")
     return data[:, 0]
+
+
+def read_volume(path: Path, what: str) -> np.ndarray:
+    """A 3-D NIfTI volume (values as stored, scaling applied)."""
+    if not path.is_file():
+        raise RawNsdError(f"Missing file {path} ({what})")
+    try:
+        data = np.asanyarray(nib.load(path).dataobj)
+    except Exception as error:  # nibabel raises many kinds for a corrupt file
+        raise RawNsdError(f"Cannot read {path} as NIfTI ({what}): {error}") from error
+    if data.ndim != 3:
+        raise RawNsdError(f"{path}: {what} has shape {data.shape}, expected a 3-D volume")
+    return data
+
+
+def volume_mask(nsd_dir: Path, subject: int, hemi: str, labels: Sequence[str]) -> np.ndarray:
+    """Bool 3-D mask of one hemisphere in the 1.8 mm volume: the union of ``{hemi}.<label>.nii.gz`` (value > 0)."""
+    folder = subject_folder_name(subject)
+    masks = [
+        read_volume(Path(nsd_dir) / VOLUME_LABEL.format(subject=folder, hemi=hemi, label=label), f"{label} mask") > 0
+        for label in labels
+    ]
+    if any(mask.shape != masks[0].shape for mask in masks):
+        raise RawNsdError(f"subj{subject:02d} {hemi} volume labels {list(labels)} have different shapes")
+    return np.logical_or.reduce(masks)
+
+
+def volume_rois(
+    nsd_dir: Path, subject: int, shape: tuple[int, ...]
+) -> tuple[dict[str, dict[int, str]], dict[tuple[str, str], np.ndarray], dict[str, str]]:
+    """(mappings, flattened volume labels per (hemi, class), skipped class -> reason) in the 1.8 mm volume."""
+    folder = subject_folder_name(subject)
+    nsd_dir = Path(nsd_dir)
+    mappings, labels, skipped = {}, {}, {}
+    for roi_class in ROI_CLASSES:
+        ctab = nsd_dir / CTAB_FILE.format(subject=folder, roi_class=roi_class)
+        paths = {
+            hemi: nsd_dir / VOLUME_LABEL.format(subject=folder, hemi=hemi, label=roi_class) for hemi in HEMISPHERES
+        }
+        absent = [path for path in (ctab, *paths.values()) if not path.is_file()]
+        if absent:
+            skipped[roi_class] = f"missing {absent[0]}"
+            continue
+        mappings[roi_class] = read_ctab(ctab)
+        for hemi, path in paths.items():
+            values = read_volume(path, f"{roi_class} ROI ids")
+            if values.shape != shape:
+                raise RawNsdError(f"{path}: has shape {values.shape}, expected {shape} (as the betas)")
+            labels[(hemi, roi_class)] = np.maximum(np.rint(values).astype(np.int64), 0).ravel()
+    return mappings, labels, skipped
 
 
 def fsaverage_mask(nsd_dir: Path, hemi: str, labels: Sequence[str]) -> np.ndarray:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from encoders.challenge import RoiAtlas, SubjectData
 from nsd.betas import read_session, zscore
 from nsd.expdesign import load_expdesign
-from nsd.labels import fsaverage_mask, read_surface_vector, subject_rois
+from nsd.labels import fsaverage_mask, read_surface_vector, read_volume, subject_rois, volume_mask, volume_rois
 from nsd.layout import HEMISPHERES, ROI_CLASSES, subject_folder_name
 from nsd.noise_ceiling import noise_ceiling
 from nsd.split import TrialSplit, split_trials
@@ -154,11 +154,13 @@ class NsdSubjectPlan:
     split: TrialSplit
 
     def session_paths(self) -> list[Path]:
-        """Every betas file to read, in reading order."""
+        """Every betas file to read, in reading order (one per hemisphere on fsaverage, one per session in the
+        volume)."""
+        hemis = HEMISPHERES if self.space == "fsaverage" else HEMISPHERES[:1]
         return [
             self.folder / SESSION_FILE[self.space].format(hemi=hemi, session=session)
             for session in self.sessions
-            for hemi in HEMISPHERES
+            for hemi in hemis
         ]
 
 
@@ -173,15 +175,19 @@ def plan_nsd_subject(
 ) -> NsdSubjectPlan:
     """Check a subject's design, session files and masks and split its trials (arguments as `load_nsd_subject`)."""
     number = check_nsd_subject(subject)
-    if check_space(space) != "fsaverage":
-        raise RawNsdError(f"space={space!r} is not supported by load_nsd_subject yet; use space='fsaverage'")
+    check_space(space)
     nsd_dir = Path(nsd_dir)
     design = load_expdesign(nsd_dir)
     folder = betas_dir(nsd_dir, number, space)
     present = session_files(nsd_dir, number, space)
     chosen = _chosen_sessions(present, sessions, folder)
     labels = [roi] if isinstance(roi, str) else list(roi)
-    masks = {hemi: fsaverage_mask(nsd_dir, hemi, labels) for hemi in HEMISPHERES}
+    if space == "fsaverage":
+        masks = {hemi: fsaverage_mask(nsd_dir, hemi, labels) for hemi in HEMISPHERES}
+    else:
+        masks = {hemi: volume_mask(nsd_dir, number, hemi, labels) for hemi in HEMISPHERES}
+        if masks["lh"].shape != masks["rh"].shape:
+            raise RawNsdError(f"subj{number:02d}: lh and rh volume masks differ in shape")
 
     first = folder / SESSION_FILE[space].format(hemi="lh", session=chosen[0])
     per_session = _n_trials(first)
@@ -224,10 +230,11 @@ def load_nsd_subject(
         The NSD root (holding ``nsddata``, ``nsddata_betas``).
     subject : int or str
         1..8, as ``1``, ``"01"`` or ``"subj01"``.
-    space : {"fsaverage"}, default="fsaverage"
-        Betas space.
+    space : {"fsaverage", "func1pt8mm"}, default="fsaverage"
+        Betas space: fsaverage vertices, or the subject's 1.8 mm volume (int16 / 300), whose hemispheres are the
+        ``roi/{lh,rh}.<label>.nii.gz`` masks; the atlas then holds flattened volumes (C order) for "fsaverage".
     roi : str or sequence of str, default="nsdgeneral"
-        fsaverage labels whose union is "All vertices"; ``("nsdgeneral", "nsdgeneralRSC")`` is the challenge's.
+        Labels whose union is "All vertices"; ``("nsdgeneral", "nsdgeneralRSC")`` is the challenge's (fsaverage).
     sessions : int or sequence of int, default=None
         The first N sessions, or the listed session numbers; None reads every session file present.
     average : bool, default=True
@@ -259,10 +266,13 @@ def load_planned(plan: NsdSubjectPlan, *, average: bool = True, progress: bool =
     repeats = split.test_repeats if average else np.ones(1)
     for hemi in HEMISPHERES:
         path = folder / NCSNR_FILE[space].format(hemi=hemi)
-        ncsnr = read_surface_vector(path, "noise ceiling SNR")
+        if space == "fsaverage":
+            ncsnr = read_surface_vector(path, "noise ceiling SNR")
+        else:
+            ncsnr = read_volume(path, "noise ceiling SNR")
         if ncsnr.shape != masks[hemi].shape:
-            raise RawNsdError(f"{path}: has {ncsnr.size} vertices, expected {masks[hemi].size} (as the betas)")
-        ncsnr = ncsnr[all_vertices[hemi]].astype(np.float64)
+            raise RawNsdError(f"{path}: has shape {ncsnr.shape}, expected {masks[hemi].shape} (as the betas)")
+        ncsnr = ncsnr.ravel()[all_vertices[hemi]].astype(np.float64)
         if not np.isfinite(ncsnr).all():
             warnings.warn(
                 f"{path}: {int((~np.isfinite(ncsnr)).sum())} kept vertices have no ncsnr; ceiling 0",
@@ -270,7 +280,10 @@ def load_planned(plan: NsdSubjectPlan, *, average: bool = True, progress: bool =
             )
             ncsnr = np.nan_to_num(ncsnr, nan=0.0, posinf=0.0, neginf=0.0)
         ceilings[hemi] = noise_ceiling(ncsnr, repeats)
-    mappings, fs_labels, skipped = subject_rois(nsd_dir, number, {hemi: masks[hemi].size for hemi in HEMISPHERES})
+    if space == "fsaverage":
+        mappings, fs_labels, skipped = subject_rois(nsd_dir, number, {hemi: masks[hemi].size for hemi in HEMISPHERES})
+    else:
+        mappings, fs_labels, skipped = volume_rois(nsd_dir, number, masks["lh"].shape)
     for (hemi, _), values in fs_labels.items():
         values[~all_vertices[hemi]] = 0
     label_dir = nsd_dir / Path(SUBJECT_LABEL.format(subject=subject_folder_name(number), hemi="lh", roi_class="x"))
@@ -307,19 +320,29 @@ def _read_betas(
     test = {hemi: _Accumulator(split.test_row, len(split.test_ids), n_selected[hemi], average) for hemi in masks}
     bad = {hemi: np.zeros(n, dtype=bool) for hemi, n in n_selected.items()}
     bar = tqdm(chosen, desc=f"{folder.parts[-3]} sessions", unit="session", disable=not progress)
+    union = masks["lh"] | masks["rh"]
+    columns = {hemi: np.flatnonzero(mask[union]) for hemi, mask in masks.items()}  # hemisphere within the union
     for position, session in enumerate(bar):
         trials = slice(position * per_session, (position + 1) * per_session)
-        for hemi, mask in masks.items():
-            path = folder / SESSION_FILE[space].format(hemi=hemi, session=session)
-            zscored = zscore(read_session(path, mask, per_session))
-            bad[hemi] |= np.isnan(zscored).any(axis=0)
-            train[hemi].add(trials, zscored)
-            test[hemi].add(trials, zscored)
+        if space == "fsaverage":  # a file per hemisphere
+            zscored = {
+                hemi: zscore(
+                    read_session(folder / SESSION_FILE[space].format(hemi=hemi, session=session), mask, per_session)
+                )
+                for hemi, mask in masks.items()
+            }
+        else:  # one volume for both hemispheres: read once
+            both = zscore(read_session(folder / SESSION_FILE[space].format(session=session), union, per_session))
+            zscored = {hemi: both[:, columns[hemi]] for hemi in masks}
+        for hemi, values in zscored.items():
+            bad[hemi] |= np.isnan(values).any(axis=0)
+            train[hemi].add(trials, values)
+            test[hemi].add(trials, values)
     train_counts = np.bincount(split.train_row[split.train_row >= 0], minlength=len(split.train_ids))
     fmri = {hemi: train[hemi].result(train_counts, ~bad[hemi]) for hemi in masks}
     test_fmri = {hemi: test[hemi].result(split.test_repeats, ~bad[hemi]) for hemi in masks}
     kept = {}
     for hemi, mask in masks.items():
-        kept[hemi] = mask.copy()
-        kept[hemi][np.flatnonzero(mask)[bad[hemi]]] = False
+        kept[hemi] = mask.ravel().copy()  # a volume's mask is flattened (C order, the order of its columns)
+        kept[hemi][np.flatnonzero(kept[hemi])[bad[hemi]]] = False
     return fmri, test_fmri, kept

@@ -8,7 +8,8 @@ Names follow the release (and the organisers' ``challenge_data_preparation.py``)
     nsddata_betas/ppdata/subjXX/fsaverage/betas_fithrf_GLMdenoise_RR/{lh,rh}.ncsnr.mgh
     nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_sessionNN.nii.gz   int16, x 1/300
     nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR/ncsnr.nii.gz
-    nsddata/ppdata/subjXX/func1pt8mm/roi/nsdgeneral.nii.gz          volume mask (1 = in, 0 / -1 = out)
+    nsddata/ppdata/subjXX/func1pt8mm/roi/{lh,rh}.nsdgeneral.nii.gz  volume mask per hemisphere (> 0 = in)
+    nsddata/ppdata/subjXX/func1pt8mm/roi/{lh,rh}.<class>.nii.gz     volume ROI ids per hemisphere
     nsddata/freesurfer/fsaverage/label/{lh,rh}.nsdgeneral.mgz     fsaverage mask (> 0 = in)
     nsddata/freesurfer/subjXX/label/{lh,rh}.<class>.mgz           subject-surface ROI ids, names in <class>.mgz.ctab
     nsddata/ppdata/subjXX/transforms/{lh,rh}.white-to-fsaverage.mgz   1-based subject vertex per fsaverage vertex
@@ -37,7 +38,7 @@ __all__ = [
     "STIMULI_FILE",
     "SUBJECT_LABEL",
     "TO_FSAVERAGE",
-    "VOLUME_MASK",
+    "VOLUME_LABEL",
     "check_nsd_subject",
     "session_files",
 ]
@@ -50,7 +51,7 @@ BETAS_DIR = "nsddata_betas/ppdata/{subject}/{space}/betas_fithrf_GLMdenoise_RR"
 # per space: session file (hemi is "" for the volume) and ncsnr file
 SESSION_FILE = {"fsaverage": "{hemi}.betas_session{session:02d}.mgh", "func1pt8mm": "betas_session{session:02d}.nii.gz"}
 NCSNR_FILE = {"fsaverage": "{hemi}.ncsnr.mgh", "func1pt8mm": "ncsnr.nii.gz"}
-VOLUME_MASK = "nsddata/ppdata/{subject}/func1pt8mm/roi/{label}.nii.gz"
+VOLUME_LABEL = "nsddata/ppdata/{subject}/func1pt8mm/roi/{hemi}.{label}.nii.gz"  # a mask or an ROI class
 FSAVERAGE_LABEL = "nsddata/freesurfer/fsaverage/label/{hemi}.{label}.mgz"
 SUBJECT_LABEL = "nsddata/freesurfer/{subject}/label/{hemi}.{roi_class}.mgz"
 CTAB_FILE = "nsddata/freesurfer/{subject}/label/{roi_class}.mgz.ctab"

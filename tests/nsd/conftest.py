@@ -33,6 +33,9 @@ N_NATIVE = 500  # subject surface vertices
 SESSIONS = {1: 6, 2: 5}
 NAN_VERTICES = {"lh": [2, 11, 17], "rh": [5, 20]}  # positions among subj02's nsdgeneral vertices, NaN in session 2
 BETAS = "nsddata_betas/ppdata/subj{s:02d}/fsaverage/betas_fithrf_GLMdenoise_RR"
+VOLUME_BETAS = "nsddata_betas/ppdata/subj{s:02d}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+VOLUME_ROI = "nsddata/ppdata/subj{s:02d}/func1pt8mm/roi"
+BRICK = (6, 5, 4)  # the 1.8 mm volume of subj01 (x splits the hemispheres: lh x < 3)
 
 
 def _mgh(path: Path, values: np.ndarray) -> None:
@@ -104,6 +107,7 @@ def write_raw_nsd(root: Path, seed: int = 0) -> SimpleNamespace:
                 _mgh(folder / f"{hemi}.betas_session{session:02d}.mgh", betas)
             _mgh(folder / f"{hemi}.ncsnr.mgh", ncsnr[hemi])
 
+    _write_volume(root, rng, subjectim[0, masterordering], features)
     label_names = {roi_class: ["Unknown", *names] for roi_class, names in ROI_NAMES.items()}
     subject_labels = root / "nsddata/freesurfer/subj01/label"
     native = {}
@@ -140,6 +144,8 @@ def write_raw_nsd(root: Path, seed: int = 0) -> SimpleNamespace:
         native_labels=native,
         sessions=SESSIONS,
         betas=BETAS,
+        volume_betas=VOLUME_BETAS,
+        volume_roi=VOLUME_ROI,
         trials_per_session=TRIALS_PER_SESSION,
         design_sessions=DESIGN_SESSIONS,
         n_shared=N_SHARED,
@@ -147,6 +153,35 @@ def write_raw_nsd(root: Path, seed: int = 0) -> SimpleNamespace:
         write_mgh=_mgh,
         linked_copy=linked_copy,
     )
+
+
+def _nifti(path: Path, values: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(values, np.diag([1.8, 1.8, 1.8, 1])), path)
+
+
+def _write_volume(root: Path, rng: np.random.Generator, trial_ids: np.ndarray, features: np.ndarray) -> None:
+    """subj01 in the 1.8 mm volume: per-hemisphere nsdgeneral and ROI volumes, int16 betas (x 300), ncsnr."""
+    x = np.indices(BRICK)[0]
+    general = (rng.uniform(size=BRICK) < 0.4).astype(np.int16)
+    general[0, 0, 0] = -1  # outside the brain, as NSD's volume ROIs mark it
+    for hemi, side in (("lh", x < 3), ("rh", x >= 3)):
+        _nifti(root / VOLUME_ROI.format(s=1) / f"{hemi}.nsdgeneral.nii.gz", np.where(side, general, 0).astype(np.int16))
+        for roi_class, names in ROI_NAMES.items():
+            labels = np.where(side, rng.integers(0, len(names) + 1, BRICK), 0).astype(np.int16)
+            _nifti(root / VOLUME_ROI.format(s=1) / f"{hemi}.{roi_class}.nii.gz", labels)
+    n_voxels = int(np.prod(BRICK))
+    ncsnr = rng.uniform(0.3, 2.0, n_voxels)
+    clean = features @ rng.standard_normal((N_FEATURES, n_voxels))
+    clean = (clean - clean.mean(0)) / clean.std(0) * ncsnr
+    folder = root / VOLUME_BETAS.format(s=1)
+    _nifti(folder / "ncsnr.nii.gz", ncsnr.reshape(BRICK).astype(np.float32))
+    for session in range(1, SESSIONS[1] + 1):
+        trials = trial_ids[(session - 1) * TRIALS_PER_SESSION : session * TRIALS_PER_SESSION]
+        betas = (clean[trials] + rng.standard_normal((len(trials), n_voxels))) * 2 + rng.normal(0, 3, n_voxels)
+        _nifti(
+            folder / f"betas_session{session:02d}.nii.gz", np.rint(300 * betas.T.reshape(*BRICK, -1)).astype(np.int16)
+        )
 
 
 def _rsc_mask(root: Path, hemi: str) -> np.ndarray:

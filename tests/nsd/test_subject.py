@@ -25,26 +25,36 @@ def _load(spec, subject, **kwargs):
         return load_nsd_subject(spec.root, subject, progress=False, **kwargs)
 
 
-def _zscored_trials(spec, subject, labels=("nsdgeneral",)):
-    """(trial ids, {hemi: z-scored trials x mask vertices with NaN}, {hemi: fsaverage mask}) the organisers' way."""
+def _zscored_trials(spec, subject, labels=("nsdgeneral",), space="fsaverage"):
+    """(trial ids, {hemi: z-scored trials x mask vertices with NaN}, {hemi: flat mask}) the organisers' way (in the
+    volume: the int16 betas / 300, each hemisphere's voxels)."""
     completed = spec.sessions[subject]
     all_trials = spec.subjectim[subject - 1, spec.masterordering][: completed * TRIALS_PER_SESSION]
     betas, masks = {}, {}
     for hemi in HEMISPHERES:
-        folder = spec.root / "nsddata/freesurfer/fsaverage/label"
-        mask = sum(np.squeeze(nib.load(folder / f"{hemi}.{label}.mgz").get_fdata()) for label in labels)
         sessions = []
+        if space == "fsaverage":
+            folder = spec.root / "nsddata/freesurfer/fsaverage/label"
+            mask = sum(np.squeeze(nib.load(folder / f"{hemi}.{label}.mgz").get_fdata()) for label in labels)
+        else:
+            folder = spec.root / spec.volume_roi.format(s=subject)
+            mask = sum(nib.load(folder / f"{hemi}.{label}.nii.gz").get_fdata() > 0 for label in labels).ravel()
         for s in range(completed):
-            path = spec.root / spec.betas.format(s=subject) / f"{hemi}.betas_session{s + 1:02d}.mgh"
-            session = np.transpose(np.squeeze(nib.load(path).get_fdata()))[:, np.where(mask)[0]]
-            sessions.append(StandardScaler().fit_transform(session))
+            if space == "fsaverage":
+                path = spec.root / spec.betas.format(s=subject) / f"{hemi}.betas_session{s + 1:02d}.mgh"
+                session = np.transpose(np.squeeze(nib.load(path).get_fdata()))
+            else:
+                path = spec.root / spec.volume_betas.format(s=subject) / f"betas_session{s + 1:02d}.nii.gz"
+                volume = nib.load(path).get_fdata() / 300
+                session = volume.reshape(-1, volume.shape[-1]).T
+            sessions.append(StandardScaler().fit_transform(session[:, np.where(mask)[0]]))
         betas[hemi], masks[hemi] = np.concatenate(sessions), mask.astype(int)
     return all_trials, betas, masks
 
 
-def _organisers(spec, subject, labels=("nsdgeneral",)):
+def _organisers(spec, subject, labels=("nsdgeneral",), space="fsaverage"):
     """The challenge data of ``challenge_data_preparation.py`` for the miniature (test_sessions = 3)."""
-    all_trials, betas, masks = _zscored_trials(spec, subject, labels)
+    all_trials, betas, masks = _zscored_trials(spec, subject, labels, space)
     completed = spec.sessions[subject]
     train_trials = all_trials[: (completed - 3) * TRIALS_PER_SESSION]
     train_unique_cond = np.unique(train_trials)
@@ -70,7 +80,10 @@ def _organisers(spec, subject, labels=("nsdgeneral",)):
         test = np.zeros((len(test_unique_cond), kept.shape[1]))
         for i, cond in enumerate(test_unique_cond):
             test[i] = np.mean(kept[np.where(all_trials == cond)[0]], 0)
-        ncsnr = np.squeeze(nib.load(spec.root / spec.betas.format(s=subject) / f"{hemi}.ncsnr.mgh").get_fdata())
+        if space == "fsaverage":
+            ncsnr = np.squeeze(nib.load(spec.root / spec.betas.format(s=subject) / f"{hemi}.ncsnr.mgh").get_fdata())
+        else:
+            ncsnr = nib.load(spec.root / spec.volume_betas.format(s=subject) / "ncsnr.nii.gz").get_fdata().ravel()
         ncsnr = ncsnr[np.where(mask)[0]]
         reps = [len(np.where(test_trials_all == i)[0]) for i in test_unique_cond]
         norm_term = (reps.count(3) / 3 + reps.count(2) / 2 + reps.count(1)) / len(reps)
@@ -95,6 +108,25 @@ def test_challenge_subject_equals_the_organisers_recipe(raw_nsd, subject, labels
         np.testing.assert_allclose(data.test_fmri[hemi], expected[hemi]["test"], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(data.rois.all_vertices(hemi), expected[hemi]["mask"].astype(bool))
         np.testing.assert_allclose(data.noise_ceiling[hemi], expected[hemi]["nc"], rtol=1e-6)
+
+
+def test_volume_subject_equals_the_recipe_on_voxels(raw_nsd):
+    data = load_nsd_subject(raw_nsd.root, 1, space="func1pt8mm", progress=False)
+    expected = _organisers(raw_nsd, 1, space="func1pt8mm")
+    np.testing.assert_array_equal(data.train_ids, expected["train_ids"])
+    np.testing.assert_array_equal(data.test_ids, expected["test_ids"])
+    for hemi in HEMISPHERES:
+        assert 0 < data.fmri[hemi].shape[1] == expected[hemi]["mask"].sum()
+        np.testing.assert_allclose(data.fmri[hemi], expected[hemi]["train"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(data.test_fmri[hemi], expected[hemi]["test"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(data.noise_ceiling[hemi], expected[hemi]["nc"], rtol=1e-6)
+        np.testing.assert_array_equal(data.rois.all_vertices(hemi), expected[hemi]["mask"].astype(bool))
+        for roi_class in ROI_NAMES:
+            path = raw_nsd.root / raw_nsd.volume_roi.format(s=1) / f"{hemi}.{roi_class}.nii.gz"
+            labels = np.asarray(nib.load(path).dataobj).ravel()[expected[hemi]["mask"].astype(bool)]
+            np.testing.assert_array_equal(data.rois.labels(hemi, roi_class), labels)
+    with pytest.raises(RawNsdError, match=r"Missing betas folder .*subj02/func1pt8mm"):
+        load_nsd_subject(raw_nsd.root, 2, space="func1pt8mm", progress=False)
 
 
 def test_nan_vertices_are_dropped(raw_nsd):
