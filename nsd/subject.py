@@ -120,7 +120,7 @@ class _Accumulator:
     def __init__(self, rows: np.ndarray, n_rows: int, n_vertices: int, average: bool):
         self.rows, self.average = rows, average
         self.n_rows = n_rows if average else int((rows >= 0).sum())
-        self.values = np.zeros((self.n_rows, n_vertices), dtype=np.float64 if average else np.float32)
+        self.values = np.zeros((self.n_rows, n_vertices), dtype=np.float32)  # the result's size, never twice it
         self.filled = 0
 
     def add(self, trials: slice, zscored: np.ndarray) -> None:
@@ -135,8 +135,8 @@ class _Accumulator:
     def result(self, counts: np.ndarray | None, keep: np.ndarray) -> np.ndarray:
         values = self.values[:, keep]
         if self.average:
-            values = values / counts[:, None]
-        return np.ascontiguousarray(values, dtype=np.float32)
+            values /= counts[:, None].astype(np.float32)
+        return np.ascontiguousarray(values)
 
 
 @dataclass(frozen=True)
