@@ -389,8 +389,8 @@ trials held out); the noise ceiling from ncsnr with the norm term of the test im
 mapped from the subject's surface to fsaverage; PNG images named train-0001_nsd-00013.png from the hdf5.
 
 Each subject is written to a temporary folder and renamed to OUT/subjXX when complete: a rerun skips the
-subjects already there and redoes an interrupted one. Memory: one session plus the result (about 8 bytes x
-images x vertices per hemisphere while averaging).
+subjects already there and redoes an interrupted one. Memory: one session (about 1 GB) plus the result
+(4 bytes x images x vertices, about 1.6 GB for a full subject). --dry-run reads no betas.
 
 examples:
   encoders prepare-nsd --nsd-dir /data/NSD --subjects 1 2 --out algonauts_from_nsd --dry-run
