@@ -6,6 +6,7 @@ so a killed run leaves no half-written subject: a rerun skips the subjects alrea
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ __all__ = ["PreparePlan", "prepare_nsd"]
 
 IMAGE_BYTES = 425 * 425 * 3  # one uncompressed NSD image
 PARTIAL = ".{folder}.partial"
+RECIPE_FILE = "nsd_recipe.json"  # in each prepared subject folder: what it was made from, checked on a rerun
 
 
 @dataclass
@@ -106,6 +108,33 @@ def _write_subject(data: SubjectData, folder: Path, stimuli: Path, progress: boo
         source.close()
 
 
+def _recipe(nsd_dir: Path, roi: str | Sequence[str], test: str | Sequence[int]) -> dict:
+    """What a prepared subject depends on besides the subject number (JSON-ready)."""
+    return {
+        "nsd_dir": str(nsd_dir.resolve()),
+        "roi": [roi] if isinstance(roi, str) else list(roi),
+        "test": test if isinstance(test, str) else sorted(int(i) for i in test),
+        "space": "fsaverage",
+    }
+
+
+def _check_prepared(folder: Path, recipe: dict) -> None:
+    """Refuse to skip a subject folder made from another recipe (or not by `prepare_nsd`): no stale data."""
+    path = folder / RECIPE_FILE
+    if not path.is_file():
+        raise RawNsdError(
+            f"{folder} exists but has no {RECIPE_FILE}, so it was not written by prepare-nsd; remove it or choose "
+            "another output folder"
+        )
+    stored = json.loads(path.read_text())
+    changed = [f"{key}={stored.get(key)!r}, now {value!r}" for key, value in recipe.items() if stored.get(key) != value]
+    if changed:
+        raise RawNsdError(
+            f"{folder} was prepared with another recipe ({'; '.join(changed)}); remove it or choose another output "
+            "folder"
+        )
+
+
 def prepare_nsd(
     nsd_dir: str | Path,
     subjects: Iterable[int | str],
@@ -130,8 +159,10 @@ def prepare_nsd(
     if not stimuli.is_file():
         raise RawNsdError(f"Missing file {stimuli} (the NSD images, written as PNG files)")
     plan = PreparePlan(out)
+    recipe = _recipe(nsd_dir, roi, test)
     for number in numbers:
         if (out / subject_folder_name(number)).is_dir():
+            _check_prepared(out / subject_folder_name(number), recipe)
             plan.done.append(number)
             continue
         plan.todo[number] = plan_nsd_subject(nsd_dir, number, roi=roi, test=test)
@@ -162,6 +193,8 @@ def prepare_nsd(
             )
         try:
             _write_subject(data, partial, stimuli, progress)
+            recorded = {**recipe, "sessions": plan.todo[number].sessions}
+            (partial / RECIPE_FILE).write_text(json.dumps(recorded, indent=1) + "\n")
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

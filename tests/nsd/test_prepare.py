@@ -128,6 +128,13 @@ def test_rerun_skips_prepared_subjects_and_redoes_an_interrupted_one(raw_nsd, tm
     load_subject(out, 2)
 
 
+def test_a_folder_from_another_recipe_is_never_reused(raw_nsd, prepared):
+    with warnings.catch_warnings(), pytest.raises(RawNsdError, match=r"subj01 was prepared with another recipe \(roi="):
+        warnings.simplefilter("ignore", UserWarning)
+        prepare_nsd(raw_nsd.root, [1], prepared, roi="nsdgeneral", progress=False)
+    assert prepare_nsd(raw_nsd.root, [1, 2], prepared, roi=RSC, dry_run=True).done == [1, 2]
+
+
 def test_failure_leaves_nothing_half_written(raw_nsd, tmp_path):
     root = raw_nsd.linked_copy(raw_nsd.root, tmp_path / "nsd")
     broken = root / raw_nsd.betas.format(s=2) / "rh.betas_session04.mgh"
