@@ -34,11 +34,9 @@ class TrialSplit:
 
 
 def _rows(trial_ids: np.ndarray, ids: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """Row of each used trial's id in the sorted ``ids`` (-1 for unused trials or ids not in ``ids``)."""
-    position = np.searchsorted(ids, trial_ids)
-    inside = position < len(ids)
-    found = inside & (ids[np.minimum(position, max(len(ids) - 1, 0))] == trial_ids) if len(ids) else inside & False
-    return np.where(used & found, position, -1)
+    """Row of each used trial's id in the sorted, non-empty ``ids`` (-1 for unused trials or ids not in ``ids``)."""
+    position = np.minimum(np.searchsorted(ids, trial_ids), len(ids) - 1)
+    return np.where(used & (ids[position] == trial_ids), position, -1)
 
 
 def _challenge_ids(
