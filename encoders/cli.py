@@ -33,6 +33,9 @@ Typical workflow on the challenge data:
   encoders submit --results results/results.nc --out submission
   encoders check-submission submission/algonauts_2023_submission.zip --data algonauts_2023
   encoders evaluate submission/algonauts_2023_submission.zip --data algonauts_2023   # needs test_split/test_fmri
+
+From the raw NSD release (the organisers' recipe, or the shared 1000 as test images):
+  encoders prepare-nsd --nsd-dir NSD --subjects 1..8 --out algonauts_from_nsd --rsc
 """
 
 FIT_HELP = """\

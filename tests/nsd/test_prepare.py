@@ -157,6 +157,17 @@ def test_require_rois(raw_nsd, tmp_path):
     assert not list((tmp_path / "out").iterdir())
 
 
+def test_cli_help_reads_like_the_readme(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        encoders_main(["prepare-nsd", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the last 3 sessions present are held out" in text and "--require-rois" in text
+    with pytest.raises(SystemExit):
+        encoders_main(["--help"])
+    assert "encoders prepare-nsd --nsd-dir NSD --subjects 1..8" in capsys.readouterr().out
+
+
 def test_cli_dry_run_and_errors(raw_nsd, tmp_path, capsys):
     out = tmp_path / "out"
     assert (
