@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from encoders.challenge import SubjectData
+from featurestore.stimuli.nsd_hdf5 import IMAGE_SHAPE, NSDHdf5
 from nsd.layout import (
     ALL_VERTICES_MASK,
     HEMISPHERES,
@@ -34,7 +35,6 @@ from nsd.tree import NCSNR_FILE, STIMULI_FILE, RawNsdError, check_nsd_subject
 
 __all__ = ["PreparePlan", "prepare_nsd"]
 
-IMAGE_BYTES = 425 * 425 * 3  # one uncompressed NSD image
 PARTIAL = ".{folder}.partial"
 RECIPE_FILE = "nsd_recipe.json"  # in each prepared subject folder: what it was made from, checked on a rerun
 
@@ -72,8 +72,9 @@ def _sizes(plan: NsdSubjectPlan) -> tuple[int, int]:
     paths = plan.session_paths() + [plan.folder / NCSNR_FILE[plan.space].format(hemi=h) for h in HEMISPHERES]
     n_images = len(plan.split.train_ids) + len(plan.split.test_ids)
     n_vertices = sum(int(mask.sum()) for mask in plan.masks.values())
-    read = sum(path.stat().st_size for path in paths) + n_images * IMAGE_BYTES
-    return read, n_images * (n_vertices * 4 + IMAGE_BYTES)
+    image_bytes = int(np.prod(IMAGE_SHAPE))  # uncompressed, as read from the hdf5; a PNG is smaller
+    read = sum(path.stat().st_size for path in paths) + n_images * image_bytes
+    return read, n_images * (n_vertices * 4 + image_bytes)
 
 
 def _save(path: Path, array: np.ndarray | dict) -> None:
@@ -83,8 +84,6 @@ def _save(path: Path, array: np.ndarray | dict) -> None:
 
 def _write_subject(data: SubjectData, folder: Path, stimuli: Path, progress: bool) -> None:
     """fMRI, noise ceiling, ROI masks and PNG images of one subject, in the challenge's file names."""
-    from featurestore.stimuli.nsd_hdf5 import NSDHdf5
-
     for hemi in HEMISPHERES:
         _save(folder / TRAINING_FMRI_FILE.format(hemi=hemi), data.fmri[hemi])
         _save(folder / TEST_FMRI_FILE.format(hemi=hemi), data.test_fmri[hemi])
