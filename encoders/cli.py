@@ -222,7 +222,12 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     fit.add_argument("--store", required=True, help="feature store: local folder or URL (s3://bucket/features.zarr)")
-    fit.add_argument("--data", required=True, help="Algonauts 2023 data folder (with subjXX/ folders)")
+    fit.add_argument(
+        "--data",
+        required=True,
+        help="Algonauts 2023 data folder (with subjXX/ folders), or a raw NSD tree (prepared first into OUT/nsd_data "
+        "as `encoders prepare-nsd` does)",
+    )
     which = fit.add_mutually_exclusive_group()
     which.add_argument(
         "--backbones",
@@ -445,6 +450,23 @@ def _add_prepare_nsd(commands: Any, common: argparse.ArgumentParser, formatter: 
     prepare.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _algonauts_data(data: str, out: str, subjects: list[str] | None) -> str:
+    """``--data`` as an Algonauts folder: a raw NSD tree is first prepared (resumable) into OUT/nsd_data."""
+    from nsd.tree import is_raw_nsd, list_nsd_subjects
+
+    if not is_raw_nsd(data):
+        return data
+    from nsd.prepare import prepare_nsd
+
+    prepared = Path(out) / "nsd_data"
+    prepare_nsd(data, subjects or list_nsd_subjects(data), prepared)
+    print(
+        f"raw NSD {data}: prepared with the organisers' recipe (nsdgeneral, challenge split) in {prepared}; "
+        "run `encoders prepare-nsd` for other choices and pass its --out as --data"
+    )
+    return str(prepared)
+
+
 def _prepare_nsd(args: argparse.Namespace) -> int:
     from nsd.prepare import prepare_nsd
 
@@ -483,7 +505,7 @@ def _fit(args: argparse.Namespace) -> int:
         models = [parse_model(m) for m in models]
     results = fit_grid(
         args.store,
-        args.data,
+        _algonauts_data(args.data, args.out, _lists(args.subjects)),
         models=models,
         backbones=backbones,
         subjects=_lists(args.subjects),

@@ -40,6 +40,8 @@ __all__ = [
     "TO_FSAVERAGE",
     "VOLUME_LABEL",
     "check_nsd_subject",
+    "is_raw_nsd",
+    "list_nsd_subjects",
     "session_files",
 ]
 
@@ -79,6 +81,19 @@ def check_nsd_subject(subject: int | str) -> int:
     if number is None or not 1 <= number <= MAX_NSD_SUBJECT:
         raise RawNsdError(f"Unknown NSD subject={subject!r}; NSD has subjects 1..{MAX_NSD_SUBJECT} (1, '01', 'subj01')")
     return number
+
+
+def is_raw_nsd(path: str | Path) -> bool:
+    """Whether ``path`` is the root of a raw NSD tree (it holds the experimental design)."""
+    return (Path(path) / EXPDESIGN_FILE).is_file()
+
+
+def list_nsd_subjects(nsd_dir: str | Path, space: str = "fsaverage") -> list[int]:
+    """Subjects 1..8 with a betas folder in ``space``, sorted."""
+    numbers = [n for n in range(1, MAX_NSD_SUBJECT + 1) if betas_dir(nsd_dir, n, space).is_dir()]
+    if not numbers:
+        raise RawNsdError(f"No subject has betas in {Path(nsd_dir) / BETAS_DIR.format(subject='subjXX', space=space)}")
+    return numbers
 
 
 def check_space(space: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 from PIL import Image
 
 from encoders.challenge import load_subject
@@ -38,7 +39,7 @@ def prepared(raw_nsd, tmp_path_factory) -> Path:
 def _load_raw(raw_nsd, subject, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return load_nsd_subject(raw_nsd.root, subject, roi=RSC, progress=False, **kwargs)
+        return load_nsd_subject(raw_nsd.root, subject, **{"roi": RSC, "progress": False, **kwargs})
 
 
 @pytest.mark.parametrize("subject", [1, 2])
@@ -111,6 +112,24 @@ def test_fit_grid_recovers_the_planted_truth_near_its_ceiling(raw_nsd, prepared,
     shuffled = [score for key, score in scores.items() if key[0] == "shuffled"]
     assert min(planted) > 60, scores
     assert max(shuffled) < 30, scores
+
+
+def test_fit_on_a_raw_nsd_tree_prepares_it_first(raw_nsd, tmp_path, capsys):
+    store = tmp_path / "planted.zarr"
+    _write_feature_store(store, raw_nsd.features)
+    out = tmp_path / "fit"
+    command = ["fit", "--store", str(store), "--data", str(raw_nsd.root), "--subjects", "1", "--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert encoders_main([*command, "--pca", "none", "--cv", "loo", "--n-boot", "20", "--quiet"]) == 0
+    assert f"prepared with the organisers' recipe (nsdgeneral, challenge split) in {out / 'nsd_data'}" in (
+        capsys.readouterr().out
+    )
+    results = xr.open_dataset(out / "results.nc")
+    assert results.attrs["data_dir"] == str(out / "nsd_data") and float(results["r"].median()) > 0.3
+    np.testing.assert_array_equal(
+        load_subject(out / "nsd_data", 1).train_ids, _load_raw(raw_nsd, 1, roi="nsdgeneral").train_ids
+    )
 
 
 def test_rerun_skips_prepared_subjects_and_redoes_an_interrupted_one(raw_nsd, tmp_path):
