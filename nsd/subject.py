@@ -23,7 +23,7 @@ from nsd.split import TrialSplit, split_trials
 from nsd.tree import (
     NCSNR_FILE,
     SESSION_FILE,
-    SUBJECT_LABEL,
+    SUBJECT_LABEL_DIR,
     RawNsdError,
     betas_dir,
     check_nsd_subject,
@@ -286,8 +286,8 @@ def load_planned(plan: NsdSubjectPlan, *, average: bool = True, progress: bool =
         mappings, fs_labels, skipped = volume_rois(nsd_dir, number, masks["lh"].shape)
     for (hemi, _), values in fs_labels.items():
         values[~all_vertices[hemi]] = 0
-    label_dir = nsd_dir / Path(SUBJECT_LABEL.format(subject=subject_folder_name(number), hemi="lh", roi_class="x"))
-    rois = NsdRoiAtlas(number, all_vertices, mappings, fs_labels, skipped, label_dir.parent)
+    label_dir = nsd_dir / SUBJECT_LABEL_DIR.format(subject=subject_folder_name(number))
+    rois = NsdRoiAtlas(number, all_vertices, mappings, fs_labels, skipped, label_dir)
     train_ids, test_ids = split.train_ids, split.test_ids
     if not average:
         train_ids, test_ids = plan.trial_ids[split.train_row >= 0], plan.trial_ids[split.test_row >= 0]
@@ -320,8 +320,9 @@ def _read_betas(
     test = {hemi: _Accumulator(split.test_row, len(split.test_ids), n_selected[hemi], average) for hemi in masks}
     bad = {hemi: np.zeros(n, dtype=bool) for hemi, n in n_selected.items()}
     bar = tqdm(chosen, desc=f"{folder.parts[-3]} sessions", unit="session", disable=not progress)
-    union = masks["lh"] | masks["rh"]
-    columns = {hemi: np.flatnonzero(mask[union]) for hemi, mask in masks.items()}  # hemisphere within the union
+    if space != "fsaverage":  # one volume holds both hemispheres: read their union, then split its columns
+        union = masks["lh"] | masks["rh"]
+        columns = {hemi: np.flatnonzero(mask[union]) for hemi, mask in masks.items()}
     for position, session in enumerate(bar):
         trials = slice(position * per_session, (position + 1) * per_session)
         if space == "fsaverage":  # a file per hemisphere

@@ -37,6 +37,7 @@ __all__ = [
     "STIM_INFO_FILE",
     "STIMULI_FILE",
     "SUBJECT_LABEL",
+    "SUBJECT_LABEL_DIR",
     "TO_FSAVERAGE",
     "VOLUME_LABEL",
     "check_nsd_subject",
@@ -55,8 +56,9 @@ SESSION_FILE = {"fsaverage": "{hemi}.betas_session{session:02d}.mgh", "func1pt8m
 NCSNR_FILE = {"fsaverage": "{hemi}.ncsnr.mgh", "func1pt8mm": "ncsnr.nii.gz"}
 VOLUME_LABEL = "nsddata/ppdata/{subject}/func1pt8mm/roi/{hemi}.{label}.nii.gz"  # a mask or an ROI class
 FSAVERAGE_LABEL = "nsddata/freesurfer/fsaverage/label/{hemi}.{label}.mgz"
-SUBJECT_LABEL = "nsddata/freesurfer/{subject}/label/{hemi}.{roi_class}.mgz"
-CTAB_FILE = "nsddata/freesurfer/{subject}/label/{roi_class}.mgz.ctab"
+SUBJECT_LABEL_DIR = "nsddata/freesurfer/{subject}/label"
+SUBJECT_LABEL = SUBJECT_LABEL_DIR + "/{hemi}.{roi_class}.mgz"
+CTAB_FILE = SUBJECT_LABEL_DIR + "/{roi_class}.mgz.ctab"
 TO_FSAVERAGE = "nsddata/ppdata/{subject}/transforms/{hemi}.white-to-fsaverage.mgz"
 STIMULI_FILE = "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
 
