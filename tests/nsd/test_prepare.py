@@ -154,6 +154,12 @@ def test_a_folder_from_another_recipe_is_never_reused(raw_nsd, prepared):
     assert prepare_nsd(raw_nsd.root, [1, 2], prepared, roi=RSC, dry_run=True).done == [1, 2]
 
 
+def test_a_subject_folder_not_from_prepare_nsd_is_never_reused(raw_nsd, tmp_path):
+    (tmp_path / "out" / "subj01").mkdir(parents=True)
+    with pytest.raises(RawNsdError, match=r"subj01 exists but has no nsd_recipe\.json"):
+        prepare_nsd(raw_nsd.root, [1], tmp_path / "out", dry_run=True)
+
+
 def test_failure_leaves_nothing_half_written(raw_nsd, tmp_path):
     root = raw_nsd.linked_copy(raw_nsd.root, tmp_path / "nsd")
     broken = root / raw_nsd.betas.format(s=2) / "rh.betas_session04.mgh"
