@@ -41,11 +41,20 @@ if TYPE_CHECKING:
 
     from featurestore.backbones._base import Backbone
 
-__all__ = ["ChunkJob", "ClusterError", "SchedulerUnreachableError", "WorkerSetupError", "connect", "write_distributed"]
+__all__ = [
+    "ChunkJob",
+    "ClusterError",
+    "SchedulerUnreachableError",
+    "WorkerSetupError",
+    "check_scheduler",
+    "connect",
+    "write_distributed",
+]
 
 # how long to try reaching a scheduler address before giving up (dask retries a refused connection until then)
 CONNECT_TIMEOUT_S = 10.0
 _LOCAL = re.compile(r"^local:(\d+)$")
+_ADDRESS = re.compile(r"^(\w+://\S+|[\w.-]+:\d+)$")
 
 
 class SchedulerUnreachableError(FeatureStoreError, OSError):
@@ -82,6 +91,21 @@ def _local_cluster(n_workers: int) -> Any:
     )
 
 
+def check_scheduler(scheduler: Any) -> None:
+    """Refuse (InvalidParameterError) a scheduler that is neither None, "local:N" (N >= 1), an address such as
+    "tcp://host:8786" or "host:8786", a ``distributed.Client`` nor a cluster object; checked before any work."""
+    if scheduler is None or _is_client(scheduler) or hasattr(scheduler, "scheduler_address"):
+        return
+    if isinstance(scheduler, str):
+        local = _LOCAL.fullmatch(scheduler)
+        if (local and int(local.group(1)) >= 1) or (not local and _ADDRESS.fullmatch(scheduler)):
+            return
+    raise InvalidParameterError(
+        f"Unknown scheduler={scheduler!r}; expected 'local:N' (N >= 1 worker processes on this machine), a "
+        f"scheduler address such as 'tcp://host:8786', a distributed.Client or a cluster object"
+    )
+
+
 @contextlib.contextmanager
 def connect(scheduler: Any) -> Iterator[Any]:
     """A ``distributed.Client`` for ``scheduler`` ("local:N", an address, a Client or a cluster object); closes
@@ -91,29 +115,12 @@ def connect(scheduler: Any) -> Iterator[Any]:
     if _is_client(scheduler):
         yield scheduler
         return
+    check_scheduler(scheduler)
     import distributed
 
     with contextlib.ExitStack() as stack:
-        if isinstance(scheduler, str):
-            local = _LOCAL.fullmatch(scheduler)
-            if local:
-                if int(local.group(1)) < 1:
-                    raise InvalidParameterError(f"scheduler={scheduler!r}: local:N needs N >= 1 workers")
-                target: Any = stack.enter_context(_local_cluster(int(local.group(1))))
-            elif "://" in scheduler or re.fullmatch(r"[\w.-]+:\d+", scheduler):
-                target = scheduler
-            else:
-                raise InvalidParameterError(
-                    f"Unknown scheduler={scheduler!r}; expected 'local:N' (N worker processes on this machine), "
-                    f"a scheduler address such as 'tcp://host:8786', a distributed.Client or a cluster object"
-                )
-        elif hasattr(scheduler, "scheduler_address"):
-            target = scheduler
-        else:
-            raise InvalidParameterError(
-                f"scheduler must be 'local:N', an address, a distributed.Client or a cluster; got "
-                f"{type(scheduler).__name__} {scheduler!r}"
-            )
+        local = _LOCAL.fullmatch(scheduler) if isinstance(scheduler, str) else None
+        target = stack.enter_context(_local_cluster(int(local.group(1)))) if local else scheduler
         try:
             client = distributed.Client(target, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError) as error:
@@ -362,13 +369,3 @@ def _allowed_failures() -> int:
     import dask
 
     return int(dask.config.get("distributed.scheduler.allowed-failures"))
-
-
-def parse_scheduler(value: str) -> str:
-    """Validate a ``--scheduler`` value on the command line ('local:N' or an address)."""
-    local = _LOCAL.fullmatch(value)
-    if local and int(local.group(1)) >= 1:
-        return value
-    if not local and ("://" in value or re.fullmatch(r"[\w.-]+:\d+", value)):
-        return value
-    raise ValueError(f"expected local:N (N >= 1) or a scheduler address such as tcp://host:8786, got {value!r}")

@@ -28,7 +28,7 @@ import torch
 from featurestore import backbones
 from featurestore.backbones._base import Backbone, sha256_file
 from featurestore.catalog import CatalogEntry, get_entry
-from featurestore.distributed import connect, write_distributed
+from featurestore.distributed import check_scheduler, connect, write_distributed
 from featurestore.errors import InvalidParameterError, check_type
 from featurestore.forward import NonFiniteFeaturesError, write_pending
 from featurestore.reduction import Reducer, make_reducer
@@ -314,6 +314,7 @@ def extract(
         raise InvalidParameterError(
             f"layers must be a list of layer names (str), e.g. ['features.12']; got {type(layers).__name__} {layers!r}"
         )
+    check_scheduler(scheduler)
     entry = backbone if isinstance(backbone, CatalogEntry) else get_entry(backbone, catalog)
     layers = list(dict.fromkeys(layers or entry.layers))
     source = open_stimuli(images, subjects=subjects)
