@@ -212,8 +212,9 @@ def _worker_name() -> str:
 
 
 def _worker_device(requested: str | None) -> str | None:
-    """The device of this worker: with several visible GPUs and no index asked for, one GPU per worker, chosen by
-    the worker's name (LocalCluster names workers 0..N-1) or else its address."""
+    """The device of this worker: with several visible GPUs and no index asked for, GPU ``i % count`` where ``i`` is
+    the trailing number of the worker's name (LocalCluster names its workers 0..N-1; a name ending in ``-2`` is
+    worker 2 of its job), else a hash of its address."""
     import torch
 
     if requested not in (None, "cuda") or not torch.cuda.is_available() or torch.cuda.device_count() < 2:
@@ -224,8 +225,8 @@ def _worker_device(requested: str | None) -> str | None:
         worker = distributed.get_worker()
     except ValueError:
         return requested
-    name = str(worker.name)
-    index = int(name) if name.isdigit() else sum(worker.address.encode())
+    number = re.search(r"(\d+)$", str(worker.name))
+    index = int(number.group(1)) if number else sum(worker.address.encode())
     return f"cuda:{index % torch.cuda.device_count()}"
 
 
