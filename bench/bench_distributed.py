@@ -3,14 +3,18 @@
 Three ways, in one run, over the same images into fresh stores: one process (the default decode workers), ``--scheduler
 local:N`` as the command line runs it (the cluster's start and close, its workers importing torch and loading the
 backbone, all timed), and the same N workers already started and holding the backbone (a long-lived cluster, as on
-SLURM). Every store is checked byte for byte against the single-process one before any time is reported.
+SLURM). Every store is checked byte for byte against the single-process one before any time is reported. Beside
+wall time, the CPU seconds of all processes of each way (this one, its reaped children, the live workers): on a
+shared host wall time also shows how much of the CPU each way got, CPU seconds what it cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,13 +32,25 @@ def group_bytes(store: Path, backbone: str) -> dict[str, bytes]:
     return {path: array[:].tobytes() for path, array in group.members(max_depth=None) if isinstance(array, zarr.Array)}
 
 
+def cpu_seconds(client: Any) -> float:
+    """CPU time used so far by this process, its finished child processes (a closed LocalCluster's workers) and
+    the live workers of ``client`` (when it is a distributed Client)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = time.process_time() + children.ru_utime + children.ru_stime
+    if hasattr(client, "run"):
+        used += sum(client.run(time.process_time).values())
+    return used
+
+
 def time_way(
     name: str, data_dir: Path, work: Path, scheduler: Any, args: argparse.Namespace
 ) -> tuple[dict[str, Any], Path]:
-    """Median wall time of one way of extracting into a fresh store; the last store's path."""
+    """Median wall time of one way of extracting into a fresh store (and its mean CPU seconds over the repeats,
+    all processes together, as ``cpu_s``); the last store's path."""
     from featurestore.extract import extract
 
     store = work / f"{name}.zarr"
+    cpu_before = cpu_seconds(scheduler)
 
     def run() -> None:
         extract(
@@ -43,7 +59,7 @@ def time_way(
         )  # fmt: skip
 
     timing, _ = measure(run, repeats=args.repeats, device=args.device, setup=lambda: shutil.rmtree(store, True))
-    return timing.to_dict(), store
+    return {**timing.to_dict(), "cpu_s": (cpu_seconds(scheduler) - cpu_before) / args.repeats}, store
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -89,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         row["seconds"] = row["timing"]["median_s"]
         row["images_per_s"] = args.images / row["seconds"]
         row["x_1_process"] = row["seconds"] / single["median_s"]
-    print(format_table(rows, ["way", "seconds", "images_per_s", "x_1_process"]))
+        row["cpu_s"] = row["timing"]["cpu_s"]
+        row["cpu_x_1_process"] = row["cpu_s"] / single["cpu_s"]
+    print(format_table(rows, ["way", "seconds", "images_per_s", "x_1_process", "cpu_s", "cpu_x_1_process"]))
     settings = {key: value for key, value in vars(args).items() if key not in ("out", "image_root")}
     result = {"benchmark": "distributed", "machine": machine, "settings": settings, "rows": rows, "identical": True}
     path = write_results(args.out, result)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import re
 import socket
 import sys
@@ -53,6 +54,8 @@ __all__ = [
 
 # how long to try reaching a scheduler address before giving up (dask retries a refused connection until then)
 CONNECT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 60.0
+logger = logging.getLogger(__name__)
 _LOCAL = re.compile(r"^local:(\d+)$")
 _ADDRESS = re.compile(r"^(\w+://\S+|[\w.-]+:\d+)$")
 
@@ -74,21 +77,32 @@ def _is_client(scheduler: Any) -> bool:
     return type(scheduler).__name__ == "Client" and type(scheduler).__module__.startswith("distributed")
 
 
-def _local_cluster(n_workers: int) -> Any:
+@contextlib.contextmanager
+def _local_cluster(n_workers: int) -> Iterator[Any]:
     """A LocalCluster of ``n_workers`` processes, one dask thread each, this machine's cores shared among their
-    torch threads (dask's nanny would otherwise pin every worker to one torch thread)."""
+    torch threads (dask's nanny would otherwise pin every worker to one torch thread). A close that times out (a
+    worker slow to exit on a loaded machine) is logged, not raised: the chunks are written by then."""
     import distributed
 
     from featurestore.extract import usable_cores
 
     threads = str(max(1, usable_cores() // n_workers))
-    return distributed.LocalCluster(
+    cluster = distributed.LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
         env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads},
     )
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.close(timeout=CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning(
+                "the LocalCluster did not close within %.0f s; its workers end with this process", CLOSE_TIMEOUT_S
+            )
 
 
 def check_scheduler(scheduler: Any) -> None:

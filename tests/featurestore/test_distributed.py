@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import cloudpickle
 import numpy as np
@@ -23,6 +24,7 @@ import featurestore.backbones
 from featurestore.cli import main
 from featurestore.distributed import SchedulerUnreachableError, WorkerSetupError, connect
 from featurestore.extract import extract
+from featurestore.stimuli import StimulusError
 from featurestore.store import StoreLockedError, open_store
 
 distributed = pytest.importorskip("distributed")
@@ -165,6 +167,38 @@ def test_sigkilled_worker_costs_only_its_chunk(tmp_path, client, reference, algo
     assert (report.rows_computed, report.chunks_written) == (8, 4)  # the lost chunk ran again elsewhere
     assert_same_store(group_arrays(store), reference)
     assert all(key.startswith("featurestore-chunk-") for key in keys)
+
+
+def test_unreadable_images_stop_or_are_skipped_as_in_one_process(tmp_path, client, algonauts_dir, tiny_catalog):
+    data = tmp_path / "data"
+    shutil.copytree(algonauts_dir, data)
+    for nsd_id in (845, 61000):  # rows 2 and 6: chunks 1 and 3, so two workers may record skipped images at once
+        for path in data.rglob(f"*_nsd-{nsd_id:05d}.png"):
+            path.write_bytes(b"")
+    store, single = tmp_path / "s.zarr", tmp_path / "single.zarr"
+    with pytest.raises(StimulusError, match=r"nsd-(00845|61000)\.png: the file is empty"):
+        extract(BACKBONE, data, store, catalog=tiny_catalog, scheduler=client, **RUN)
+    report = extract(BACKBONE, data, store, catalog=tiny_catalog, scheduler=client, skip_bad_images=True, **RUN)
+    extract(BACKBONE, data, single, catalog=tiny_catalog, skip_bad_images=True, **RUN)
+    assert [image["nsd_id"] for image in report.skipped_images] == [845, 61000]
+    assert open_store(store).skipped_images(BACKBONE) == open_store(single).skipped_images(BACKBONE)
+    assert_same_store(group_arrays(store), group_arrays(single))
+
+
+def test_each_worker_of_a_multi_gpu_node_takes_its_own_gpu(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    worker = SimpleNamespace(name="SLURMCluster-3-2", address="tcp://10.0.0.5:40001")
+    monkeypatch.setattr(distributed, "get_worker", lambda: worker)
+    assert distributed_module._worker_device(None) == "cuda:2"
+    assert distributed_module._worker_device("cuda") == "cuda:2"
+    assert distributed_module._worker_device("cuda:1") == "cuda:1"  # an explicit index is kept
+    worker.name = 5
+    assert distributed_module._worker_device(None) == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed_module._worker_device(None) is None  # one visible GPU: the default device
 
 
 def free_port() -> int:
