@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -24,7 +25,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ __all__ = [
     "SchedulerUnreachableError",
     "WorkerSetupError",
     "check_scheduler",
+    "client_factory",
     "connect",
     "write_distributed",
 ]
@@ -144,6 +146,16 @@ def connect(scheduler: Any) -> Iterator[Any]:
             ) from None
         stack.enter_context(client)
         yield client
+
+
+def client_factory(scheduler: Any, stack: contextlib.ExitStack) -> Callable[[], Any]:
+    """A function giving the Client of ``scheduler``, closed with ``stack``. An address is reached now, so an
+    unreachable one fails before the store is touched; a "local:N" cluster starts on the first call, so a run with
+    nothing left to compute never starts one."""
+    connected = functools.cache(lambda: stack.enter_context(connect(scheduler)))
+    if not (isinstance(scheduler, str) and _LOCAL.fullmatch(scheduler)):
+        connected()
+    return connected
 
 
 @dataclass(frozen=True)

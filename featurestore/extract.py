@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,7 +28,7 @@ import torch
 from featurestore import backbones
 from featurestore.backbones._base import Backbone, sha256_file
 from featurestore.catalog import CatalogEntry, get_entry
-from featurestore.distributed import check_scheduler, connect, write_distributed
+from featurestore.distributed import check_scheduler, client_factory, write_distributed
 from featurestore.errors import InvalidParameterError, check_type
 from featurestore.forward import NonFiniteFeaturesError, write_pending
 from featurestore.reduction import Reducer, make_reducer
@@ -319,7 +319,7 @@ def extract(
     layers = list(dict.fromkeys(layers or entry.layers))
     source = open_stimuli(images, subjects=subjects)
     with contextlib.ExitStack() as cluster:
-        client = None if scheduler is None or dry_run else cluster.enter_context(connect(scheduler))
+        client = None if scheduler is None or dry_run else client_factory(scheduler, cluster)
         return _extract_into(
             entry,
             layers,
@@ -346,7 +346,7 @@ def _extract_into(
     layers: list[str],
     source: StimulusSource,
     store: str | Path | FeatureStore,
-    client: Any,
+    client: Callable[[], Any] | None,
     device: str | torch.device | None,
     batch_size: int,
     num_workers: int | None,
@@ -360,7 +360,8 @@ def _extract_into(
     out: TextIO | None,
     started: float,
 ) -> ExtractReport:
-    """The body of ``extract`` once its arguments are checked and the cluster (if any) is reached."""
+    """The body of ``extract`` once its arguments are checked; ``client()`` gives the cluster's Client (None: this
+    process computes)."""
     target = _open_target(store, dry_run, storage_options)
     exists = target is not None and target.has_backbone(entry.name)
     stored = target.provenance(entry.name) if exists else {}
@@ -405,7 +406,7 @@ def _extract_into(
             return ExtractReport(plan, 0, 0, False, time.monotonic() - started)
         if client is not None:
             computed, written, skipped = write_distributed(
-                client,
+                client(),
                 target,
                 lock,
                 model,

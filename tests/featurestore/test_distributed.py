@@ -201,6 +201,14 @@ def test_each_worker_of_a_multi_gpu_node_takes_its_own_gpu(monkeypatch) -> None:
     assert distributed_module._worker_device(None) is None  # one visible GPU: the default device
 
 
+def test_local_cluster_starts_only_when_there_is_work(tmp_path, monkeypatch, algonauts_dir, tiny_catalog) -> None:
+    store = tmp_path / "s.zarr"
+    extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, **RUN)
+    monkeypatch.setattr(distributed_module, "_local_cluster", lambda n: pytest.fail("a cluster was started"))
+    report = extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, scheduler="local:2", **RUN)
+    assert report.rows_computed == 0 and report.chunks_written == 0
+
+
 def free_port() -> int:
     """A localhost TCP port nothing listens on."""
     with socket.socket() as probe:
