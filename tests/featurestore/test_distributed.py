@@ -260,6 +260,14 @@ def test_worker_without_the_weights_file_is_named_with_the_path(
     assert open_store(store).ids("here", "features.2").size == 0
 
 
+def test_a_worker_stops_before_writing_once_the_lock_names_another_writer(tmp_path) -> None:
+    store = open_store(tmp_path / "s.zarr", mode="a")
+    with store.lock(BACKBONE) as held:
+        distributed_module._ClientLock(store, BACKBONE, held.token).refresh()  # the run's own lock: go on
+        with pytest.raises(StoreLockedError, match=f"now held by pid {os.getpid()} .* stopped before writing"):
+            distributed_module._ClientLock(store, BACKBONE, "a-run-whose-lease-was-taken-over").refresh()
+
+
 def test_second_writer_is_refused(tmp_path, client, algonauts_dir, tiny_catalog) -> None:
     store = tmp_path / "s.zarr"
     with open_store(store, mode="a").lock(BACKBONE):
