@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import logging
+import multiprocessing
 import re
 import socket
 import sys
@@ -300,6 +301,12 @@ def compute_chunk(job: ChunkJob, position: int) -> ChunkResult:
     """Task body: run the plan's chunk ``position`` through the (cached) backbone and write it, then its markers."""
     from featurestore.forward import write_pending
 
+    if job.num_workers > 0 and multiprocessing.current_process().daemon:
+        raise InvalidParameterError(
+            f"{_worker_name()} is a daemonic process and cannot start num_workers={job.num_workers} decode "
+            f"processes; leave num_workers (--workers) unset, or start the workers with the dask config "
+            f"distributed.worker.daemon: false"
+        )
     model, reducers = _backbone_for(job)
     task = job.rows.tasks[position]
     store = _SharedStore(job.store, "a", job.storage_options)

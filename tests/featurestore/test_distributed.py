@@ -21,6 +21,7 @@ import pytest
 import zarr
 
 import featurestore.backbones
+from featurestore import InvalidParameterError
 from featurestore.cli import main
 from featurestore.distributed import SchedulerUnreachableError, WorkerSetupError, connect
 from featurestore.extract import extract
@@ -258,6 +259,13 @@ def test_worker_without_the_weights_file_is_named_with_the_path(
     with pytest.raises(WorkerSetupError, match=rf"worker tcp://127\.0\.0\.1:\d+ .* has no weights file {weights}"):
         extract("here", algonauts_dir, store, catalog=[*tiny_catalog, catalog], scheduler=client, **RUN)
     assert open_store(store).ids("here", "features.2").size == 0
+
+
+def test_decode_processes_inside_daemonic_workers_are_refused(tmp_path, client, algonauts_dir, tiny_catalog) -> None:
+    store = tmp_path / "s.zarr"
+    with pytest.raises(InvalidParameterError, match=r"worker tcp://.* is a daemonic process .* num_workers=1"):
+        extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, scheduler=client, **{**RUN, "num_workers": 1})
+    assert open_store(store).ids(BACKBONE, "features.2").size == 0
 
 
 def test_a_worker_stops_before_writing_once_the_lock_names_another_writer(tmp_path) -> None:
