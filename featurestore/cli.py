@@ -23,6 +23,7 @@ examples:
   featurestore layers alexnet                       # extractable nodes (in-place ones marked)
   featurestore extract --backbone alexnet --images DATA_DIR --store features.zarr --dry-run
   featurestore extract --backbone alexnet --images DATA_DIR --store features.zarr
+  featurestore extract --backbone alexnet --images DATA_DIR --store features.zarr --scheduler local:2
   featurestore extract --backbone ViT-B-32.openai --layers embedding --images nsd_stimuli.hdf5 \\
       --store s3://bucket/features.zarr --storage-option endpoint_url=http://127.0.0.1:9000
   featurestore extract --backbone alexnet --images NSD/nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5 \
@@ -40,6 +41,17 @@ def _storage_option(pair: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {pair!r}")
     return key, value
+
+
+def _scheduler(value: str) -> str:
+    """A --scheduler value: local:N or a scheduler address (argparse reports a malformed one with the usage)."""
+    from featurestore.distributed import check_scheduler
+
+    try:
+        check_scheduler(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def _cmd_extract(args: argparse.Namespace) -> None:
@@ -63,6 +75,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         wait=args.wait,
         skip_bad_images=args.skip_bad_images,
+        scheduler=args.scheduler,
     )
     for image in report.skipped_images:
         print(f"featurestore: skipped NSD id {image['nsd_id']}: {image['reason']}", file=sys.stderr)
@@ -195,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="wait for another writer of this backbone instead of failing"
     )
     extract.add_argument("--no-progress", action="store_true", help="no progress bar")
+    extract.add_argument(
+        "--scheduler",
+        type=_scheduler,
+        help="run each pending chunk as a task on a dask.distributed cluster: local:N starts N worker processes "
+        "on this machine (one thread each), tcp://host:8786 joins a running scheduler (dask-jobqueue on SLURM: "
+        "see the README); the store is the same as a single-process run's (default: this process)",
+    )
     extract.add_argument(
         "--skip-bad-images",
         action="store_true",

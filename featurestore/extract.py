@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,6 +28,7 @@ import torch
 from featurestore import backbones
 from featurestore.backbones._base import Backbone, sha256_file
 from featurestore.catalog import CatalogEntry, get_entry
+from featurestore.distributed import check_scheduler, client_factory, write_distributed
 from featurestore.errors import InvalidParameterError, check_type
 from featurestore.forward import NonFiniteFeaturesError, write_pending
 from featurestore.reduction import Reducer, make_reducer
@@ -240,6 +241,7 @@ def extract(
     progress: bool = True,
     wait: bool | float = False,
     skip_bad_images: bool = False,
+    scheduler: Any = None,
     out: TextIO | None = None,
 ) -> ExtractReport:
     """Extract ``layers`` of ``backbone`` for every image of ``images`` into ``store``; skip what is stored.
@@ -287,6 +289,13 @@ def extract(
         attribute (NSD id, path, reason) and in the report, its row (planned like any other, so chunks and resume
         stay as they are) holds NaN and is hidden from ``open_features``, ``ids`` and ``ls``. A skipped id stays
         skipped in this store, also after its file is fixed.
+    scheduler : str, distributed.Client or cluster, default=None
+        None computes in this process. ``"local:N"`` starts a ``LocalCluster`` of N single-threaded worker
+        processes; a scheduler address (``"tcp://host:8786"``), a ``distributed.Client`` or a cluster object
+        (dask-jobqueue's ``SLURMCluster``) runs each pending chunk as a task on that cluster
+        (``featurestore.distributed``): the store ends byte-identical to a single-process run. The scheduler is
+        reached before the store is touched (an unreachable one writes nothing); each worker decodes its chunk's
+        images inline unless ``num_workers`` is given.
     out : text stream, default=None
         Where a dry run prints its plan (stdout when None).
 
@@ -305,9 +314,54 @@ def extract(
         raise InvalidParameterError(
             f"layers must be a list of layer names (str), e.g. ['features.12']; got {type(layers).__name__} {layers!r}"
         )
+    check_scheduler(scheduler)
     entry = backbone if isinstance(backbone, CatalogEntry) else get_entry(backbone, catalog)
     layers = list(dict.fromkeys(layers or entry.layers))
     source = open_stimuli(images, subjects=subjects)
+    with contextlib.ExitStack() as cluster:
+        client = None if scheduler is None or dry_run else client_factory(scheduler, cluster)
+        return _extract_into(
+            entry,
+            layers,
+            source,
+            store,
+            client,
+            device,
+            batch_size,
+            num_workers,
+            chunk_rows,
+            dtype,
+            storage_options,
+            dry_run,
+            progress,
+            wait,
+            skip_bad_images,
+            out,
+            started,
+        )
+
+
+def _extract_into(
+    entry: CatalogEntry,
+    layers: list[str],
+    source: StimulusSource,
+    store: str | Path | FeatureStore,
+    client: Callable[[], Any] | None,
+    device: str | torch.device | None,
+    batch_size: int,
+    num_workers: int | None,
+    chunk_rows: int | None,
+    dtype: str | None,
+    storage_options: Mapping[str, Any] | None,
+    dry_run: bool,
+    progress: bool,
+    wait: bool | float,
+    skip_bad_images: bool,
+    out: TextIO | None,
+    started: float,
+) -> ExtractReport:
+    """The body of ``extract`` once its arguments are checked; ``client()`` gives the cluster's Client (None: this
+    process computes)."""
     target = _open_target(store, dry_run, storage_options)
     exists = target is not None and target.has_backbone(entry.name)
     stored = target.provenance(entry.name) if exists else {}
@@ -336,7 +390,8 @@ def extract(
             if dry_run:
                 print(plan.describe(), file=out or sys.stdout)
             return ExtractReport(plan, 0, 0, dry_run, time.monotonic() - started)
-        model = backbones.load_backbone(entry, device)
+        # with a cluster the client only probes layer shapes and the weights' identity: the workers run the model
+        model = backbones.load_backbone(entry, "cpu" if client is not None else device)
         backbones.validate_layers(model, layers)
         layouts, reducers = _layouts(model, layers)
         provenance = build_provenance(entry.to_dict(), model.weights_id, model.preprocessing, dtype, chunk_rows)
@@ -349,6 +404,23 @@ def extract(
         target.apply_plan(rows, provenance, layouts)
         if not rows.tasks:
             return ExtractReport(plan, 0, 0, False, time.monotonic() - started)
+        if client is not None:
+            computed, written, skipped = write_distributed(
+                client(),
+                target,
+                lock,
+                model,
+                layouts,
+                source,
+                rows,
+                dtype,
+                batch_size,
+                num_workers,
+                progress,
+                skip_bad_images,
+                device,
+            )
+            return ExtractReport(plan, computed, written, False, time.monotonic() - started, tuple(skipped))
         pending = int(rows.ids_to_compute.size)
         workers = default_num_workers(model.device, pending) if num_workers is None else num_workers
         computed, written, skipped = write_pending(
