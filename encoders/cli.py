@@ -229,7 +229,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="backbones whose stored layers are all fitted (default: every backbone in the store)",
     )
     which.add_argument(
-        "--models", type=_split, nargs="+", metavar="BACKBONE:LAYER", help="explicit layers, e.g. alexnet:features.5"
+        "--models",
+        type=_split,
+        nargs="+",
+        metavar="BACKBONE:LAYER",
+        help="explicit models, e.g. alexnet:features.5; join feature spaces with + to fit them as one model "
+        "(PCA per space, side by side, one ridge): alexnet:features.5+alexnet:classifier.5",
     )
     fit.add_argument(
         "--layers", type=_split, nargs="+", metavar="LAYER", help="with --backbones: only these layers of each backbone"
@@ -380,7 +385,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from encoders.grid import fit_grid, parse_model
+    from encoders.grid import fit_grid, parse_spaces
     from encoders.leaderboard import best_layers, format_leaderboard, leaderboard
 
     check_output_folder(args.out, "--out")
@@ -390,7 +395,7 @@ def _fit(args: argparse.Namespace) -> int:
             raise InvalidArgumentError("--layers needs --backbones (or name BACKBONE:LAYER pairs with --models)")
         models, backbones = [(b, layer) for b in backbones for layer in layers], None
     elif models is not None:
-        models = [parse_model(m) for m in models]
+        models = [parse_spaces(m) for m in models]
     results = fit_grid(
         args.store,
         args.data,

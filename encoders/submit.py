@@ -48,9 +48,7 @@ def write_test_submission(
     Raises `SubmissionError` listing the problems if the written zip does not pass `check_submission`.
     """
     check_output_folder(out_dir, "out_dir")
-    backbone, layer, setting = model_recipe(results, model or best_model(results))
+    spaces, setting = model_recipe(results, model or best_model(results))
     data_dir = data_dir or results.attrs["data_dir"]
-    predictions = predict_test(
-        store or results.attrs["store"], data_dir, (backbone, layer), setting=setting, subjects=subjects
-    )
+    predictions = predict_test(store or results.attrs["store"], data_dir, spaces, setting=setting, subjects=subjects)
     return write_checked_submission(predictions, out_dir, data_dir, subjects)

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from encoders.errors import InvalidArgumentError, ResultsError, UnknownNameError
-from encoders.grid.settings import EncoderSetting
+from encoders.grid.settings import EncoderSetting, Space, parse_spaces
 from nsd.layout import HEMISPHERES, ROI_CLASSES
 
 __all__ = ["RESULTS_FILE", "RESULTS_SCHEMA", "collect_results", "find_model", "load_results", "model_recipe"]
@@ -45,7 +45,8 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
     ``noise_ceiling`` (subject, hemisphere, vertex; fraction) and ``roi_noise_ceiling`` (subject, hemisphere, roi;
     median over the ROI of sqrt(ceiling), the largest r the noise allows) when known, ``n_components``
     (model, subject).
-    Coordinates ``backbone``, ``layer``, ``setting`` along ``model`` and ``roi_class`` along ``roi``.
+    Coordinates ``backbone``, ``layer``, ``setting``, ``spaces`` (the model's ``backbone:layer`` feature spaces
+    joined by ``+``) and ``split_seed`` along ``model``, and ``roi_class`` along ``roi``.
     Attributes: ``settings`` and ``provenance`` (JSON by label / backbone) plus ``attrs``.
     """
     parts = []
@@ -83,7 +84,7 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
         else:
             array[scalar] = value
 
-    meta: dict[str, dict[str, str]] = {"backbone": {}, "layer": {}, "setting": {}}
+    meta: dict[str, dict[str, Any]] = {"backbone": {}, "layer": {}, "setting": {}, "spaces": {}, "split_seed": {}}
     settings, provenance = {}, {}
     for part in parts:
         model = part.attrs["model"]
@@ -103,8 +104,13 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
         put("n_val", ("subject",), np.int32(part.attrs["n_val"]), at)
         meta["backbone"][model], meta["layer"][model] = part.attrs["backbone"], part.attrs["layer"]
         meta["setting"][model] = part.attrs["setting_label"]
+        meta["spaces"][model] = part.attrs.get("spaces", f"{part.attrs['backbone']}:{part.attrs['layer']}")
+        meta["split_seed"][model] = int(part.attrs["split_seed"])
         settings[part.attrs["setting_label"]] = json.loads(part.attrs["setting"])
-        provenance[part.attrs["backbone"]] = json.loads(part.attrs["provenance"])
+        if "backbone_provenance" in part.attrs:
+            provenance |= json.loads(part.attrs["backbone_provenance"])
+        else:  # a file written before models could have several spaces
+            provenance[part.attrs["backbone"]] = json.loads(part.attrs["provenance"])
     first = parts[0].attrs
     return xr.Dataset(
         values,
@@ -113,6 +119,8 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
             "backbone": ("model", [meta["backbone"][m] for m in models]),
             "layer": ("model", [meta["layer"][m] for m in models]),
             "setting": ("model", [meta["setting"][m] for m in models]),
+            "spaces": ("model", [meta["spaces"][m] for m in models]),
+            "split_seed": ("model", np.array([meta["split_seed"][m] for m in models], dtype=np.int64)),
             "subject": subjects,
             "hemisphere": list(HEMISPHERES),
             "roi": rois,
@@ -171,8 +179,9 @@ def find_model(results: xr.Dataset, model: str) -> str:
     return matches[0]
 
 
-def model_recipe(results: xr.Dataset, model: str) -> tuple[str, str, EncoderSetting]:
-    """(backbone, layer, encoder setting) of a model id (or unique prefix) of the results."""
+def model_recipe(results: xr.Dataset, model: str) -> tuple[tuple[Space, ...], EncoderSetting]:
+    """(feature spaces, encoder setting) of a fitted model id (or unique prefix) of the results."""
     row = results.sel(model=find_model(results, model))
+    spaces = str(row["spaces"].values) if "spaces" in row.coords else f"{row['backbone'].values}:{row['layer'].values}"
     setting = EncoderSetting.from_value(json.loads(results.attrs["settings"])[str(row["setting"].values)])
-    return str(row["backbone"].values), str(row["layer"].values), setting
+    return parse_spaces(spaces), setting
