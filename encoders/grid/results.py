@@ -16,7 +16,16 @@ from encoders.errors import InvalidArgumentError, ResultsError, UnknownNameError
 from encoders.grid.settings import EncoderSetting, Space, parse_spaces
 from nsd.layout import HEMISPHERES, ROI_CLASSES
 
-__all__ = ["RESULTS_FILE", "RESULTS_SCHEMA", "collect_results", "find_model", "load_results", "model_recipe"]
+__all__ = [
+    "RESULTS_FILE",
+    "RESULTS_SCHEMA",
+    "add_models",
+    "collect_results",
+    "combine_parts",
+    "find_model",
+    "load_results",
+    "model_recipe",
+]
 
 RESULTS_FILE = "results.nc"
 # version of what a combination file holds; part of its key, so files of an older definition are refitted
@@ -53,6 +62,11 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
     for path in paths:
         with xr.open_dataset(path, engine=NETCDF_ENGINE) as part:
             parts.append(part.load())
+    return combine_parts(parts, attrs)
+
+
+def combine_parts(parts: Sequence[xr.Dataset], attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """`collect_results` of Datasets already in memory (one per model and subject, as `fit_combination` makes)."""
     if not parts:
         raise InvalidArgumentError("No finished combinations to collect")
     models = list(dict.fromkeys(p.attrs["model"] for p in parts))
@@ -99,7 +113,7 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
         for name, variable in part.data_vars.items():
             owner = () if name in _SUBJECT_VARIABLES else ("model",)
             put(name, (*owner, "subject", *variable.dims), variable.values, at)
-        put("n_components", ("model", "subject"), np.int32(part.attrs["n_components"]), at)
+        put("n_components", ("model", "subject"), np.int32(part.attrs.get("n_components", 0)), at)
         put("n_train", ("subject",), np.int32(part.attrs["n_train"]), at)
         put("n_val", ("subject",), np.int32(part.attrs["n_val"]), at)
         meta["backbone"][model], meta["layer"][model] = part.attrs["backbone"], part.attrs["layer"]
@@ -181,7 +195,33 @@ def find_model(results: xr.Dataset, model: str) -> str:
 
 def model_recipe(results: xr.Dataset, model: str) -> tuple[tuple[Space, ...], EncoderSetting]:
     """(feature spaces, encoder setting) of a fitted model id (or unique prefix) of the results."""
-    row = results.sel(model=find_model(results, model))
+    model = find_model(results, model)
+    if model in json.loads(results.attrs.get("ensembles", "{}")):
+        raise InvalidArgumentError(
+            f"model {model!r} is an ensemble, not one fitted model; its predictions come from encoders.ensemble"
+        )
+    row = results.sel(model=model)
     spaces = str(row["spaces"].values) if "spaces" in row.coords else f"{row['backbone'].values}:{row['layer'].values}"
     setting = EncoderSetting.from_value(json.loads(results.attrs["settings"])[str(row["setting"].values)])
     return parse_spaces(spaces), setting
+
+
+def add_models(results: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
+    """``results`` with the models of ``extra`` (made by `combine_parts` for the same subjects) added along ``model``;
+    a model already there is replaced. Variables ``extra`` lacks (``alpha``) are NaN for its models."""
+    if extra["subject"].values.tolist() != results["subject"].values.tolist():
+        raise InvalidArgumentError(
+            f"cannot add models fitted on subjects {extra['subject'].values.tolist()} to results of subjects "
+            f"{results['subject'].values.tolist()}"
+        )
+    kept = results.drop_sel(model=[m for m in extra["model"].values if m in results["model"].values])
+    per_model = [name for name, variable in kept.data_vars.items() if "model" in variable.dims]
+    added = extra[[name for name in per_model if name in extra]].reindex(roi=kept["roi"].values)
+    for name in per_model:
+        if name not in added:
+            variable = kept[name]
+            shape = [added.sizes["model"] if d == "model" else kept.sizes[d] for d in variable.dims]
+            added[name] = (variable.dims, np.full(shape, np.nan if variable.dtype.kind == "f" else 0, variable.dtype))
+    combined = xr.concat([kept[per_model], added], dim="model", coords="minimal", compat="override", join="exact")
+    others = kept.drop_vars(per_model).drop_dims("model", errors="ignore")
+    return xr.merge([combined, others], compat="override", combine_attrs="override")
