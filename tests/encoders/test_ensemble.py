@@ -19,6 +19,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 
 import encoders.ensemble as ensemble_module
 from encoders.challenge import list_images, load_subject
+from encoders.cli import main
 from encoders.ensemble import (
     EnsembleRecipe,
     fit_ensemble,
@@ -289,3 +290,32 @@ def test_selection_weights_on_a_known_table():
     np.testing.assert_allclose(top[:, 0], [0, 0.6, 0.4])
     np.testing.assert_allclose(top[:, 3], [0.5, 0.5, 0])  # no positive r: equal weights
     assert EnsembleRecipe("top-k-average", ("a", "b", "c"), k=2).model == "ensemble:top-k-average:k2-cv5"
+
+
+def test_the_ensemble_command_adds_the_model_and_prints_its_gain(planted, tmp_path, capsys):
+    results_path = tmp_path / "results.nc"
+    planted.results.to_netcdf(results_path, engine="scipy")
+    args = ["ensemble", str(results_path), "--method", "best-per-roi", "--n-boot", "50", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "ensemble:best-per-roi:streams-cv5: median r over all vertices" in out
+    assert "gain over the best single model planted:" in out and "paired bootstrap" in out
+    saved = load_results(results_path)
+    assert "ensemble:best-per-roi:streams-cv5" in saved["model"].values
+    assert (tmp_path / "leaderboard.csv").read_text().count("ensemble:best-per-roi") == 1
+    assert len(list((tmp_path / "ensembles").glob("*.nc"))) == len(MEMBERS) * 2  # the resumable part
+    assert (
+        main(
+            [
+                "submit",
+                "--results",
+                str(results_path),
+                "--model",
+                "ensemble:best-per-roi",
+                "--out",
+                str(tmp_path / "submission"),
+            ]
+        )
+        == 0
+    )
+    assert "submission:" in capsys.readouterr().out
