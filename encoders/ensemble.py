@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from encoders.challenge import SubjectData, load_subject
 from encoders.errors import InvalidArgumentError
-from encoders.grid import Combination, find_model, model_recipe, predict_test, predict_validation
+from encoders.grid import find_model, model_recipe, predict_test, predict_validation
 from encoders.grid.pipeline import (
     design_matrices,
     fit_encoder,
@@ -50,7 +50,7 @@ from encoders.grid.pipeline import (
     spaces_features,
     stacked_fmri,
 )
-from encoders.grid.results import NETCDF_ENGINE, add_models, combine_parts, write_atomic
+from encoders.grid.results import NETCDF_ENGINE, add_models, combination_prefix, combine_parts, write_atomic
 from encoders.scoring import pearson_r
 from encoders.splits import devkit_split, kfold
 from nsd.layout import HEMISPHERES, ROI_CLASSES, subject_number
@@ -193,19 +193,14 @@ def selection_weights(
     return weights
 
 
-def _member_combination_names(results: xr.Dataset) -> dict[str, str]:
-    """Combination file stem per ``model__subjXX`` prefix, from the results' record of its files."""
-    names = json.loads(results.attrs.get("combinations", "[]"))
-    return {name.rsplit("__", 1)[0]: name.removesuffix(".nc") for name in names}
-
-
 def _cached_cv_r(
     results: xr.Dataset, member: str, subject: SubjectData, recipe: EnsembleRecipe, cache_dir: Path | None, ctx: Any
 ) -> np.ndarray:
     """A member's cross-validated r per stacked vertex on the subject's training rows (cached when possible)."""
     spaces, setting = model_recipe(results, member)
-    prefix = Combination(spaces, setting, subject.subject).filename("x").removesuffix("__x.nc")
-    stem = _member_combination_names(results).get(prefix)
+    names = json.loads(results.attrs.get("combinations", "[]"))
+    prefix = combination_prefix(member, subject.subject)
+    stem = next((n.removesuffix(".nc") for n in names if n.rsplit("__", 1)[0] == prefix), None)
     path = None
     if cache_dir is not None and stem is not None:
         path = cache_dir / f"{stem}__inner{recipe.inner_folds}-seed{recipe.inner_seed}.nc"

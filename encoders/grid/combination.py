@@ -6,12 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from encoders.grid.results import RESULTS_SCHEMA
+from encoders.grid.results import RESULTS_SCHEMA, combination_prefix
 from encoders.grid.settings import SPACE_SEPARATOR, EncoderSetting, Space, spaces_name
 from featurestore.store import open_store
 
@@ -53,8 +52,7 @@ class Combination:
 
     def filename(self, key: str) -> str:
         """File name of the finished combination: readable prefix plus the key."""
-        safe = re.sub(r"[^\w.+-]+", "_", f"{self.model}__subj{self.subject:02d}")
-        return f"{safe}__{key}.nc"
+        return f"{combination_prefix(self.model, self.subject)}__{key}.nc"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from encoders.challenge import list_images, list_subjects
-from encoders.errors import InvalidArgumentError, MissingFeaturesError, check_output_folder
+from encoders.errors import InvalidArgumentError, MissingFeaturesError, ResultsError, check_output_folder
 from encoders.fingerprint import subject_fingerprint
 from encoders.grid.combination import (
     Combination,
@@ -24,6 +24,7 @@ from encoders.grid.combination import (
 from encoders.grid.results import (
     NETCDF_ENGINE,
     RESULTS_FILE,
+    carry_ensembles,
     collect_results,
     load_results,
     write_atomic,
@@ -208,5 +209,14 @@ def fit_grid(
         boot_seed=boot_seed,
     )
     results = collect_results(paths, attrs=attrs)
+    if results_path.is_file():  # ensembles added by `encoders ensemble` stay while their members are unchanged
+        try:
+            previous = load_results(results_path)
+        except ResultsError:
+            previous = None
+        if previous is not None:
+            results, dropped = carry_ensembles(previous, results)
+            for model in dropped:
+                print(f"{model}: dropped (members refitted or missing); rerun `encoders ensemble` for it", flush=True)
     write_atomic(results, results_path)
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +21,9 @@ __all__ = [
     "RESULTS_FILE",
     "RESULTS_SCHEMA",
     "add_models",
+    "carry_ensembles",
     "collect_results",
+    "combination_prefix",
     "combine_parts",
     "find_model",
     "load_results",
@@ -225,3 +228,38 @@ def add_models(results: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
     combined = xr.concat([kept[per_model], added], dim="model", coords="minimal", compat="override", join="exact")
     others = kept.drop_vars(per_model).drop_dims("model", errors="ignore")
     return xr.merge([combined, others], compat="override", combine_attrs="override")
+
+
+def combination_prefix(model: str, subject: int) -> str:
+    """The readable start of a combination file's name, ``<model>__subjXX`` made file-name safe."""
+    return re.sub(r"[^\w.+-]+", "_", f"{model}__subj{subject:02d}")
+
+
+def _member_files(results: xr.Dataset) -> dict[str, str]:
+    """Combination file name per ``model__subjXX`` prefix (the file names hold everything that determined a fit)."""
+    return {name.rsplit("__", 1)[0]: name for name in json.loads(results.attrs.get("combinations", "[]"))}
+
+
+def carry_ensembles(previous: xr.Dataset, results: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
+    """``results`` with the ensembles of ``previous`` (the results file before a rerun of the grid) whose members
+    were all reused unchanged, for the same subjects -> (results, ids of the ensembles dropped because not)."""
+    recipes = json.loads(previous.attrs.get("ensembles", "{}"))
+    if not recipes:
+        return results, []
+    before, now = _member_files(previous), _member_files(results)
+    subjects = results["subject"].values.tolist()
+    kept, dropped = {}, []
+    for model, recipe in recipes.items():
+        prefixes = [combination_prefix(member, subject) for member in recipe["members"] for subject in subjects]
+        same = previous["subject"].values.tolist() == subjects and all(
+            prefix in now and before.get(prefix) == now[prefix] for prefix in prefixes
+        )
+        if same:
+            kept[model] = recipe
+        else:
+            dropped.append(model)
+    if kept:
+        results = add_models(results, previous.sel(model=list(kept)).drop_dims(["ensemble", "member"]))
+        results["ensemble_weight"] = previous["ensemble_weight"].sel(ensemble=list(kept))
+        results.attrs["ensembles"] = json.dumps(kept)
+    return results, dropped

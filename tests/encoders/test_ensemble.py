@@ -319,3 +319,26 @@ def test_the_ensemble_command_adds_the_model_and_prints_its_gain(planted, tmp_pa
         == 0
     )
     assert "submission:" in capsys.readouterr().out
+
+
+def test_a_rerun_of_the_grid_keeps_ensembles_whose_members_are_unchanged(planted, ensembles, tmp_path, capsys):
+    import shutil
+
+    out = Path(shutil.copytree(planted.root / "results", tmp_path / "results"))
+    ensembles.to_netcdf(out / "results.nc", engine="scipy")
+    grown = fit_grid(
+        planted.store,
+        planted.data,
+        models=[*MEMBERS, f"{BACKBONE}:s2+{BACKBONE}:s1"],
+        settings=[SETTING],
+        out=out,
+        **FAST,
+    )
+    assert f"{BACKBONE}:s2+{BACKBONE}:s1:{LABEL}" in grown["model"].values  # a new fit, so results were rebuilt
+    for model in json.loads(ensembles.attrs["ensembles"]):
+        xr.testing.assert_identical(grown["r"].sel(model=model), ensembles["r"].sel(model=model))
+    xr.testing.assert_identical(grown["ensemble_weight"], ensembles["ensemble_weight"])
+    assert fit_ensemble(grown, "best-per-vertex", cache_dir=out / "ensembles", progress=False)["model"].size == 7
+    fewer = fit_grid(planted.store, planted.data, models=MEMBERS, subjects=[1], settings=[SETTING], out=out, **FAST)
+    assert "ensemble_weight" not in fewer and not [m for m in fewer["model"].values if m.startswith("ensemble")]
+    assert "ensemble:best-per-roi:streams-cv5: dropped (members refitted or missing)" in capsys.readouterr().out
