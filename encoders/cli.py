@@ -534,12 +534,13 @@ def _ensemble(args: argparse.Namespace) -> int:
     model = results["model"].values[-1]
     singles = table[(table["backbone"] != "ensemble") & table.index.isin(results["model"].values)]
     best = str(singles["All vertices"].idxmax())
-    gain = compare(results, best, model, n_boot=args.n_boot, store=args.store, data_dir=args.data).mean.difference
+    comparison = compare(results, best, model, n_boot=args.n_boot, store=args.store, data_dir=args.data)
+    gain = comparison.mean.difference
     print(
-        f"\n{model}: median r over all vertices {table.loc[model, 'All vertices']:.4f}; gain over the best single "
-        f"model {best} ({table.loc[best, 'All vertices']:.4f}): {gain.estimate:+.4f} "
-        f"[{gain.low:+.4f}, {gain.high:+.4f}] (paired bootstrap over validation images, {gain.level:.0%}; mean "
-        "over subjects)\n(the best single model is picked on the same validation rows, which flatters it)"
+        f"\n{model} against the best single model {best}, median r over all vertices of both hemispheres (mean "
+        f"over subjects): {comparison.mean.b.estimate:.4f} vs {comparison.mean.a.estimate:.4f}, gain "
+        f"{gain.estimate:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}] (paired bootstrap over validation images, "
+        f"{gain.level:.0%})\n(the best single model is picked on the same validation rows, which flatters it)"
     )
     print(f"saved {path} and {path.parent / 'leaderboard.csv'}")
     return 0
