@@ -56,6 +56,7 @@ from encoders.splits import devkit_split, kfold
 from nsd.layout import HEMISPHERES, ROI_CLASSES, subject_number
 
 __all__ = [
+    "ENSEMBLE_BACKBONE",
     "ENSEMBLE_METHODS",
     "EnsembleRecipe",
     "ensemble_cache_dir",

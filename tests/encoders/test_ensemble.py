@@ -342,3 +342,31 @@ def test_a_rerun_of_the_grid_keeps_ensembles_whose_members_are_unchanged(planted
     fewer = fit_grid(planted.store, planted.data, models=MEMBERS, subjects=[1], settings=[SETTING], out=out, **FAST)
     assert "ensemble_weight" not in fewer and not [m for m in fewer["model"].values if m.startswith("ensemble")]
     assert "ensemble:best-per-roi:streams-cv5: dropped (members refitted or missing)" in capsys.readouterr().out
+
+
+def test_the_report_shows_ensembles_and_multi_space_models_with_their_recipes(ensembles, tmp_path):
+    from encoders.demo import _model_provenance
+    from encoders.report import write_report
+
+    provenance = _model_provenance(ensembles)
+    assert provenance["ensemble:top-k-average:k2-cv5"]["encoder"]["members"] == MEMBERS_IDS
+    assert provenance[MEMBERS_IDS[2]]["encoder"]["pca"] is None
+    page = write_report(leaderboard(ensembles), [], provenance, tmp_path / "report.html").read_text()
+    assert page.count("ensemble:best-per-roi:streams-cv5") == 2  # leaderboard row and provenance heading
+    assert f"{MEMBERS_IDS[2]}</th>" in page
+
+
+def test_the_layer_roi_heatmap_has_a_row_per_ensemble_after_the_layers(ensembles):
+    from encoders.figures import _layer_heatmap_table
+
+    table = leaderboard(ensembles, ceiling=False)
+    frame = _layer_heatmap_table(ensembles, table)
+    assert frame.index.tolist() == [
+        (BACKBONE, "s1"),
+        (BACKBONE, "s2"),
+        (BACKBONE, "s1+s2"),
+        ("ensemble", "best-per-roi:streams-cv5"),
+        ("ensemble", "best-per-vertex:cv5"),
+        ("ensemble", "top-k-average:k2-cv5"),
+    ]
+    assert frame.loc[("ensemble", "best-per-vertex:cv5"), "early"] == table.loc["ensemble:best-per-vertex:cv5", "early"]
