@@ -46,12 +46,15 @@ images too: an estimate of the official score, which `encoders evaluate` compute
 tasks are saved under OUT/combinations and reused when the command is run again with the same recipe and the
 same data (a fingerprint of the fMRI, ROI masks and image names is part of each task's key); all results are
 collected in OUT/results.nc, the leaderboard in OUT/leaderboard.csv and the best layer per ROI in
-OUT/best_layers.csv.
+OUT/best_layers.csv. A model may join several feature spaces with +: PCA per space, the components side by side,
+one ridge.
 
 examples:
   encoders fit --store features.zarr --data algonauts_2023 --backbones alexnet
   encoders fit --store features.zarr --data algonauts_2023 --models alexnet:features.5 alexnet:features.12 \\
       --pca 100 none --ridge kernel --subjects 1 2 --scheduler tcp://scheduler:8786
+  encoders fit --store features.zarr --data algonauts_2023 --out results \\
+      --models alexnet:features.5 alexnet:classifier.5 alexnet:features.5+alexnet:classifier.5
 """
 
 SUBMIT_HELP = """\
