@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from encoders.challenge import RoiAtlas, SubjectData, list_subjects, load_subject
+from encoders.ensemble import fit_ensemble
 from encoders.errors import (
     ChallengeDataError,
     EncodersError,
@@ -40,6 +41,7 @@ __all__ = [
     "devkit_split",
     "evaluate_predictions",
     "evaluate_submission",
+    "fit_ensemble",
     "fit_grid",
     "kfold",
     "list_subjects",

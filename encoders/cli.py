@@ -29,6 +29,7 @@ Typical workflow on the challenge data:
   encoders fit --store features.zarr --data algonauts_2023 --backbones alexnet --out results
   encoders leaderboard results/results.nc
   encoders compare results/results.nc alexnet:features.5 alexnet:features.12
+  encoders ensemble results/results.nc --method best-per-roi
   encoders plots results/results.nc --out figures
   encoders submit --results results/results.nc --out submission
   encoders check-submission submission/algonauts_2023_submission.zip --data algonauts_2023
@@ -48,12 +49,15 @@ images too: an estimate of the official score, which `encoders evaluate` compute
 tasks are saved under OUT/combinations and reused when the command is run again with the same recipe and the
 same data (a fingerprint of the fMRI, ROI masks and image names is part of each task's key); all results are
 collected in OUT/results.nc, the leaderboard in OUT/leaderboard.csv and the best layer per ROI in
-OUT/best_layers.csv.
+OUT/best_layers.csv. A model may join several feature spaces with +: PCA per space, the components side by side,
+one ridge.
 
 examples:
   encoders fit --store features.zarr --data algonauts_2023 --backbones alexnet
   encoders fit --store features.zarr --data algonauts_2023 --models alexnet:features.5 alexnet:features.12 \\
       --pca 100 none --ridge kernel --subjects 1 2 --scheduler tcp://scheduler:8786
+  encoders fit --store features.zarr --data algonauts_2023 --out results \\
+      --models alexnet:features.5 alexnet:classifier.5 alexnet:features.5+alexnet:classifier.5
 """
 
 SUBMIT_HELP = """\
@@ -67,6 +71,24 @@ examples:
   encoders submit --results results/results.nc --out submission
   encoders submit --model alexnet:features.12 --store features.zarr --data algonauts_2023 --pca 100 \\
       --out submission
+"""
+
+
+ENSEMBLE_HELP = """\
+Combine the fitted models of a results file into one model: the best model per ROI (--method best-per-roi, ROIs of
+--roi-class), per vertex (best-per-vertex), or per vertex the top --k models averaged with weights proportional to
+their cross-validated r (top-k-average). The choice is made inside each subject's training rows: every member is
+refitted on --inner-folds folds of them and its out-of-fold predictions give a cross-validated r per vertex (cached
+under RESULTS_FOLDER/ensembles, so a second method costs only the final fits). The ensemble is then scored on the
+validation rows, which took no part in the choice, and added to the results file as a model like any other
+(ensemble:METHOD:DETAIL), so leaderboard, compare, plots and submit (which refits its members on all training
+images) show it. Last, its gain over the best single model (median r over all vertices) with the paired bootstrap
+interval over validation images.
+
+examples:
+  encoders ensemble results/results.nc --method best-per-roi
+  encoders ensemble results/results.nc --method top-k-average --k 3
+  encoders submit --results results/results.nc --model ensemble:best-per-roi --out submission
 """
 
 
@@ -237,7 +259,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="backbones whose stored layers are all fitted (default: every backbone in the store)",
     )
     which.add_argument(
-        "--models", type=_split, nargs="+", metavar="BACKBONE:LAYER", help="explicit layers, e.g. alexnet:features.5"
+        "--models",
+        type=_split,
+        nargs="+",
+        metavar="BACKBONE:LAYER",
+        help="explicit models, e.g. alexnet:features.5; join feature spaces with + to fit them as one model "
+        "(PCA per space, side by side, one ridge): alexnet:features.5+alexnet:classifier.5",
     )
     fit.add_argument(
         "--layers", type=_split, nargs="+", metavar="LAYER", help="with --backbones: only these layers of each backbone"
@@ -298,6 +325,32 @@ def _build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--store", help="feature store (default: the one recorded in the results)")
     comp.add_argument("--data", help="data folder (default: the one recorded in the results)")
 
+    ens = commands.add_parser(
+        "ensemble",
+        parents=[common],
+        help="combine fitted models (best per ROI / vertex, top-k average), chosen inside the training rows",
+        description=ENSEMBLE_HELP,
+        formatter_class=formatter,
+    )
+    ens.add_argument("results", help="results.nc written by `encoders fit` (or its folder); the ensemble is added")
+    ens.add_argument(
+        "--method", required=True, choices=("best-per-roi", "best-per-vertex", "top-k-average"), help="how to combine"
+    )
+    ens.add_argument("--k", type=int, default=3, help="models averaged per vertex by top-k-average (default: 3)")
+    ens.add_argument(
+        "--roi-class", default="streams", help="ROI class whose ROIs best-per-roi chooses for (default: streams)"
+    )
+    ens.add_argument(
+        "--models", type=_split, nargs="+", metavar="MODEL", help="member models (default: every fitted model)"
+    )
+    ens.add_argument(
+        "--inner-folds", type=int, default=5, help="folds of the training rows for the choice (default: 5)"
+    )
+    ens.add_argument("--n-boot", type=int, default=1000, help="resamples of the paired bootstrap (default: 1000)")
+    ens.add_argument("--store", help="feature store (default: the one recorded in the results)")
+    ens.add_argument("--data", help="data folder (default: the one recorded in the results)")
+    ens.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sub = commands.add_parser(
         "submit",
         parents=[common],
@@ -306,7 +359,10 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     sub.add_argument("--results", help="results.nc: take the model (default: the best) and its setting from it")
-    sub.add_argument("--model", help="model id from the results, or BACKBONE:LAYER with --store/--data")
+    sub.add_argument(
+        "--model",
+        help="model id from the results (an ensemble too), or BACKBONE:LAYER (or B:L1+B:L2) with --store/--data",
+    )
     sub.add_argument("--store", help="feature store (default: the one recorded in the results)")
     sub.add_argument("--data", help="data folder (default: the one recorded in the results)")
     _subjects_option(sub, "to predict")
@@ -492,7 +548,7 @@ def _prepare_nsd(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from encoders.grid import fit_grid, parse_model
+    from encoders.grid import fit_grid, parse_spaces
     from encoders.leaderboard import best_layers, format_leaderboard, leaderboard
 
     check_output_folder(args.out, "--out")
@@ -502,7 +558,7 @@ def _fit(args: argparse.Namespace) -> int:
             raise InvalidArgumentError("--layers needs --backbones (or name BACKBONE:LAYER pairs with --models)")
         models, backbones = [(b, layer) for b in backbones for layer in layers], None
     elif models is not None:
-        models = [parse_model(m) for m in models]
+        models = [parse_spaces(m) for m in models]
     results = fit_grid(
         args.store,
         _algonauts_data(args.data, args.out, _lists(args.subjects)),
@@ -563,6 +619,45 @@ def _compare(args: argparse.Namespace) -> int:
             data_dir=args.data,
         )
     )
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from encoders.ensemble import ensemble_cache_dir, fit_ensemble
+    from encoders.grid import RESULTS_FILE, load_results
+    from encoders.grid.results import write_atomic
+    from encoders.leaderboard import compare, format_leaderboard, leaderboard
+
+    path = Path(args.results)
+    path = path / RESULTS_FILE if path.is_dir() else path
+    results = fit_ensemble(
+        load_results(path),
+        args.method,
+        k=args.k,
+        roi_class=args.roi_class,
+        members=_lists(args.models),
+        inner_folds=args.inner_folds,
+        store=args.store,
+        data_dir=args.data,
+        cache_dir=ensemble_cache_dir(path),
+        progress=not args.quiet,
+    )
+    write_atomic(results, path)
+    table = leaderboard(results)
+    table.to_csv(path.parent / "leaderboard.csv")
+    print(format_leaderboard(table))
+    model = results["model"].values[-1]
+    singles = table[(table["backbone"] != "ensemble") & table.index.isin(results["model"].values)]
+    best = str(singles["All vertices"].idxmax())
+    comparison = compare(results, best, model, n_boot=args.n_boot, store=args.store, data_dir=args.data)
+    gain = comparison.mean.difference
+    print(
+        f"\n{model} against the best single model {best}, median r over all vertices of both hemispheres (mean "
+        f"over subjects): {comparison.mean.b.estimate:.4f} vs {comparison.mean.a.estimate:.4f}, gain "
+        f"{gain.estimate:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}] (paired bootstrap over validation images, "
+        f"{gain.level:.0%})\n(the best single model is picked on the same validation rows, which flatters it)"
+    )
+    print(f"saved {path} and {path.parent / 'leaderboard.csv'}")
     return 0
 
 
@@ -650,12 +745,15 @@ INTERRUPTED = {
     "demo": "interrupted; what is finished in --out is kept: rerun the same command to resume",
     "submit": "interrupted; nothing was written unless the submission zip was complete",
     "prepare-nsd": "interrupted; finished subjects are kept in --out: rerun the same command to resume",
+    "ensemble": "interrupted; the results file is unchanged, the members' cross-validated r finished so far are "
+    "cached next to it: rerun the same command to resume",
 }
 
 COMMANDS = {
     "fit": _fit,
     "leaderboard": _leaderboard,
     "compare": _compare,
+    "ensemble": _ensemble,
     "submit": _submit,
     "check-submission": _check_submission,
     "evaluate": _evaluate,

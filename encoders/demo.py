@@ -129,15 +129,16 @@ def _step(number: int, text: str) -> None:
 
 
 def _model_provenance(results: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """Per model: layer, encoder setting and the backbone's store provenance (for the report)."""
-    settings = json.loads(results.attrs["settings"])
+    """Per model: layer, encoder setting (an ensemble's recipe) and each backbone's store provenance (for the
+    report; a model of several spaces names its backbones joined by ``+``)."""
+    settings = json.loads(results.attrs["settings"]) | json.loads(results.attrs.get("ensembles", "{}"))
     stored = json.loads(results.attrs["provenance"])
     return {
         model: {
             "backbone": backbone,
             "layer": layer,
-            "encoder": settings[setting],
-            "features": stored.get(backbone, {}),
+            "encoder": settings.get(setting, settings.get(model)),
+            "features": stored.get(backbone) or {name: stored[name] for name in backbone.split("+") if name in stored},
         }
         for model, backbone, layer, setting in zip(
             results["model"].values.tolist(),

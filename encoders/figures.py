@@ -10,6 +10,8 @@ import pandas as pd
 import xarray as xr
 
 from encoders.challenge import ALL_VERTICES, RoiAtlas, load_subject
+from encoders.ensemble import ENSEMBLE_BACKBONE
+from encoders.grid import find_model
 from encoders.leaderboard import best_model, leaderboard
 from encoders.plots import (
     find_surface,
@@ -32,17 +34,21 @@ def _roi_table(results: xr.Dataset, model: str, subject: int) -> pd.DataFrame:
 
 
 def _layer_heatmap_table(results: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
-    """Rows (backbone, layer) in the grid's order, columns = ROI; one setting (the first) so rows stay unique."""
+    """Rows (backbone, layer) in the grid's order, columns = ROI; one setting (the first) so rows stay unique, then
+    the ensembles (rows ``ensemble / <method>:<detail>``)."""
     first_setting = results["setting"].values[0]
-    rows = table[table["setting"] == first_setting]
+    ensemble = table["backbone"] == ENSEMBLE_BACKBONE
+    rows = table[(table["setting"] == first_setting) | ensemble].copy()
+    rows.loc[ensemble, "layer"] = rows.loc[ensemble, "layer"] + ":" + rows.loc[ensemble, "setting"]
     rois = [r for r in results["roi"].values.tolist() if r in table.columns]
     frame = rows.set_index(["backbone", "layer"])[rois]
     order = [
-        (backbone, layer)
+        (backbone, layer if backbone != ENSEMBLE_BACKBONE else f"{layer}:{s}")
         for backbone, layer, s in zip(results["backbone"].values, results["layer"].values, results["setting"].values)
-        if s == first_setting
+        if s == first_setting or backbone == ENSEMBLE_BACKBONE
     ]
-    return frame.loc[order]
+    single = [row for row in order if row[0] != ENSEMBLE_BACKBONE]
+    return frame.loc[single + [row for row in order if row[0] == ENSEMBLE_BACKBONE]]
 
 
 def write_figures(
@@ -56,13 +62,13 @@ def write_figures(
     """The standard figures of a grid: accuracy on the surface (PNG per hemisphere + interactive HTML) of one
     model, an ROI on the surface, median r per ROI LH vs RH, layer x ROI heatmap, one image's fMRI response.
 
-    ``model`` defaults to the best model over all vertices, ``subject`` to the first subject, ``data_dir`` to the
-    one recorded in the results.
+    ``model`` (an id or unique prefix, an ensemble too) defaults to the best model over all vertices, ``subject``
+    to the first subject, ``data_dir`` to the one recorded in the results.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir or results.attrs["data_dir"])
-    model = model or best_model(results)
+    model = find_model(results, model) if model else best_model(results)
     subject = int(subject if subject is not None else results["subject"].values[0])
     atlas = RoiAtlas(data_dir, subject)
     surface = find_surface()

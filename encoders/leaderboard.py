@@ -17,8 +17,9 @@ import xarray as xr
 
 from encoders.bootstrap import PairedBootstrap, paired_bootstrap, percentile_interval
 from encoders.challenge import ALL_VERTICES, RoiAtlas
+from encoders.ensemble import predict_model_validation
 from encoders.errors import InvalidArgumentError, UnknownNameError
-from encoders.grid import find_model, predict_validation
+from encoders.grid import find_model
 from nsd.layout import HEMISPHERES, subject_number
 
 __all__ = [
@@ -260,15 +261,16 @@ def compare(
 ) -> Comparison:
     """Is model B really better than model A? Paired bootstrap on the same resampled validation images.
 
-    Both models are refitted on each subject's training split (`predict_validation`, from the store and data
-    recorded in the results unless given) and their validation predictions scored on shared resamples.
+    Both models are refitted on each subject's training split (`encoders.ensemble.predict_model_validation`: an
+    ensemble's members refitted and weighted as it chose; from the store and data recorded in the results unless
+    given) and their validation predictions scored on shared resamples.
     """
     numbers = [int(s) for s in results["subject"].values] if subjects is None else [subject_number(s) for s in subjects]
     data_dir = data_dir or results.attrs["data_dir"]
     per_subject = {}
     for number in numbers:
-        y_val, pred_a = predict_validation(results, a, number, store=store, data_dir=data_dir)
-        _, pred_b = predict_validation(results, b, number, store=store, data_dir=data_dir)
+        y_val, pred_a = predict_model_validation(results, a, number, store=store, data_dir=data_dir)
+        _, pred_b = predict_model_validation(results, b, number, store=store, data_dir=data_dir)
         atlas = RoiAtlas(data_dir, number)
         mask = np.concatenate([atlas.mask(hemi, roi) & (hemisphere in (None, hemi)) for hemi in HEMISPHERES])
         per_subject[number] = paired_bootstrap(

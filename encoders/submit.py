@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from encoders.ensemble import is_ensemble, predict_ensemble_test
 from encoders.errors import SubmissionError, check_output_folder
 from encoders.grid import model_recipe, predict_test
 from encoders.leaderboard import best_model
@@ -45,12 +46,17 @@ def write_test_submission(
 ) -> Path:
     """Refit a model of the results (default: the best) on all training images and write a checked submission zip.
 
+    An ensemble's members are each refitted on all training images and their test predictions combined with the
+    weights the ensemble chose inside the training rows (`encoders.ensemble.predict_ensemble_test`).
     Raises `SubmissionError` listing the problems if the written zip does not pass `check_submission`.
     """
     check_output_folder(out_dir, "out_dir")
-    backbone, layer, setting = model_recipe(results, model or best_model(results))
+    model = model or best_model(results)
     data_dir = data_dir or results.attrs["data_dir"]
-    predictions = predict_test(
-        store or results.attrs["store"], data_dir, (backbone, layer), setting=setting, subjects=subjects
-    )
+    if is_ensemble(results, model):
+        predictions = predict_ensemble_test(results, model, store=store, data_dir=data_dir, subjects=subjects)
+    else:
+        spaces, setting = model_recipe(results, model)
+        store = store or results.attrs["store"]
+        predictions = predict_test(store, data_dir, spaces, setting=setting, subjects=subjects)
     return write_checked_submission(predictions, out_dir, data_dir, subjects)

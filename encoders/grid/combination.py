@@ -1,17 +1,17 @@
-"""One task of the grid (a backbone layer, a setting, a subject), its cache key, and the inputs every task shares."""
+"""One task of the grid (one or several feature spaces, a setting, a subject), its cache key, and the inputs every
+task shares."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from encoders.grid.results import RESULTS_SCHEMA
-from encoders.grid.settings import EncoderSetting
+from encoders.grid.results import RESULTS_SCHEMA, combination_prefix
+from encoders.grid.settings import SPACE_SEPARATOR, EncoderSetting, Space, spaces_name
 from featurestore.store import open_store
 
 __all__ = ["Combination", "GridContext", "features_identity", "resolve_location"]
@@ -19,29 +19,40 @@ __all__ = ["Combination", "GridContext", "features_identity", "resolve_location"
 
 @dataclass(frozen=True)
 class Combination:
-    """One fit of the grid: a backbone layer, an encoder setting and a subject."""
+    """One fit of the grid: feature spaces (one ``(backbone, layer)`` or several), an encoder setting, a subject."""
 
-    backbone: str
-    layer: str
+    spaces: tuple[Space, ...]
     setting: EncoderSetting
     subject: int
 
     @property
+    def backbone(self) -> str:
+        """The backbone, or the distinct backbones of the spaces joined by ``+``."""
+        return SPACE_SEPARATOR.join(dict.fromkeys(backbone for backbone, _ in self.spaces))
+
+    @property
+    def layer(self) -> str:
+        """The layer, or the layers of the spaces joined by ``+``."""
+        return SPACE_SEPARATOR.join(layer for _, layer in self.spaces)
+
+    @property
     def model(self) -> str:
-        """Model id ``backbone:layer:setting`` (the ``model`` coordinate of the results)."""
-        return f"{self.backbone}:{self.layer}:{self.setting.label}"
+        """Model id ``backbone:layer:setting`` or ``b:l1+b:l2:setting`` (the ``model`` coordinate of the results)."""
+        return f"{spaces_name(self.spaces)}:{self.setting.label}"
 
     def key(self, **context: Any) -> str:
         """Hash of everything that determines the result (so a changed recipe never reuses a stale file)."""
-        spec = dict(
-            backbone=self.backbone, layer=self.layer, setting=self.setting.to_dict(), subject=self.subject, **context
+        what = (
+            dict(backbone=self.backbone, layer=self.layer)
+            if len(self.spaces) == 1
+            else dict(spaces=[list(space) for space in self.spaces])
         )
+        spec = dict(**what, setting=self.setting.to_dict(), subject=self.subject, **context)
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def filename(self, key: str) -> str:
         """File name of the finished combination: readable prefix plus the key."""
-        safe = re.sub(r"[^\w.+-]+", "_", f"{self.model}__subj{self.subject:02d}")
-        return f"{safe}__{key}.nc"
+        return f"{combination_prefix(self.model, self.subject)}__{key}.nc"
 
 
 @dataclass(frozen=True)

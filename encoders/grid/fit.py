@@ -1,5 +1,5 @@
-"""``fit_grid``: every (backbone layer, encoder setting, subject) fitted once, reused while nothing it depends on
-changed, and combined into ``out/results.nc``."""
+"""``fit_grid``: every (model, encoder setting, subject) fitted once, reused while nothing it depends on changed, and
+combined into ``out/results.nc``. A model is one ``backbone:layer`` feature space or several joined by ``+``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import dask
+import numpy as np
 import xarray as xr
 
-from encoders.challenge import list_subjects
-from encoders.errors import InvalidArgumentError, check_output_folder
+from encoders.challenge import list_images, list_subjects
+from encoders.errors import InvalidArgumentError, MissingFeaturesError, ResultsError, check_output_folder
 from encoders.fingerprint import subject_fingerprint
 from encoders.grid.combination import (
     Combination,
@@ -23,14 +24,16 @@ from encoders.grid.combination import (
 from encoders.grid.results import (
     NETCDF_ENGINE,
     RESULTS_FILE,
+    carry_ensembles,
     collect_results,
     load_results,
     write_atomic,
 )
 from encoders.grid.schedule import compute, print_progress, run_combination, summary
-from encoders.grid.settings import EncoderSetting, parse_model
+from encoders.grid.settings import EncoderSetting, Space, parse_spaces, spaces_name
 from encoders.splits import DEVKIT_SEED
-from featurestore.store import open_store
+from featurestore.errors import MissingEntryError
+from featurestore.store import open_features, open_store
 from nsd.layout import subject_number
 
 __all__ = ["COMBINATIONS_DIR", "fit_grid"]
@@ -46,20 +49,52 @@ def _layers_by_depth(opened: Any, backbone: str) -> list[str]:
 
 
 def _models(
-    store: str, models: Iterable[str | Sequence[str]] | None, backbones: Iterable[str] | None, storage_options
-) -> list[tuple[str, str]]:
-    """Explicit (backbone, layer) pairs, or every layer in the store of the given (or all) backbones."""
+    store: str, models: Iterable[str | Sequence[Any]] | None, backbones: Iterable[str] | None, storage_options
+) -> list[tuple[Space, ...]]:
+    """The feature spaces of each model: explicit models, or one model per layer of the given (or all) backbones."""
     if models is not None:
-        pairs = [parse_model(m) for m in models]
+        spaces = [parse_spaces(m) for m in models]
         if backbones is not None:
             raise InvalidArgumentError("Give either models=('backbone:layer', ...) or backbones=(...), not both")
     else:
         opened = open_store(store, storage_options=storage_options)
         chosen = list(backbones) if backbones is not None else list(opened.backbones())
-        pairs = [(backbone, layer) for backbone in chosen for layer in _layers_by_depth(opened, backbone)]
-    if not pairs:
+        spaces = [((backbone, layer),) for backbone in chosen for layer in _layers_by_depth(opened, backbone)]
+    if not spaces:
         raise InvalidArgumentError(f"No models to fit: store {store!r} has no layers for backbones={backbones!r}")
-    return list(dict.fromkeys(pairs))
+    return list(dict.fromkeys(spaces))
+
+
+def _check_spaces_share_images(
+    store: str, spaces: tuple[Space, ...], needed: np.ndarray, storage_options: dict | None
+) -> None:
+    """A model of several spaces needs every training image in each space: name the ids one space lacks."""
+    ids = {space: open_features(store, *space, storage_options=storage_options)["nsd_id"].values for space in spaces}
+    for space in spaces:
+        missing = np.setdiff1d(needed, ids[space])
+        if missing.size:
+            others = [
+                f"{b}:{layer}"
+                for b, layer in spaces
+                if (b, layer) != space and not np.setdiff1d(missing, ids[(b, layer)]).size
+            ]
+            had = f" ({', '.join(others)} {'has' if len(others) == 1 else 'have'} them)" if others else ""
+            raise MissingFeaturesError(
+                f"model {spaces_name(spaces)!r}: feature space {space[0]}:{space[1]} lacks {missing.size} of the "
+                f"{needed.size} training images{had}: NSD ids {missing[:10].tolist()}"
+                f"{' ...' if missing.size > 10 else ''}; the spaces of a model need the same images: featurestore "
+                f"extract --backbone {space[0]} --layers {space[1]} --store {store}"
+            )
+
+
+def _identity(store: str, spaces: tuple[Space, ...], storage_options: dict | None) -> Any:
+    """`features_identity` of a model's spaces (one dict for one space, as before; a list for several); a space
+    missing from the store is an error naming the model."""
+    try:
+        identities = [features_identity(store, backbone, layer, storage_options) for backbone, layer in spaces]
+    except MissingEntryError as error:
+        raise MissingFeaturesError(f"model {spaces_name(spaces)!r}: {error}") from error
+    return identities[0] if len(spaces) == 1 else identities
 
 
 def fit_grid(
@@ -88,8 +123,10 @@ def fit_grid(
         Feature store (local folder or fsspec URL such as ``s3://bucket/features.zarr``).
     data_dir : str or path
         Algonauts 2023 data folder (``subjXX/...``).
-    models : iterable of "backbone:layer" or (backbone, layer), default=None
-        Layers to fit; None means every layer in the store of ``backbones`` (all backbones if None too).
+    models : iterable of "backbone:layer", "b:l1+b:l2", (backbone, layer) or a list of those, default=None
+        Models to fit, each one feature space or several (fitted together as ``EncoderSetting.join`` says: PCA per
+        space, concatenated, one ridge); None means every layer in the store of ``backbones`` (all backbones if
+        None too), one model each.
     backbones : iterable of str, default=None
         Backbones whose stored layers are all fitted (only without ``models``).
     subjects : iterable of int or "subjXX", default=None
@@ -127,19 +164,23 @@ def fit_grid(
     subject_numbers = [subject_number(s) for s in (subjects if subjects is not None else list_subjects(data_dir))]
     ctx = GridContext(store, data_dir, split_seed, n_boot, level, boot_seed, storage_options)
     fingerprints = {number: subject_fingerprint(data_dir, number) for number in subject_numbers}
+    model_spaces = _models(store, models, backbones, storage_options)
+    identities = {spaces: _identity(store, spaces, storage_options) for spaces in model_spaces}
+    if any(len(spaces) > 1 for spaces in model_spaces):
+        needed = np.unique(np.concatenate([list_images(data_dir, n, "train")[0] for n in subject_numbers]))
+        for spaces in model_spaces:
+            if len(spaces) > 1:
+                _check_spaces_share_images(store, spaces, needed, storage_options)
     combos = [
-        Combination(backbone, layer, setting, subject)
-        for backbone, layer in _models(store, models, backbones, storage_options)
+        Combination(spaces, setting, subject)
+        for spaces in model_spaces
         for setting in settings
         for subject in subject_numbers
     ]
-    identities = {(c.backbone, c.layer): features_identity(store, c.backbone, c.layer, storage_options) for c in combos}
     paths = [
         out
         / COMBINATIONS_DIR
-        / c.filename(
-            c.key(features=identities[(c.backbone, c.layer)], data=fingerprints[c.subject], **ctx.hash_fields())
-        )
+        / c.filename(c.key(features=identities[c.spaces], data=fingerprints[c.subject], **ctx.hash_fields()))
         for c in combos
     ]
     done, tasks = 0, []
@@ -165,7 +206,17 @@ def fit_grid(
         data_dir=data_dir,
         combinations=combinations,
         data_fingerprints=json.dumps({f"subj{n:02d}": f for n, f in fingerprints.items()}),
+        boot_seed=boot_seed,
     )
     results = collect_results(paths, attrs=attrs)
+    if results_path.is_file():  # ensembles added by `encoders ensemble` stay while their members are unchanged
+        try:
+            previous = load_results(results_path)
+        except ResultsError:
+            previous = None
+        if previous is not None:
+            results, dropped = carry_ensembles(previous, results)
+            for model in dropped:
+                print(f"{model}: dropped (members refitted or missing); rerun `encoders ensemble` for it", flush=True)
     write_atomic(results, results_path)
     return results

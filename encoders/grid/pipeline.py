@@ -1,5 +1,6 @@
-"""The fit of one task: features of the subject's images read lazily, the devkit split, PCA + ridge, and the scores
-of the validation rows (per-vertex r, ROI medians with bootstrap intervals, the challenge score estimate)."""
+"""The fit of one task: features of the subject's images read lazily, the devkit split, PCA + ridge (PCA per feature
+space, side by side, for a model of several spaces), and the scores of the validation rows (per-vertex r, ROI
+medians with bootstrap intervals, the challenge score estimate)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,7 @@ from encoders.challenge import ALL_VERTICES, SubjectData, list_subjects, load_su
 from encoders.errors import MissingFeaturesError
 from encoders.grid.combination import Combination, GridContext, resolve_location
 from encoders.grid.results import model_recipe
-from encoders.grid.settings import EncoderSetting, parse_model
+from encoders.grid.settings import EncoderSetting, Space, parse_spaces, spaces_name
 from encoders.pca import PCA
 from encoders.ridge import KernelRidgeCV, RidgeCV
 from encoders.scoring import challenge_score, pearson_r, roi_medians
@@ -25,7 +27,15 @@ from encoders.splits import devkit_split
 from featurestore.store import open_features, open_store
 from nsd.layout import HEMISPHERES, subject_number
 
-__all__ = ["IN_MEMORY_BYTES", "fit_combination", "predict_test", "predict_validation"]
+__all__ = [
+    "IN_MEMORY_BYTES",
+    "FittedEncoder",
+    "fit_combination",
+    "fit_encoder",
+    "predict_test",
+    "predict_validation",
+    "score_validation",
+]
 
 IN_MEMORY_BYTES = 2 * 2**30  # a subject's layer up to this size (as float32) is read into memory once
 
@@ -78,29 +88,60 @@ def design_matrix(features: xr.DataArray, rows: np.ndarray | slice = slice(None)
     return _SynchronousRows(data)
 
 
-def fit_encoder(design: Any, fmri: np.ndarray, setting: EncoderSetting) -> tuple[Any, Any, int]:
-    """PCA (optional) then ridge fitted on these rows -> (pca or None, ridge, number of ridge input features).
+def spaces_features(
+    store: str, spaces: Sequence[Space], ids: np.ndarray, data_dir: str, storage_options: dict | None
+) -> list[xr.DataArray]:
+    """Lazy features of ``ids`` in each space, in the order of ``spaces``."""
+    return [features_for(store, backbone, layer, ids, data_dir, storage_options) for backbone, layer in spaces]
 
-    ``setting.pca`` larger than min(n_rows, n_features) is cut to that (the value used is returned).
+
+def design_matrices(features: Sequence[xr.DataArray], rows: np.ndarray | slice, setting: EncoderSetting) -> list:
+    """What `fit_encoder` takes: one design per space when PCA reduces each space, else one design of the raw
+    features of all spaces side by side (a lazy concatenation, streamed like one large layer)."""
+    if setting.pca is None and len(features) > 1:
+        features = [xr.concat(features, dim=features[0].dims[1])]
+    return [design_matrix(f, rows) for f in features]
+
+
+@dataclass
+class FittedEncoder:
+    """PCA per space (or none) and the ridge fitted on the joined design; predicts from `design_matrices`."""
+
+    pcas: list | None
+    ridge: Any
+    n_components: int
+
+    def predict(self, designs: Sequence[Any]) -> np.ndarray:
+        """Predictions (float32) for feature rows given as `design_matrices`."""
+        if self.pcas is not None:
+            design = _join([pca.transform(d) for pca, d in zip(self.pcas, designs)])
+        else:
+            design = designs[0] if isinstance(self.ridge, KernelRidgeCV) else np.asarray(designs[0][:], np.float32)
+        return np.asarray(self.ridge.predict(design), dtype=np.float32)
+
+
+def _join(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """The ``concat`` join: the spaces' (reduced) features side by side."""
+    return blocks[0] if len(blocks) == 1 else np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks], 1)
+
+
+def fit_encoder(designs: Sequence[Any], fmri: np.ndarray, setting: EncoderSetting) -> FittedEncoder:
+    """PCA (optional, one per space) then one ridge on the joined design, fitted on these rows.
+
+    ``setting.pca`` larger than min(n_rows, n_features) of a space is cut to that; ``n_components`` is the number
+    of ridge input features (the sum over spaces).
     """
-    pca = None
+    pcas = None
     if setting.pca is not None:
-        pca = PCA(n_components=min(setting.pca, *design.shape))
-        design = pca.fit_transform(design)
+        pcas = [PCA(n_components=min(setting.pca, *d.shape)) for d in designs]
+        design = _join([pca.fit_transform(d) for pca, d in zip(pcas, designs)])
     elif setting.ridge == "primal":
-        design = np.asarray(design[:], dtype=np.float32)
+        design = np.asarray(designs[0][:], dtype=np.float32)
+    else:
+        design = designs[0]
     estimator = RidgeCV if setting.ridge == "primal" else KernelRidgeCV
     ridge = estimator(alphas=np.asarray(setting.alphas), cv=setting.cv).fit(design, fmri)
-    return pca, ridge, int(design.shape[1])
-
-
-def predict(pca: Any, ridge: Any, design: Any) -> np.ndarray:
-    """Predictions of fitted PCA + ridge for feature rows."""
-    if pca is not None:
-        design = pca.transform(design)
-    elif isinstance(ridge, RidgeCV):
-        design = np.asarray(design[:], dtype=np.float32)
-    return np.asarray(ridge.predict(design), dtype=np.float32)
+    return FittedEncoder(pcas, ridge, int(design.shape[1]))
 
 
 def split_hemispheres(values: np.ndarray, subject: SubjectData) -> dict[str, np.ndarray]:
@@ -134,17 +175,18 @@ def validation_fit(
     combo: Combination, ctx: GridContext, subject: SubjectData
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Fit on the devkit training split -> (validation fMRI, predictions, per-vertex alphas, fit facts)."""
-    features = features_for(
-        ctx.store, combo.backbone, combo.layer, subject.train_ids, ctx.data_dir, ctx.storage_options
-    )
+    features = spaces_features(ctx.store, combo.spaces, subject.train_ids, ctx.data_dir, ctx.storage_options)
     train_idx, val_idx = devkit_split(subject.n_train, ctx.split_seed)
     fmri = stacked_fmri(subject)
-    pca, ridge, n_components = fit_encoder(design_matrix(features, train_idx), fmri[train_idx], combo.setting)
-    prediction = predict(pca, ridge, design_matrix(features, val_idx))
+    encoder = fit_encoder(design_matrices(features, train_idx, combo.setting), fmri[train_idx], combo.setting)
+    prediction = encoder.predict(design_matrices(features, val_idx, combo.setting))
     facts = dict(
-        n_train=len(train_idx), n_val=len(val_idx), n_features=int(features.shape[1]), n_components=n_components
+        n_train=len(train_idx),
+        n_val=len(val_idx),
+        n_features=int(sum(f.shape[1] for f in features)),
+        n_components=encoder.n_components,
     )
-    return fmri[val_idx], prediction, np.asarray(ridge.best_alphas_, dtype=np.float64), facts
+    return fmri[val_idx], prediction, np.asarray(encoder.ridge.best_alphas_, dtype=np.float64), facts
 
 
 def fit_combination(combo: Combination, ctx: GridContext) -> xr.Dataset:
@@ -152,19 +194,52 @@ def fit_combination(combo: Combination, ctx: GridContext) -> xr.Dataset:
     start = time.perf_counter()
     subject = load_subject(ctx.data_dir, combo.subject)
     y_val, prediction, alphas, facts = validation_fit(combo, ctx, subject)
+    opened = open_store(ctx.store, storage_options=ctx.storage_options)
+    provenance = {backbone: opened.provenance(backbone) for backbone in dict.fromkeys(b for b, _ in combo.spaces)}
+    attrs = dict(
+        model=combo.model,
+        backbone=combo.backbone,
+        layer=combo.layer,
+        spaces=spaces_name(combo.spaces),
+        setting=json.dumps(combo.setting.to_dict()),
+        setting_label=combo.setting.label,
+        backbone_provenance=json.dumps(provenance, sort_keys=True, default=str),
+        **facts,
+    )
+    dataset = score_validation(y_val, prediction, subject, ctx, attrs)
+    dataset["alpha"] = (("hemisphere", "vertex"), _padded(split_hemispheres(alphas, subject), subject))
+    dataset.attrs["fit_seconds"] = time.perf_counter() - start
+    return dataset
+
+
+def _padded(values: Mapping[str, np.ndarray], subject: SubjectData) -> np.ndarray:
+    """Per-hemisphere vertex values in one (hemisphere, max vertices) array, NaN past each hemisphere's end."""
+    n_vertices = [subject.fmri[hemi].shape[1] for hemi in HEMISPHERES]
+    out = np.full((2, max(n_vertices)), np.nan)
+    for i, hemi in enumerate(HEMISPHERES):
+        out[i, : n_vertices[i]] = values[hemi]
+    return out
+
+
+def score_validation(
+    y_val: np.ndarray, prediction: np.ndarray, subject: SubjectData, ctx: GridContext, attrs: Mapping[str, Any]
+) -> xr.Dataset:
+    """A model's scores on the validation rows -> the Dataset of one combination (dims hemisphere, vertex, roi,
+    boot): per-vertex r, ROI medians with bootstrap intervals on the grid's resamples, the challenge score.
+
+    ``attrs`` name the model (``model``, ``backbone``, ``layer``, ``spaces``, ``setting``, ``setting_label``, ...);
+    any model scored here (a fitted combination, an ensemble) sits in the results beside the others.
+    """
     r = np.asarray(pearson_r(y_val, prediction), dtype=np.float64)
     names, classes, groups = _roi_groups(subject)
     cis = bootstrap_median_r(
         y_val, prediction, groups=groups, n_boot=ctx.n_boot, level=ctx.level, seed=ctx.boot_seed + subject.subject
     )
     n_vertices = [subject.fmri[hemi].shape[1] for hemi in HEMISPHERES]
-    per_hemi = {"r": split_hemispheres(r, subject), "alpha": split_hemispheres(alphas, subject)}
+    per_hemi = {"r": split_hemispheres(r, subject)}
 
     def padded(values: Mapping[str, np.ndarray]) -> np.ndarray:
-        out = np.full((2, max(n_vertices)), np.nan)
-        for i, hemi in enumerate(HEMISPHERES):
-            out[i, : n_vertices[i]] = values[hemi]
-        return out
+        return _padded(values, subject)
 
     def per_roi(attribute: str) -> np.ndarray:
         return np.array([[getattr(cis[(hemi, name)], attribute) for name in names] for hemi in HEMISPHERES])
@@ -179,7 +254,6 @@ def fit_combination(combo: Combination, ctx: GridContext) -> xr.Dataset:
     ]
     data_vars = {
         "r": (("hemisphere", "vertex"), padded(per_hemi["r"]).astype(np.float32)),
-        "alpha": (("hemisphere", "vertex"), padded(per_hemi["alpha"])),
         "n_vertices": (("hemisphere",), np.array(n_vertices, dtype=np.int32)),
         "roi_median": (("hemisphere", "roi"), np.array([[medians[(h, n)] for n in names] for h in HEMISPHERES])),
         "roi_median_low": (("hemisphere", "roi"), per_roi("low")),
@@ -201,21 +275,7 @@ def fit_combination(combo: Combination, ctx: GridContext) -> xr.Dataset:
             ("hemisphere", "roi"),
             np.array([[_median_or_nan(max_r[groups[(hemi, name)]]) for name in names] for hemi in HEMISPHERES]),
         )
-    provenance = open_store(ctx.store, storage_options=ctx.storage_options).provenance(combo.backbone)
-    attrs = dict(
-        model=combo.model,
-        backbone=combo.backbone,
-        layer=combo.layer,
-        setting=json.dumps(combo.setting.to_dict()),
-        setting_label=combo.setting.label,
-        subject=subject.subject,
-        split_seed=ctx.split_seed,
-        n_boot=ctx.n_boot,
-        level=ctx.level,
-        provenance=json.dumps(provenance, sort_keys=True, default=str),
-        fit_seconds=time.perf_counter() - start,
-        **facts,
-    )
+    attrs = dict(attrs, subject=subject.subject, split_seed=ctx.split_seed, n_boot=ctx.n_boot, level=ctx.level)
     coords = {"hemisphere": list(HEMISPHERES), "roi": names, "roi_class": ("roi", [classes[n] for n in names])}
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
@@ -238,17 +298,28 @@ def predict_validation(
     Used by paired comparisons; ``store`` and ``data_dir`` default to those recorded in the results.
     """
     combo = Combination(*model_recipe(results, model), subject_number(subject))
-    ctx = GridContext(
+    ctx = results_context(results, store=store, data_dir=data_dir, storage_options=storage_options)
+    y_val, prediction, _, _ = validation_fit(combo, ctx, load_subject(ctx.data_dir, combo.subject))
+    return y_val, prediction
+
+
+def results_context(
+    results: xr.Dataset,
+    *,
+    store: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+) -> GridContext:
+    """The grid inputs a results file was made with (store, data, split, bootstrap), or the store/data given."""
+    return GridContext(
         resolve_location(store or results.attrs["store"]),
         resolve_location(data_dir or results.attrs["data_dir"]),
         int(results.attrs["split_seed"]),
         int(results.attrs["n_boot"]),
         float(results.attrs["level"]),
-        0,
+        int(results.attrs.get("boot_seed", 0)),
         storage_options,
     )
-    y_val, prediction, _, _ = validation_fit(combo, ctx, load_subject(ctx.data_dir, combo.subject))
-    return y_val, prediction
 
 
 def predict_test(
@@ -260,21 +331,22 @@ def predict_test(
     subjects: Iterable[int | str] | None = None,
     storage_options: dict | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
-    """Fit ``backbone:layer`` on all training images of each subject and predict its test images.
+    """Fit a model (``backbone:layer``, or several spaces ``b:l1+b:l2``) on all training images of each subject and
+    predict its test images.
 
     Returns ``{subject: {"lh": (n_test, n_lh) float32, "rh": ...}}`` in test-file order, ready for
     `encoders.submission.write_submission`. The test images' features must be in the store.
     """
-    backbone, layer = parse_model(model)
+    spaces = parse_spaces(model)
     setting = EncoderSetting.from_value(setting if setting is not None else EncoderSetting())
     store, data_dir = resolve_location(store), resolve_location(data_dir)
     numbers = [subject_number(s) for s in (subjects if subjects is not None else list_subjects(data_dir))]
     predictions = {}
     for number in numbers:
         subject = load_subject(data_dir, number)
-        train = features_for(store, backbone, layer, subject.train_ids, data_dir, storage_options)
-        test = features_for(store, backbone, layer, subject.test_ids, data_dir, storage_options)
-        pca, ridge, _ = fit_encoder(design_matrix(train), stacked_fmri(subject), setting)
-        stacked = predict(pca, ridge, design_matrix(test))
+        train = spaces_features(store, spaces, subject.train_ids, data_dir, storage_options)
+        test = spaces_features(store, spaces, subject.test_ids, data_dir, storage_options)
+        encoder = fit_encoder(design_matrices(train, slice(None), setting), stacked_fmri(subject), setting)
+        stacked = encoder.predict(design_matrices(test, slice(None), setting))
         predictions[number] = split_hemispheres(stacked, subject)
     return predictions

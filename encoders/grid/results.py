@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,10 +14,21 @@ import numpy as np
 import xarray as xr
 
 from encoders.errors import InvalidArgumentError, ResultsError, UnknownNameError
-from encoders.grid.settings import EncoderSetting
+from encoders.grid.settings import EncoderSetting, Space, parse_spaces
 from nsd.layout import HEMISPHERES, ROI_CLASSES
 
-__all__ = ["RESULTS_FILE", "RESULTS_SCHEMA", "collect_results", "find_model", "load_results", "model_recipe"]
+__all__ = [
+    "RESULTS_FILE",
+    "RESULTS_SCHEMA",
+    "add_models",
+    "carry_ensembles",
+    "collect_results",
+    "combination_prefix",
+    "combine_parts",
+    "find_model",
+    "load_results",
+    "model_recipe",
+]
 
 RESULTS_FILE = "results.nc"
 # version of what a combination file holds; part of its key, so files of an older definition are refitted
@@ -45,13 +57,19 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
     ``noise_ceiling`` (subject, hemisphere, vertex; fraction) and ``roi_noise_ceiling`` (subject, hemisphere, roi;
     median over the ROI of sqrt(ceiling), the largest r the noise allows) when known, ``n_components``
     (model, subject).
-    Coordinates ``backbone``, ``layer``, ``setting`` along ``model`` and ``roi_class`` along ``roi``.
+    Coordinates ``backbone``, ``layer``, ``setting``, ``spaces`` (the model's ``backbone:layer`` feature spaces
+    joined by ``+``) and ``split_seed`` along ``model``, and ``roi_class`` along ``roi``.
     Attributes: ``settings`` and ``provenance`` (JSON by label / backbone) plus ``attrs``.
     """
     parts = []
     for path in paths:
         with xr.open_dataset(path, engine=NETCDF_ENGINE) as part:
             parts.append(part.load())
+    return combine_parts(parts, attrs)
+
+
+def combine_parts(parts: Sequence[xr.Dataset], attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """`collect_results` of Datasets already in memory (one per model and subject, as `fit_combination` makes)."""
     if not parts:
         raise InvalidArgumentError("No finished combinations to collect")
     models = list(dict.fromkeys(p.attrs["model"] for p in parts))
@@ -83,7 +101,7 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
         else:
             array[scalar] = value
 
-    meta: dict[str, dict[str, str]] = {"backbone": {}, "layer": {}, "setting": {}}
+    meta: dict[str, dict[str, Any]] = {"backbone": {}, "layer": {}, "setting": {}, "spaces": {}, "split_seed": {}}
     settings, provenance = {}, {}
     for part in parts:
         model = part.attrs["model"]
@@ -98,13 +116,18 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
         for name, variable in part.data_vars.items():
             owner = () if name in _SUBJECT_VARIABLES else ("model",)
             put(name, (*owner, "subject", *variable.dims), variable.values, at)
-        put("n_components", ("model", "subject"), np.int32(part.attrs["n_components"]), at)
+        put("n_components", ("model", "subject"), np.int32(part.attrs.get("n_components", 0)), at)
         put("n_train", ("subject",), np.int32(part.attrs["n_train"]), at)
         put("n_val", ("subject",), np.int32(part.attrs["n_val"]), at)
         meta["backbone"][model], meta["layer"][model] = part.attrs["backbone"], part.attrs["layer"]
         meta["setting"][model] = part.attrs["setting_label"]
+        meta["spaces"][model] = part.attrs.get("spaces", f"{part.attrs['backbone']}:{part.attrs['layer']}")
+        meta["split_seed"][model] = int(part.attrs["split_seed"])
         settings[part.attrs["setting_label"]] = json.loads(part.attrs["setting"])
-        provenance[part.attrs["backbone"]] = json.loads(part.attrs["provenance"])
+        if "backbone_provenance" in part.attrs:
+            provenance |= json.loads(part.attrs["backbone_provenance"])
+        else:  # a file written before models could have several spaces
+            provenance[part.attrs["backbone"]] = json.loads(part.attrs["provenance"])
     first = parts[0].attrs
     return xr.Dataset(
         values,
@@ -113,6 +136,8 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
             "backbone": ("model", [meta["backbone"][m] for m in models]),
             "layer": ("model", [meta["layer"][m] for m in models]),
             "setting": ("model", [meta["setting"][m] for m in models]),
+            "spaces": ("model", [meta["spaces"][m] for m in models]),
+            "split_seed": ("model", np.array([meta["split_seed"][m] for m in models], dtype=np.int64)),
             "subject": subjects,
             "hemisphere": list(HEMISPHERES),
             "roi": rois,
@@ -171,8 +196,70 @@ def find_model(results: xr.Dataset, model: str) -> str:
     return matches[0]
 
 
-def model_recipe(results: xr.Dataset, model: str) -> tuple[str, str, EncoderSetting]:
-    """(backbone, layer, encoder setting) of a model id (or unique prefix) of the results."""
-    row = results.sel(model=find_model(results, model))
+def model_recipe(results: xr.Dataset, model: str) -> tuple[tuple[Space, ...], EncoderSetting]:
+    """(feature spaces, encoder setting) of a fitted model id (or unique prefix) of the results."""
+    model = find_model(results, model)
+    if model in json.loads(results.attrs.get("ensembles", "{}")):
+        raise InvalidArgumentError(
+            f"model {model!r} is an ensemble, not one fitted model; its predictions come from encoders.ensemble"
+        )
+    row = results.sel(model=model)
+    spaces = str(row["spaces"].values) if "spaces" in row.coords else f"{row['backbone'].values}:{row['layer'].values}"
     setting = EncoderSetting.from_value(json.loads(results.attrs["settings"])[str(row["setting"].values)])
-    return str(row["backbone"].values), str(row["layer"].values), setting
+    return parse_spaces(spaces), setting
+
+
+def add_models(results: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
+    """``results`` with the models of ``extra`` (made by `combine_parts` for the same subjects) added along ``model``;
+    a model already there is replaced. Variables ``extra`` lacks (``alpha``) are NaN for its models."""
+    if extra["subject"].values.tolist() != results["subject"].values.tolist():
+        raise InvalidArgumentError(
+            f"cannot add models fitted on subjects {extra['subject'].values.tolist()} to results of subjects "
+            f"{results['subject'].values.tolist()}"
+        )
+    kept = results.drop_sel(model=[m for m in extra["model"].values if m in results["model"].values])
+    per_model = [name for name, variable in kept.data_vars.items() if "model" in variable.dims]
+    added = extra[[name for name in per_model if name in extra]].reindex(roi=kept["roi"].values)
+    for name in per_model:
+        if name not in added:
+            variable = kept[name]
+            shape = [added.sizes["model"] if d == "model" else kept.sizes[d] for d in variable.dims]
+            added[name] = (variable.dims, np.full(shape, np.nan if variable.dtype.kind == "f" else 0, variable.dtype))
+    combined = xr.concat([kept[per_model], added], dim="model", coords="minimal", compat="override", join="exact")
+    others = kept.drop_vars(per_model).drop_dims("model", errors="ignore")
+    return xr.merge([combined, others], compat="override", combine_attrs="override")
+
+
+def combination_prefix(model: str, subject: int) -> str:
+    """The readable start of a combination file's name, ``<model>__subjXX`` made file-name safe."""
+    return re.sub(r"[^\w.+-]+", "_", f"{model}__subj{subject:02d}")
+
+
+def _member_files(results: xr.Dataset) -> dict[str, str]:
+    """Combination file name per ``model__subjXX`` prefix (the file names hold everything that determined a fit)."""
+    return {name.rsplit("__", 1)[0]: name for name in json.loads(results.attrs.get("combinations", "[]"))}
+
+
+def carry_ensembles(previous: xr.Dataset, results: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
+    """``results`` with the ensembles of ``previous`` (the results file before a rerun of the grid) whose members
+    were all reused unchanged, for the same subjects -> (results, ids of the ensembles dropped because not)."""
+    recipes = json.loads(previous.attrs.get("ensembles", "{}"))
+    if not recipes:
+        return results, []
+    before, now = _member_files(previous), _member_files(results)
+    subjects = results["subject"].values.tolist()
+    kept, dropped = {}, []
+    for model, recipe in recipes.items():
+        prefixes = [combination_prefix(member, subject) for member in recipe["members"] for subject in subjects]
+        same = previous["subject"].values.tolist() == subjects and all(
+            prefix in now and before.get(prefix) == now[prefix] for prefix in prefixes
+        )
+        if same:
+            kept[model] = recipe
+        else:
+            dropped.append(model)
+    if kept:
+        results = add_models(results, previous.sel(model=list(kept)).drop_dims(["ensemble", "member"]))
+        results["ensemble_weight"] = previous["ensemble_weight"].sel(ensemble=list(kept))
+        results.attrs["ensembles"] = json.dumps(kept)
+    return results, dropped

@@ -13,10 +13,27 @@ import numpy as np
 from encoders.errors import InvalidArgumentError
 from encoders.ridge import CLOSED_FORM_CV
 
-__all__ = ["DEFAULT_SETTING_ALPHAS", "RIDGE_FORMS", "EncoderSetting", "parse_model"]
+__all__ = [
+    "DEFAULT_SETTING_ALPHAS",
+    "RIDGE_FORMS",
+    "SPACE_JOINS",
+    "EncoderSetting",
+    "Space",
+    "parse_model",
+    "parse_spaces",
+    "spaces_name",
+]
 
 DEFAULT_SETTING_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 11))  # 1e-2 ... 1e8, one per decade
 RIDGE_FORMS = ("primal", "kernel")
+# how a model of several feature spaces becomes one design: "concat" = PCA per space, columns side by side, one
+# ridge. A "banded" join (one penalty per space, encoders.ridge.BandedRidgeCV) adds its name here and its branch
+# in `encoders.grid.pipeline.fit_encoder`.
+SPACE_JOINS = ("concat",)
+SPACE_SEPARATOR = "+"
+
+Space = tuple[str, str]
+"""One feature space: (backbone, layer)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,10 @@ class EncoderSetting:
         Folds for choosing alpha, closed-form leave-one-out, or generalised cross-validation.
     name : str or None, default=None
         Label in model names; None builds one such as ``"pca100-ridge-cv5"`` or ``"pca50-ols"``.
+    join : {"concat"}, default="concat"
+        How a model of several feature spaces (``"alexnet:features.5+alexnet:classifier.5"``) is fitted:
+        ``"concat"`` fits the PCA of each space on its own, puts the components side by side and fits one ridge
+        (without PCA the raw features are put side by side). Ignored for one space.
     """
 
     pca: int | None = 100
@@ -44,6 +65,7 @@ class EncoderSetting:
     alphas: tuple[float, ...] = DEFAULT_SETTING_ALPHAS
     cv: int | str = 5
     name: str | None = None
+    join: str = "concat"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alphas", tuple(float(a) for a in np.atleast_1d(self.alphas)))
@@ -58,6 +80,10 @@ class EncoderSetting:
         if self.cv not in CLOSED_FORM_CV and (isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2):
             raise InvalidArgumentError(
                 f"Invalid cv={self.cv!r} in EncoderSetting; expected an int >= 2, 'loo' or 'gcv'"
+            )
+        if self.join not in SPACE_JOINS:
+            raise InvalidArgumentError(
+                f"Unknown join={self.join!r} in EncoderSetting; expected one of {list(SPACE_JOINS)}"
             )
         if self.name is not None and not re.fullmatch(r"[\w.+-]+", self.name):
             raise InvalidArgumentError(
@@ -88,15 +114,16 @@ class EncoderSetting:
         if self.alphas == (0.0,):
             return f"{features}-ols"
         fold = self.cv if isinstance(self.cv, str) else f"cv{self.cv}"
-        return f"{features}-{'ridge' if self.ridge == 'primal' else 'kernel'}-{fold}"
+        join = "" if self.join == "concat" else f"-{self.join}"
+        return f"{features}-{'ridge' if self.ridge == 'primal' else 'kernel'}-{fold}{join}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (stored in result files)."""
         return asdict(self) | {"alphas": list(self.alphas)}
 
 
-def parse_model(model: str | Sequence[str]) -> tuple[str, str]:
-    """``"backbone:layer"`` or ``(backbone, layer)`` -> ``(backbone, layer)``."""
+def parse_model(model: str | Sequence[str]) -> Space:
+    """``"backbone:layer"`` or ``(backbone, layer)`` -> ``(backbone, layer)``: one feature space."""
     if isinstance(model, str):
         backbone, sep, layer = model.partition(":")
         if not sep or not backbone or not layer:
@@ -107,3 +134,38 @@ def parse_model(model: str | Sequence[str]) -> tuple[str, str]:
     if len(model) != 2:
         raise InvalidArgumentError(f"Invalid model={model!r}; expected a (backbone, layer) pair")
     return str(model[0]), str(model[1])
+
+
+def _is_pair(model: Any) -> bool:
+    """A ``(backbone, layer)`` pair rather than a sequence of spaces: two strings, neither ``backbone:layer``."""
+    return (
+        not isinstance(model, str)
+        and len(model) == 2
+        and all(isinstance(part, str) and ":" not in part for part in model)
+    )
+
+
+def parse_spaces(model: str | Sequence[Any]) -> tuple[Space, ...]:
+    """The feature spaces of a model: ``"b:l"``, ``"b:l1+b:l2"``, ``(backbone, layer)``, or a sequence of
+    ``"b:l"`` strings / pairs -> ``((backbone, layer), ...)``; a space named twice is an error."""
+    if isinstance(model, str):
+        spaces = tuple(parse_model(part) for part in model.split(SPACE_SEPARATOR))
+    elif _is_pair(model):
+        spaces = (parse_model(model),)
+    else:
+        spaces = tuple(parse_spaces(part)[0] if isinstance(part, str) else parse_model(part) for part in model)
+        if any(isinstance(part, str) and SPACE_SEPARATOR in part for part in model):
+            raise InvalidArgumentError(f"Invalid model={model!r}; give 'b:l1+b:l2' or a list of 'b:l', not both")
+    if not spaces:
+        raise InvalidArgumentError(f"Invalid model={model!r}; expected at least one 'backbone:layer'")
+    repeated = sorted({f"{b}:{layer}" for b, layer in spaces if spaces.count((b, layer)) > 1})
+    if repeated:
+        raise InvalidArgumentError(
+            f"model {spaces_name(spaces)!r} names the feature space {repeated[0]} twice; give each space once"
+        )
+    return spaces
+
+
+def spaces_name(spaces: Sequence[Space]) -> str:
+    """``"backbone:layer"`` spaces joined by ``+``: the model's name before its setting label."""
+    return SPACE_SEPARATOR.join(f"{backbone}:{layer}" for backbone, layer in spaces)

@@ -12,7 +12,7 @@ import pytest
 from encoders.cli import _build_parser, _settings, main
 from encoders.submission import expected_shapes, write_submission
 
-SUBCOMMANDS = ["fit", "leaderboard", "compare", "submit", "check-submission", "plots", "demo"]
+SUBCOMMANDS = ["fit", "leaderboard", "compare", "ensemble", "submit", "check-submission", "plots", "demo"]
 
 
 def test_installed_command_help_reads_like_the_readme():
@@ -29,6 +29,7 @@ def test_installed_command_help_reads_like_the_readme():
         ("fit", "reused when the command is run again with the same recipe and the same data"),
         ("leaderboard", "bootstrap intervals"),
         ("compare", "same bootstrap resamples"),
+        ("ensemble", "validation rows, which took no part in the choice"),
         ("submit", "algonauts_2023_submission.zip"),
         ("check-submission", "exit status 1"),
         ("plots", "interactive HTML"),
@@ -52,6 +53,7 @@ def test_fit_options_become_settings():
             "d",
             "--models",
             "a:l1,a:l2",
+            "a:l1+b:l3",
             "--pca",
             "100",
             "none",
@@ -70,7 +72,7 @@ def test_fit_options_become_settings():
         dict(pca=100, ridge="kernel", alphas=[1.0, 10.0], cv="gcv"),
         dict(pca=None, ridge="kernel", alphas=[1.0, 10.0], cv="gcv"),
     ]
-    assert args.models == [["a:l1", "a:l2"]] and args.subjects == [["1"], ["2"]]
+    assert args.models == [["a:l1", "a:l2"], ["a:l1+b:l3"]] and args.subjects == [["1"], ["2"]]
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,13 @@ from encoders.grid import (
     MissingFeaturesError,
     fit_grid,
     load_results,
+    model_recipe,
     parse_model,
+    parse_spaces,
     predict_test,
     predict_validation,
 )
+from encoders.leaderboard import leaderboard
 from encoders.splits import kfold
 from featurestore.demo_data import make_demo_data
 from featurestore.store import LayerLayout, build_provenance, open_features, open_store
@@ -42,7 +45,7 @@ def _thumbnail(path: Path, side: int) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB").resize((side, side), Image.BILINEAR), np.float32).ravel()
 
 
-def write_thumbnail_store(store: Path, data_dir: Path, *, skip_ids: int = 0) -> None:
+def write_thumbnail_store(store: Path, data_dir: Path, *, skip_ids: int = 0, backbone: str = BACKBONE) -> None:
     """Thumbnail features of every image in ``data_dir`` (minus the last ``skip_ids`` ids) via the store API."""
     paths = {}
     for subject in (1, 2):
@@ -52,17 +55,17 @@ def write_thumbnail_store(store: Path, data_dir: Path, *, skip_ids: int = 0) -> 
     ids = np.array(sorted(paths))[: len(paths) - skip_ids]
     opened = open_store(store, "a")
     layouts = [LayerLayout(name, (side, side, 3), side * side * 3) for name, side in LAYERS.items()]
-    entry = {"name": BACKBONE, "source": "test", "architecture": "thumbnail", "layers": list(LAYERS)}
+    entry = {"name": backbone, "source": "test", "architecture": "thumbnail", "layers": list(LAYERS)}
     provenance = build_provenance(
         entry, {"weights": "none", "sha256": "0" * 64}, {"resize": "thumbnail"}, "float32", 64
     )
-    with opened.lock(BACKBONE):
-        plan = opened.plan(BACKBONE, ids, list(LAYERS), 64)
+    with opened.lock(backbone):
+        plan = opened.plan(backbone, ids, list(LAYERS), 64)
         opened.apply_plan(plan, provenance, layouts)
         for task in plan.tasks:
             rows = plan.nsd_ids[task.compute_from : task.stop]
             for name, side in LAYERS.items():
-                opened.write_chunk(BACKBONE, name, task, np.stack([_thumbnail(paths[i], side) for i in rows]))
+                opened.write_chunk(backbone, name, task, np.stack([_thumbnail(paths[i], side) for i in rows]))
 
 
 @pytest.fixture(scope="module")
@@ -396,3 +399,115 @@ def test_the_old_setting_key_still_reads_with_a_warning():
     with pytest.warns(FutureWarning, match="'solver' is now called 'ridge'"):
         setting = EncoderSetting.from_value(dict(pca=None, solver="kernel", cv="loo"))
     assert setting == EncoderSetting(pca=None, ridge="kernel", cv="loo")
+
+
+TWO_SPACES = f"{BACKBONE}:rgb8+{BACKBONE}:rgb12"
+
+
+@pytest.fixture(scope="module")
+def two_spaces(grid_data: SimpleNamespace) -> SimpleNamespace:
+    """A model of two feature spaces fitted beside its two single-space models (subject 1). PCA 8: both spaces'
+    8th and 9th eigenvalues are far apart (ratio > 1.4), so the kept subspace is well defined in float32; alphas from
+    1e4: two thumbnail sizes of one image are nearly collinear, and smaller penalties leave float32 and float64
+    solutions apart along that direction."""
+    setting = dict(pca=8, alphas=[1e4, 1e5, 1e6], cv=5)
+    models = [f"{BACKBONE}:rgb8", f"{BACKBONE}:rgb12", TWO_SPACES]
+    out = grid_data.root / "two_spaces"
+    results = fit_grid(
+        grid_data.store, grid_data.data, models=models, subjects=[1], settings=[setting], out=out, **FAST
+    )
+    return SimpleNamespace(results=results, out=out, setting=setting)
+
+
+def test_a_model_of_two_spaces_sits_beside_single_layers(two_spaces):
+    results = two_spaces.results
+    label = "pca8-ridge-cv5"
+    assert results["model"].values.tolist() == [
+        f"{BACKBONE}:rgb8:{label}",
+        f"{BACKBONE}:rgb12:{label}",
+        f"{TWO_SPACES}:{label}",
+    ]
+    assert results["spaces"].values.tolist() == [f"{BACKBONE}:rgb8", f"{BACKBONE}:rgb12", TWO_SPACES]
+    assert results["layer"].values.tolist() == ["rgb8", "rgb12", "rgb8+rgb12"]
+    assert results["backbone"].values.tolist() == [BACKBONE] * 3
+    assert results["n_components"].sel(subject=1).values.tolist() == [8, 8, 16]  # PCA 8 per space
+    assert np.isfinite(results["roi_median"].sel(roi="All vertices")).all()
+    table = leaderboard(results)
+    assert f"{TWO_SPACES}:{label}" in table.index
+    assert model_recipe(results, TWO_SPACES) == (
+        ((BACKBONE, "rgb8"), (BACKBONE, "rgb12")),
+        EncoderSetting.from_value(two_spaces.setting),
+    )
+
+
+def test_two_spaces_equal_sklearn_pca_per_space_concatenated(grid_data, two_spaces):
+    """The concat join: sklearn PCA(8) fitted on each space's training rows, components side by side, ridge with
+    the alpha chosen per vertex on the same folds (scikit-learn Ridge in a loop)."""
+    data = load_subject(grid_data.data, 1)
+    y_val, prediction = predict_validation(two_spaces.results, TWO_SPACES, 1)
+    idxs = np.arange(len(data.train_ids))
+    np.random.seed(4)
+    np.random.shuffle(idxs)
+    train, val = idxs[:90], idxs[90:]
+    blocks_train, blocks_val = [], []
+    for layer in ("rgb8", "rgb12"):
+        features = open_features(grid_data.store, BACKBONE, layer).sel(nsd_id=data.train_ids).values
+        pca = SklearnPCA(n_components=8).fit(features[train])
+        blocks_train.append(pca.transform(features[train]))
+        blocks_val.append(pca.transform(features[val]))
+    fmri = np.concatenate([data.fmri["lh"], data.fmri["rh"]], axis=1)
+    expected, best = _sklearn_ridge_per_vertex_alpha(
+        np.hstack(blocks_train), fmri[train], [1e4, 1e5, 1e6], kfold(len(train), 5, seed=0), np.hstack(blocks_val)
+    )
+    np.testing.assert_allclose(prediction, expected, rtol=1e-4, atol=1e-4)
+    n_lh = data.fmri["lh"].shape[1]
+    stored = two_spaces.results.sel(model=f"{TWO_SPACES}:pca8-ridge-cv5", subject=1, hemisphere="lh")
+    np.testing.assert_array_equal(stored["alpha"].values[:n_lh], best[:n_lh])
+
+
+def test_two_spaces_without_pca_equal_one_ridge_on_the_raw_features_side_by_side(grid_data):
+    setting = EncoderSetting(pca=None, alphas=(1e5,), cv=2)
+    predictions = predict_test(grid_data.store, grid_data.data, TWO_SPACES, setting=setting, subjects=[2])
+    data = load_subject(grid_data.data, 2)
+    train, test = (
+        np.hstack([open_features(grid_data.store, BACKBONE, layer).sel(nsd_id=ids).values for layer in LAYERS])
+        for ids in (data.train_ids, data.test_ids)
+    )
+    expected = Ridge(alpha=1e5).fit(train, data.fmri["lh"]).predict(test)
+    np.testing.assert_allclose(predictions[2]["lh"], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_spaces_parsing():
+    pair = (BACKBONE, "rgb8")
+    assert parse_spaces(f"{BACKBONE}:rgb8") == (pair,)
+    assert parse_spaces(pair) == (pair,)
+    assert parse_spaces(TWO_SPACES) == (pair, (BACKBONE, "rgb12"))
+    assert parse_spaces([f"{BACKBONE}:rgb8", (BACKBONE, "rgb12")]) == (pair, (BACKBONE, "rgb12"))
+    with pytest.raises(ValueError, match=r"names the feature space thumbnails:rgb8 twice"):
+        parse_spaces(f"{BACKBONE}:rgb8+{BACKBONE}:rgb8")
+    with pytest.raises(ValueError, match=r"expected 'backbone:layer'"):
+        parse_spaces(f"{BACKBONE}:rgb8+")
+
+
+def test_a_space_given_twice_or_missing_from_the_store(grid_data, tmp_path):
+    kwargs = dict(subjects=[1], out=tmp_path, **FAST)
+    with pytest.raises(ValueError, match=r"names the feature space thumbnails:rgb12 twice"):
+        fit_grid(grid_data.store, grid_data.data, models=[f"{BACKBONE}:rgb12+{BACKBONE}:rgb12"], **kwargs)
+    with pytest.raises(MissingFeaturesError, match=r"model 'thumbnails:rgb8\+thumbnails:conv9'.*No layer 'conv9'"):
+        fit_grid(grid_data.store, grid_data.data, models=[f"{BACKBONE}:rgb8+{BACKBONE}:conv9"], **kwargs)
+    assert not list(tmp_path.glob("*/*.nc"))  # refused before anything was fitted
+
+
+def test_spaces_with_different_images_name_the_missing_ids(grid_data, tmp_path):
+    store = tmp_path / "two.zarr"
+    write_thumbnail_store(store, grid_data.data)
+    write_thumbnail_store(store, grid_data.data, skip_ids=3, backbone="partial")
+    data = load_subject(grid_data.data, 1)
+    all_ids = sorted(set(open_features(store, BACKBONE, "rgb8")["nsd_id"].values.tolist()))
+    missing = sorted(set(all_ids[-3:]) & set(data.train_ids.tolist()))
+    assert missing  # the fixture's last ids include training images of subject 1
+    with pytest.raises(MissingFeaturesError) as error:
+        fit_grid(store, grid_data.data, models=[f"{BACKBONE}:rgb8+partial:rgb8"], subjects=[1], out=tmp_path, **FAST)
+    message = str(error.value)
+    assert "feature space partial:rgb8 lacks" in message and "(thumbnails:rgb8 has them)" in message
+    assert f"NSD ids {missing}" in message

@@ -105,7 +105,7 @@ def test_format_shows_interval_and_ceiling(results):
 
 
 def test_compare_is_paired_bootstrap_per_subject_and_mean(results, algonauts_dir, monkeypatch):
-    """compare() refits through predict_validation; here that returns fixed predictions so the statistics are
+    """compare() refits through predict_model_validation; here that returns fixed predictions so the statistics are
     checked against paired_bootstrap itself."""
     rng = np.random.default_rng(1)
     truth, preds = {}, {}
@@ -121,7 +121,7 @@ def test_compare_is_paired_bootstrap_per_subject_and_mean(results, algonauts_dir
         calls.append((full, subject))
         return truth[subject], preds[(full, subject)]
 
-    monkeypatch.setattr(lb, "predict_validation", fake_predict_validation)
+    monkeypatch.setattr(lb, "predict_model_validation", fake_predict_validation)
     result = lb.compare(results, "a:l1", "a:l2", roi="V1v", hemisphere="rh", n_boot=200, seed=3)
     assert (result.a, result.b) == ("a:l1:s", "a:l2:s")
     assert sorted(set(calls)) == [("a:l1:s", 1), ("a:l1:s", 2), ("a:l2:s", 1), ("a:l2:s", 2)]
