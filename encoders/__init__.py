@@ -15,13 +15,14 @@ from encoders.evaluate import evaluate_predictions, evaluate_submission
 from encoders.grid import EncoderSetting, fit_grid, load_results, predict_test
 from encoders.leaderboard import best_layers, compare
 from encoders.pca import PCA
-from encoders.ridge import KernelRidgeCV, RidgeCV
+from encoders.ridge import BandedRidgeCV, KernelRidgeCV, RidgeCV
 from encoders.scoring import challenge_score, pearson_r, r2_score, roi_medians
 from encoders.splits import devkit_split, kfold
 from encoders.submission import check_submission, read_submission, write_submission
 
 __all__ = [
     "PCA",
+    "BandedRidgeCV",
     "ChallengeDataError",
     "EncoderSetting",
     "EncodersError",
