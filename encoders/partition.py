@@ -111,7 +111,7 @@ def variance_partition(
         data["r2_split"] = (("space", target_dim), np.asarray(r2_split, dtype=np.float64))
     return xr.Dataset(
         data,
-        coords={"space": names},
+        coords={"space": names, target_dim: np.arange(joint.shape[0])},
         attrs={
             "unique": "R2(all spaces) - R2(all spaces but this one)",
             "shared": "R2(all spaces) - sum of unique over spaces",
