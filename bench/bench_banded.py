@@ -1,0 +1,227 @@
+"""Banded ridge benchmark: ``encoders.BandedRidgeCV`` against himalaya's ``BandedRidgeCV`` (primal) and
+``MultipleKernelRidgeCV`` (kernel form) with the same candidates, in one run: time and held-out median r.
+
+Run ``python -m bench.bench_banded --help``. Data: two feature spaces A (``--widths``, first) and B whose columns
+are independent standard normal, and targets in three equal groups driven by A only, by B only and by both
+(signal-to-noise drawn per target), so that one penalty per space matters. Every method gets the same candidates:
+``--ratios`` weights strictly inside the simplex (himalaya takes their log, so it cannot take a weight of 0), times
+``--alphas`` log-spaced penalties, and the same 5 folds; the timed region is fit on the training rows, predict
+the test rows and score every target (Pearson r). ``ours.*.gcv`` is our generalised cross-validation (one
+decomposition per ratio instead of one per ratio and fold): a cheaper search, not the same candidates' scores.
+
+``--scaling`` instead times ours alone at sizes toward n = 9,000, spaces of 1,000 and 4,000 features, t = 40,000,
+and extrapolates to the full size from measured per-ratio times (the JSON and the table say which figure is
+measured and which extrapolated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import himalaya.backend
+import himalaya.kernel_ridge
+import himalaya.ridge
+import numpy as np
+import torch
+
+from bench.results import add_common_arguments, check_device, format_table, parse_with_quick, write_results
+from bench.timing import describe_machine, machine_info, matmul_gflops
+from encoders.ridge import BandedRidgeCV
+from encoders.scoring import pearson_r
+from encoders.splits import kfold
+
+NAME = "banded"
+
+
+def make_data(n_train: int, n_test: int, widths: tuple[int, int], t: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Two independent feature spaces; targets driven by A only, B only, or both (a third each)."""
+    rng = np.random.default_rng(seed)
+    n, (pa, pb) = n_train + n_test, widths
+    X = rng.standard_normal((n, pa + pb)).astype(np.float32)
+    W = (rng.standard_normal((pa + pb, t)) / np.sqrt(np.array([pa] * pa + [pb] * pb))[:, None]).astype(np.float32)
+    third = t // 3
+    W[pa:, :third] = 0
+    W[:pa, third : 2 * third] = 0
+    signal = X @ W
+    noise = rng.standard_normal((n, t)).astype(np.float32) * signal.std(axis=0) * rng.uniform(0.7, 3.0, t)
+    Y = (signal + noise.astype(np.float32)).astype(np.float32)
+    return {"X_train": X[:n_train], "Y_train": Y[:n_train], "X_test": X[n_train:], "Y_test": Y[n_train:]}
+
+
+def interior_ratios(count: int) -> np.ndarray:
+    """``count`` two-space ratios evenly inside the simplex: (i / (count + 1), 1 - i / (count + 1))."""
+    first = np.arange(1, count + 1) / (count + 1)
+    return np.stack([first, 1 - first], axis=1)
+
+
+def ours(data: dict, widths: tuple, ratios: np.ndarray, alphas: np.ndarray, cv: Any, solver: str, device: str):
+    backend = "torch_cuda" if device == "cuda" else "torch"
+    model = BandedRidgeCV(list(widths), alphas, ratios=ratios, cv=cv, solver=solver, backend=backend)
+    model.fit(data["X_train"], data["Y_train"])
+    return model.predict(data["X_test"]), model.best_penalties_
+
+
+def himalaya_banded(data: dict, widths: tuple, ratios: np.ndarray, alphas: np.ndarray, cv: Any, backend: str):
+    himalaya.backend.set_backend(backend)
+    params = dict(n_iter=ratios, alphas=alphas, progress_bar=False)
+    groups = np.repeat([0, 1], widths)
+    model = himalaya.ridge.BandedRidgeCV(groups=groups, solver_params=params, cv=cv, fit_intercept=True)
+    model.fit(data["X_train"], data["Y_train"])
+    xp = himalaya.backend.get_backend()
+    return xp.to_numpy(model.predict(data["X_test"])), np.exp(-xp.to_numpy(model.deltas_))
+
+
+def himalaya_kernels(data: dict, widths: tuple, ratios: np.ndarray, alphas: np.ndarray, cv: Any, backend: str):
+    himalaya.backend.set_backend(backend)
+    bounds = np.cumsum([0, *widths])
+    blocks = [slice(bounds[k], bounds[k + 1]) for k in range(len(widths))]
+    train, test = data["X_train"], data["X_test"]
+    kernels = np.stack([train[:, b] @ train[:, b].T for b in blocks])
+    params = dict(n_iter=ratios, alphas=alphas, progress_bar=False)
+    model = himalaya.kernel_ridge.MultipleKernelRidgeCV(
+        kernels="precomputed", solver_params=params, cv=cv, fit_intercept=True
+    )
+    model.fit(kernels, data["Y_train"])
+    xp = himalaya.backend.get_backend()
+    prediction = model.predict(np.stack([test[:, b] @ train[:, b].T for b in blocks]))
+    return xp.to_numpy(prediction), np.exp(-xp.to_numpy(model.deltas_))
+
+
+def timed(method: Callable[[], tuple[np.ndarray, np.ndarray]], Y_test: np.ndarray) -> dict[str, Any]:
+    """Seconds for fit + predict + score, the held-out median r and the chosen penalties."""
+    start = time.perf_counter()
+    prediction, penalties = method()
+    r = pearson_r(Y_test.astype(np.float64), np.asarray(prediction, dtype=np.float64))
+    return {"seconds": time.perf_counter() - start, "median_r": float(np.nanmedian(r)), "penalties": penalties}
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """One run of every method on the same data and candidates."""
+    widths = tuple(args.widths)
+    data = make_data(args.n_train, args.n_test, widths, args.targets)
+    ratios = interior_ratios(args.ratios)
+    alphas = np.logspace(-1, 5, args.alphas)
+    folds = kfold(args.n_train, 5, seed=0)
+    methods: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+        "ours.primal.kfold": lambda: ours(data, widths, ratios, alphas, folds, "primal", args.device),
+        "ours.primal.gcv": lambda: ours(data, widths, ratios, alphas, "gcv", "primal", args.device),
+        "ours.kernel.kfold": lambda: ours(data, widths, ratios, alphas, folds, "kernel", args.device),
+    }
+    backends = ["numpy", "torch_cuda" if args.device == "cuda" else "torch"]
+    for backend in backends:
+        methods[f"himalaya.banded.{backend}"] = lambda b=backend: himalaya_banded(
+            data, widths, ratios, alphas, folds, b
+        )
+    for backend in backends:
+        methods[f"himalaya.kernels.{backend}"] = partial(himalaya_kernels, data, widths, ratios, alphas, folds, backend)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
+    for _ in range(args.repeats):
+        for name, method in methods.items():
+            runs[name].append(timed(method, data["Y_test"]))
+            print(f"  {name}: {runs[name][-1]['seconds']:.2f} s", flush=True)
+    rows = []
+    for name, repeats in runs.items():
+        rows.append(
+            {
+                "method": name,
+                "seconds": float(np.median([run["seconds"] for run in repeats])),
+                "median_r": repeats[0]["median_r"],
+            }
+        )
+    by_name = {row["method"]: row for row in rows}
+    himalaya_primal = min(by_name[f"himalaya.banded.{b}"]["seconds"] for b in backends)
+    himalaya_kernel = min(by_name[f"himalaya.kernels.{b}"]["seconds"] for b in backends)
+    reference_penalties = runs[f"himalaya.banded.{backends[0]}"][0]["penalties"]
+    for row in rows:
+        reference = himalaya_kernel if "kernel" in row["method"] else himalaya_primal
+        row["speedup_vs_fastest_himalaya"] = reference / row["seconds"]
+        same = np.isclose(runs[row["method"]][0]["penalties"], reference_penalties, rtol=1e-4).all(axis=0)
+        row["same_penalties_as_himalaya_numpy"] = f"{same.mean():.1%}"
+    return {"rows": rows, "ratios": ratios.tolist(), "alphas": alphas.tolist(), "folds": 5}
+
+
+def scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """Ours (GCV and 5-fold) at growing n and t with spaces of ``--widths``; per-ratio seconds extrapolated to the
+    full size as ``seconds(n, t) * (9000 / n)^a * (40000 / t)``: linear in t (the target work is a batched product,
+    the decompositions do not depend on t, so this overestimates) and cubic-like in n (a = 2 for the SVD of an
+    n x p matrix with p < n, measured exponent reported)."""
+    widths = tuple(args.widths)
+    rows = []
+    ratios = interior_ratios(2)
+    alphas = np.logspace(-1, 5, args.alphas)
+    for n in args.scaling_n:
+        for t in args.scaling_t:
+            data = make_data(n, 200, widths, t)
+            for cv in ("gcv", 5):
+                folds = kfold(n, 5, seed=0) if cv == 5 else cv
+                method = partial(ours, data, widths, ratios, alphas, folds, "primal", args.device)
+                result = timed(method, data["Y_test"])
+                per_ratio = result["seconds"] / len(ratios)
+                rows.append({"n": n, "t": t, "cv": str(cv), "seconds_per_ratio": per_ratio, "kind": "measured"})
+                print(f"  n={n} t={t} cv={cv}: {per_ratio:.2f} s per ratio", flush=True)
+    for cv in ("gcv", "5"):
+        measured = [row for row in rows if row["cv"] == cv]
+        largest = max(measured, key=lambda row: (row["n"], row["t"]))
+        same_t = sorted((row for row in measured if row["t"] == largest["t"]), key=lambda row: row["n"])
+        exponent = (
+            np.log(same_t[-1]["seconds_per_ratio"] / same_t[0]["seconds_per_ratio"])
+            / np.log(same_t[-1]["n"] / same_t[0]["n"])
+            if len(same_t) > 1
+            else 2.0
+        )
+        estimate = largest["seconds_per_ratio"] * (9000 / largest["n"]) ** exponent * (40000 / largest["t"])
+        rows.append(
+            {
+                "n": 9000,
+                "t": 40000,
+                "cv": cv,
+                "seconds_per_ratio": float(estimate),
+                "kind": f"extrapolated (n exponent {exponent:.2f}, linear in t)",
+            }
+        )
+    return {"rows": rows, "widths": list(widths)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_banded",
+        description="Time and held-out median r of encoders.BandedRidgeCV against himalaya's BandedRidgeCV and "
+        "MultipleKernelRidgeCV with the same candidate ratios, alphas and folds (or, with --scaling, ours alone "
+        "toward n=9000, spaces of 1000 and 4000 features, t=40000).",
+    )
+    add_common_arguments(parser, NAME, repeats=1)
+    parser.add_argument("--n-train", type=int, default=2000, help="training rows (default: %(default)s)")
+    parser.add_argument("--n-test", type=int, default=500, help="held-out rows (default: %(default)s)")
+    parser.add_argument("--widths", type=int, nargs=2, default=(200, 800), help="features of spaces A and B")
+    parser.add_argument("--targets", type=int, default=3000, help="targets (vertices) (default: %(default)s)")
+    parser.add_argument("--ratios", type=int, default=11, help="candidate ratios inside the simplex")
+    parser.add_argument("--alphas", type=int, default=10, help="log-spaced alphas from 0.1 to 1e5")
+    parser.add_argument("--scaling", action="store_true", help="time ours alone toward the full size")
+    parser.add_argument("--scaling-n", type=int, nargs="+", default=(1000, 2000, 4000), help="rows for --scaling")
+    parser.add_argument("--scaling-t", type=int, nargs="+", default=(2000, 8000), help="targets for --scaling")
+    quick = dict(n_train=300, n_test=100, widths=(20, 60), targets=120, ratios=3, alphas=4, scaling_n=(300, 600))
+    args = parse_with_quick(parser, argv, NAME, quick | {"scaling_t": (100, 400)})
+    check_device(args.device)
+    torch.set_num_threads(torch.get_num_threads())
+    info = machine_info(args.device)
+    info["matmul_gflops_float32"] = matmul_gflops(args.device)
+    print(describe_machine(info))
+    if args.scaling:
+        payload = scaling(args)
+        columns = ["n", "t", "cv", "seconds_per_ratio", "kind"]
+        out = args.out.with_name(args.out.stem + "_scaling.json") if args.out.stem.startswith(NAME) else args.out
+    else:
+        payload = compare(args)
+        columns = ["method", "seconds", "median_r", "speedup_vs_fastest_himalaya", "same_penalties_as_himalaya_numpy"]
+        out = args.out
+    print(format_table(payload["rows"], columns))
+    payload |= {"machine": info, "arguments": {k: str(v) for k, v in vars(args).items()}}
+    print(f"wrote {write_results(out, payload)}")
+
+
+if __name__ == "__main__":
+    main()
