@@ -26,7 +26,6 @@ import himalaya.backend
 import himalaya.kernel_ridge
 import himalaya.ridge
 import numpy as np
-import torch
 
 from bench.results import add_common_arguments, check_device, format_table, parse_with_quick, write_results
 from bench.timing import describe_machine, machine_info, matmul_gflops
@@ -206,7 +205,6 @@ def main(argv: list[str] | None = None) -> None:
     quick = dict(n_train=300, n_test=100, widths=(20, 60), targets=120, ratios=3, alphas=4, scaling_n=(300, 600))
     args = parse_with_quick(parser, argv, NAME, quick | {"scaling_t": (100, 400)})
     check_device(args.device)
-    torch.set_num_threads(torch.get_num_threads())
     info = machine_info(args.device)
     info["matmul_gflops_float32"] = matmul_gflops(args.device)
     print(describe_machine(info))
