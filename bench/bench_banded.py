@@ -57,9 +57,11 @@ def interior_ratios(count: int) -> np.ndarray:
     return np.stack([first, 1 - first], axis=1)
 
 
-def ours(data: dict, widths: tuple, ratios: np.ndarray, alphas: np.ndarray, cv: Any, solver: str, device: str):
+def ours(
+    data: dict, widths: tuple, ratios: np.ndarray, alphas: np.ndarray, cv: Any, solver: str, device: str, dtype: str
+):
     backend = "torch_cuda" if device == "cuda" else "torch"
-    model = BandedRidgeCV(list(widths), alphas, ratios=ratios, cv=cv, solver=solver, backend=backend)
+    model = BandedRidgeCV(list(widths), alphas, ratios=ratios, cv=cv, solver=solver, backend=backend, dtype=dtype)
     model.fit(data["X_train"], data["Y_train"])
     return model.predict(data["X_test"]), model.best_penalties_
 
@@ -106,9 +108,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     alphas = np.logspace(-1, 5, args.alphas)
     folds = kfold(args.n_train, 5, seed=0)
     methods: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
-        "ours.primal.kfold": lambda: ours(data, widths, ratios, alphas, folds, "primal", args.device),
-        "ours.primal.gcv": lambda: ours(data, widths, ratios, alphas, "gcv", "primal", args.device),
-        "ours.kernel.kfold": lambda: ours(data, widths, ratios, alphas, folds, "kernel", args.device),
+        "ours.primal.kfold": lambda: ours(data, widths, ratios, alphas, folds, "primal", args.device, args.dtype),
+        "ours.primal.gcv": lambda: ours(data, widths, ratios, alphas, "gcv", "primal", args.device, args.dtype),
+        "ours.kernel.kfold": lambda: ours(data, widths, ratios, alphas, folds, "kernel", args.device, args.dtype),
     }
     backends = ["numpy", "torch_cuda" if args.device == "cuda" else "torch"]
     for backend in backends:
@@ -157,7 +159,7 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
             data = make_data(n, 200, widths, t)
             for cv in ("gcv", 5):
                 folds = kfold(n, 5, seed=0) if cv == 5 else cv
-                method = partial(ours, data, widths, ratios, alphas, folds, "primal", args.device)
+                method = partial(ours, data, widths, ratios, alphas, folds, "primal", args.device, args.dtype)
                 result = timed(method, data["Y_test"])
                 per_ratio = result["seconds"] / len(ratios)
                 rows.append({"n": n, "t": t, "cv": str(cv), "seconds_per_ratio": per_ratio, "kind": "measured"})
@@ -199,6 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", type=int, default=3000, help="targets (vertices) (default: %(default)s)")
     parser.add_argument("--ratios", type=int, default=11, help="candidate ratios inside the simplex")
     parser.add_argument("--alphas", type=int, default=10, help="log-spaced alphas from 0.1 to 1e5")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="our precision (default: %(default)s; himalaya computes in the data's float32)",
+    )
     parser.add_argument("--scaling", action="store_true", help="time ours alone toward the full size")
     parser.add_argument("--scaling-n", type=int, nargs="+", default=(1000, 2000, 4000), help="rows for --scaling")
     parser.add_argument("--scaling-t", type=int, nargs="+", default=(2000, 8000), help="targets for --scaling")
