@@ -14,7 +14,7 @@ from encoders.errors import (
 from encoders.evaluate import evaluate_predictions, evaluate_submission
 from encoders.grid import EncoderSetting, fit_grid, load_results, predict_test
 from encoders.leaderboard import best_layers, compare
-from encoders.partition import partition_variance, r2_score_split, variance_partition
+from encoders.partition import partition_by_roi, partition_variance, r2_score_split, variance_partition
 from encoders.pca import PCA
 from encoders.ridge import BandedRidgeCV, KernelRidgeCV, RidgeCV
 from encoders.scoring import challenge_score, pearson_r, r2_score, roi_medians
@@ -47,6 +47,7 @@ __all__ = [
     "list_subjects",
     "load_results",
     "load_subject",
+    "partition_by_roi",
     "partition_variance",
     "pearson_r",
     "predict_test",

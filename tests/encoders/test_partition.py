@@ -8,7 +8,7 @@ from himalaya.backend import set_backend as himalaya_set_backend
 from himalaya.scoring import r2_score_split as himalaya_r2_score_split
 
 from encoders.errors import InvalidArgumentError
-from encoders.partition import partition_variance, r2_score_split, variance_partition
+from encoders.partition import partition_by_roi, partition_variance, r2_score_split, variance_partition
 from encoders.ridge import BandedRidgeCV
 from encoders.scoring import r2_score
 
@@ -85,6 +85,20 @@ def test_variance_partition_arithmetic_for_three_spaces():
     np.testing.assert_allclose(parts.unique, [[0.1, 0.0], [0.2, 0.2], [0.0, 0.05]])
     np.testing.assert_allclose(parts.shared, [0.3, 0.05])
     assert parts.shared.dims == ("target",) and parts.unique.sel(space="b").shape == (2,)
+
+
+def test_partition_by_roi_averages_and_keeps_the_sum():
+    joint = np.array([0.6, 0.3, np.nan, 0.5])
+    leave_one_out = np.array([[0.5, 0.3, 0.1, 0.2], [0.4, 0.1, 0.2, 0.5]])
+    parts = variance_partition(joint, leave_one_out, spaces=["a", "b"])
+    masks = {"V1": np.array([True, True, False, False]), "FFA": np.array([False, False, True, True])}
+    by_roi = partition_by_roi(parts, masks)
+    assert list(by_roi.roi.values) == ["V1", "FFA"] and by_roi.unique.dims == ("roi", "space")
+    np.testing.assert_allclose(by_roi.joint, [0.45, 0.5])  # the NaN vertex is skipped
+    np.testing.assert_allclose(by_roi.unique.sel(space="a"), [0.05, 0.3])
+    np.testing.assert_allclose(by_roi.unique.sum("space") + by_roi.shared, by_roi.joint)
+    with pytest.raises(InvalidArgumentError, match=r"ROI mask 'V1' must be a bool array of shape \(4,\); got int64"):
+        partition_by_roi(parts, {"V1": np.array([1, 0, 0, 1])})
 
 
 def test_bad_shapes_and_one_space_are_clear_errors():
