@@ -10,6 +10,7 @@ file, the shape expected and the one found in the same words.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,12 +95,19 @@ def list_images(data_dir: str | Path, subject: int | str, split: str) -> tuple[n
     return ids, [path for _, _, path in parsed]
 
 
+# np.load parses the .npy header with ast.literal_eval, and CPython 3.11 before 3.11.8 can raise a spurious
+# "SystemError: AST constructor recursion depth mismatch" when threads do that at once (python/cpython#106905);
+# the grid loads subjects from dask's threads, so loads are serialised (fMRI is memory-mapped: only its header is read)
+_NPY_LOAD_LOCK = threading.Lock()
+
+
 def _load_npy(path: Path, *, mmap: bool = False, allow_pickle: bool = False) -> np.ndarray:
     """``np.load`` that names the missing or unreadable file."""
     if not path.is_file():
         raise ChallengeDataError(f"Missing file {path}")
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=allow_pickle)
+        with _NPY_LOAD_LOCK:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=allow_pickle)
     except (ValueError, OSError) as error:
         raise ChallengeDataError(f"Cannot read {path} as .npy: {error}") from error
 
