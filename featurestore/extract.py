@@ -240,6 +240,7 @@ def extract(
     progress: bool = True,
     wait: bool | float = False,
     skip_bad_images: bool = False,
+    preprocess_on: str | None = None,
     out: TextIO | None = None,
 ) -> ExtractReport:
     """Extract ``layers`` of ``backbone`` for every image of ``images`` into ``store``; skip what is stored.
@@ -287,6 +288,11 @@ def extract(
         attribute (NSD id, path, reason) and in the report, its row (planned like any other, so chunks and resume
         stay as they are) holds NaN and is hidden from ``open_features``, ``ids`` and ``ls``. A skipped id stays
         skipped in this store, also after its file is fixed.
+    preprocess_on : {"device", "pil"}, default=None
+        Where images are resized, cropped and normalised: "device" on the model's device (decoding workers only
+        decode; within 2/255 per pixel of PIL, ``featurestore.preprocess``; backbones whose transform has no
+        device version use PIL), "pil" in the decoding workers. None keeps an existing group's path, else the
+        device on CUDA and PIL on the CPU. Recorded in the provenance: a group refuses the other path.
     out : text stream, default=None
         Where a dry run prints its plan (stdout when None).
 
@@ -336,7 +342,9 @@ def extract(
             if dry_run:
                 print(plan.describe(), file=out or sys.stdout)
             return ExtractReport(plan, 0, 0, dry_run, time.monotonic() - started)
-        model = backbones.load_backbone(entry, device)
+        if preprocess_on is None and stored:  # a group keeps its path (groups made before the device path: PIL)
+            preprocess_on = stored["preprocessing"].get("path", "pil")
+        model = backbones.load_backbone(entry, device, preprocess_on)
         backbones.validate_layers(model, layers)
         layouts, reducers = _layouts(model, layers)
         provenance = build_provenance(entry.to_dict(), model.weights_id, model.preprocessing, dtype, chunk_rows)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import difflib
 import functools
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from torchvision import transforms as T
 
 from featurestore.catalog import CatalogEntry, CatalogError, Preprocessing
 from featurestore.errors import FeatureStoreError
+from featurestore.preprocess import DeviceTransform, translate
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+PREPROCESS_PATHS = ("device", "pil")
 PROBE_BATCH = 2  # images in the probe pass that finds the layers (a layer's output must lead with this size)
 _INTERPOLATION = {
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -53,6 +56,13 @@ class Backbone(abc.ABC):
     ``transform`` maps a PIL image to a float tensor (3, H, W); ``preprocessing`` is its resolved, JSON-able
     description; ``weights_id`` is ``{"weights": <entry weights>, "sha256": <hex>}`` (of the weights file, or of
     the state_dict tensors in key order).
+
+    ``preprocess_on="device"`` resizes, crops and normalises on the model's device (``device_transform``, translated
+    from ``transform``; ``featurestore.preprocess``) where the transform allows it, ``"pil"`` in the decoding
+    workers with ``transform``; None (default) takes the device path on CUDA and PIL on the CPU, where PIL's resize
+    is faster (BENCHMARKS.md). ``preprocessing["path"]`` records which runs (``pil_reason`` says why not the
+    device), since the two differ by up to ``preprocess.MAX_LEVELS`` / 255 per pixel and so make slightly
+    different features.
     """
 
     entry: CatalogEntry
@@ -60,6 +70,30 @@ class Backbone(abc.ABC):
     transform: Callable[[Image.Image], torch.Tensor]
     preprocessing: dict[str, Any]
     weights_id: dict[str, str]
+    preprocess_on: str | None = None
+    device_transform: DeviceTransform | None = field(init=False, default=None)
+    pil_reason: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        if self.preprocess_on not in (None, *PREPROCESS_PATHS):
+            raise CatalogError(f"preprocess_on: expected one of {list(PREPROCESS_PATHS)}, got {self.preprocess_on!r}")
+        on_cuda = self.device.type == "cuda"
+        if self.preprocess_on == "pil" or (self.preprocess_on is None and not on_cuda):
+            translated, reason = None, ("asked for" if self.preprocess_on else "the model is on the CPU")
+        else:
+            translated, reason = translate(self.transform)
+        self.device_transform, self.pil_reason = translated, reason
+        self.preprocessing = {**self.preprocessing, "path": "pil" if translated is None else "device"}
+
+    def preprocessed_on(self, path: str) -> Backbone:
+        """This backbone preprocessing on `path` ("device" or "pil"; a group keeps the path it was made with), the
+        layers already probed kept. Asking for "device" where the transform has no device version gives "pil"."""
+        if path == self.preprocessing["path"]:
+            return self
+        other = dataclasses.replace(self, preprocess_on=path)
+        if "layer_info" in self.__dict__:
+            other.__dict__["layer_info"] = self.layer_info
+        return other
 
     @property
     def device(self) -> torch.device:
