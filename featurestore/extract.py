@@ -336,6 +336,8 @@ def extract(
                 stacklevel=2,
             )
         nothing_to_do = not rows.tasks and exists and set(layers) <= set(target.layers(entry.name))
+        if preprocess_on is not None and exists:  # another path than the group's is checked on the loaded model
+            nothing_to_do = nothing_to_do and preprocess_on == stored["preprocessing"].get("path", "pil")
         if nothing_to_do and not _recipe_differences(target, entry, layers, dtype, chunk_rows):
             layouts = tuple(target.layout(entry.name, layer) for layer in layers)
             plan = ExtractPlan(entry.name, store_url, exists, source.ids.size, rows, layouts, dtype, chunk_rows)

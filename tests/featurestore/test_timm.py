@@ -116,6 +116,7 @@ def test_transform_is_timms_eval_transform_and_is_recorded(vit, photos, timm_bat
         "std": [0.5, 0.5, 0.5],
         "crop_pct": 0.95,
         "crop_mode": "center",
+        "path": "pil",  # on the CPU; featurestore.preprocess gives the device version (test_preprocess.py)
     }
     assert json.loads(json.dumps(vit.preprocessing)) == vit.preprocessing
     dinov2 = load_backbone(get_entry("vit_small_patch14_dinov2.untrained"))
