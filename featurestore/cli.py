@@ -83,10 +83,16 @@ def _cmd_layers(args: argparse.Namespace) -> None:
     print(
         f"{entry.name}: {len(infos)} layers ({entry.source} {entry.architecture}); "
         f"* = default layer, inplace = a later op modifies the output in place (read as a copy before it)"
+        + (
+            "; token map = ViT tokens, catalog `tokens:` keeps cls, mean or all"
+            if any(i.token_map for i in infos)
+            else ""
+        )
     )
     for info in infos:
         mark = "*" if info.name in entry.layers else " "
-        reduce = f"  reduce={entry.reduce[info.name]}" if info.name in entry.reduce else ""
+        tokens = f"  tokens={info.tokens}" if info.tokens else "  token map" if info.token_map else ""
+        reduce = tokens + (f"  reduce={entry.reduce[info.name]}" if info.name in entry.reduce else "")
         inplace = "  inplace" if info.inplace else ""
         print(f"{mark} {info.name:<{width}}  {str(tuple(info.shape)):<18}{inplace}{reduce}".rstrip())
 

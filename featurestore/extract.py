@@ -173,6 +173,7 @@ def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayo
     """Stored layout and reducer of each layer, from the backbone's probed output shapes and the entry's reduce."""
     entry = backbone.entry
     shapes = {info.name: info.shape for info in backbone.layer_info}
+    tokens = {info.name: info.tokens for info in backbone.layer_info}
     inplace = backbone.inplace_layers()
     reducers = {
         layer: make_reducer(entry.reduce.get(layer), tuple(shapes[layer]), entry.reduce_seed) for layer in layers
@@ -185,6 +186,7 @@ def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayo
             reduce=reducers[layer].spec,
             reduce_seed=_projection_seed(reducers[layer].spec, entry.reduce_seed),
             inplace=layer in inplace,
+            tokens=tokens[layer],
         )
         for layer in layers
     )
@@ -203,7 +205,12 @@ def _recipe_differences(
         spec = entry.reduce.get(layer)
         # the layer's shape follows from the entry (compared above) and its reduction
         problems += stored.differences(
-            dataclasses.replace(stored, reduce=spec, reduce_seed=_projection_seed(spec, entry.reduce_seed))
+            dataclasses.replace(
+                stored,
+                reduce=spec,
+                reduce_seed=_projection_seed(spec, entry.reduce_seed),
+                tokens=entry.tokens.get(layer),
+            )
         )
     return problems
 
