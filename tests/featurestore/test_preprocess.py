@@ -82,6 +82,13 @@ def test_timm_transform_on_the_device_matches_timms_own_eval_transform(photos, a
     assert_within_tolerance(transform, reference, photos)
 
 
+def test_timm_squash_crop_mode_on_the_device_matches_timm(photos):
+    reference = create_transform(input_size=(3, 224, 224), crop_mode="squash", interpolation="bicubic")
+    transform, reason = translate(reference)
+    assert transform is not None and transform.resize == (256, 256), reason
+    assert_within_tolerance(transform, reference, photos)
+
+
 def test_the_tolerance_tells_pillows_rounding_from_a_one_step_float_resize(photos):
     """Why the resize is two rounded passes: torch's one-step float resize (what torchvision does on CUDA) breaks
     the tolerance that the emulation of Pillow keeps."""
