@@ -70,8 +70,8 @@ def test_device_path_features_equal_torchvision_on_the_device_prepared_batch(
     for layer, values in stored(device_store).items():
         scale = np.abs(expected[layer]).max()
         np.testing.assert_allclose(values, expected[layer], rtol=2e-3, atol=2e-3 * scale)  # float16 storage
-        # the PIL path differs by the transform's tolerance only (2/255 per pixel, most pixels equal)
-        np.testing.assert_allclose(values, with_pil[layer], rtol=0, atol=0.05 * scale)
+        # the PIL path differs by the transform's tolerance only: measured up to 0.5 % of the largest value
+        np.testing.assert_allclose(values, with_pil[layer], rtol=0, atol=0.01 * scale)
         assert np.corrcoef(values.ravel(), with_pil[layer].ravel())[0, 1] > 0.999
 
 
