@@ -61,6 +61,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         wait=args.wait,
         skip_bad_images=args.skip_bad_images,
+        preprocess_on=args.preprocess_on,
     )
     for image in report.skipped_images:
         print(f"featurestore: skipped NSD id {image['nsd_id']}: {image['reason']}", file=sys.stderr)
@@ -183,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="image-decoding worker processes (default: chosen from the device, the cores and the images pending; "
         "0, decoding inline, for small runs, where a worker's start-up costs more than it saves)",
+    )
+    extract.add_argument(
+        "--preprocess-on",
+        choices=["device", "pil"],
+        help="where images are resized and normalised: on the model's device (workers only decode) or by PIL in "
+        "the workers (default: the store's, else device on CUDA and pil on the CPU)",
     )
     extract.add_argument("--chunk-rows", type=int, help="rows per stored chunk (default: the store's, else 256)")
     extract.add_argument(

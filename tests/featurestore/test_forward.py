@@ -15,6 +15,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from featurestore.cli import main
 from featurestore.extract import extract
 from featurestore.preprocess import DeviceTransform, decode_uint8
 from featurestore.store import ProvenanceError, open_features
@@ -75,11 +76,17 @@ def test_device_path_features_equal_torchvision_on_the_device_prepared_batch(
         assert np.corrcoef(values.ravel(), with_pil[layer].ravel())[0, 1] > 0.999
 
 
-def test_the_path_is_recorded_and_a_group_refuses_the_other(tmp_path, device_store, algonauts_dir, tiny_catalog):
+def test_the_path_is_recorded_and_a_group_refuses_the_other(capsys, device_store, algonauts_dir, tiny_catalog):
     provenance = zarr.open_group(device_store, mode="r")[BACKBONE].attrs["provenance"]
     assert provenance["preprocessing"]["path"] == "device"
     with pytest.raises(ProvenanceError, match=r"preprocessing\.path device != pil"):
         extract(BACKBONE, algonauts_dir, device_store, catalog=tiny_catalog, preprocess_on="pil", **RUN)
+    argv = ["extract", "--backbone", BACKBONE, "--images", algonauts_dir, "--store", device_store, "--catalog",
+            *tiny_catalog, "--device", "cpu", "--workers", "0", "--no-progress", "--preprocess-on", "pil",
+            "--layers", *LAYERS]  # fmt: skip
+    assert main([str(arg) for arg in argv]) == 1
+    error = capsys.readouterr().err
+    assert "preprocessing.path device != pil" in error and len(error.strip().splitlines()) == 1
 
 
 def test_a_group_keeps_its_path_and_groups_made_before_it_existed_resume_with_pil(
