@@ -9,7 +9,7 @@ On disk (the store is any fsspec URL: a local path, ``s3://bucket/features.zarr`
     <backbone>/nsd_id           int64 (n_rows,), chunks (chunk_rows,): the NSD id of every row
     <backbone>/<layer>          float16 | float32 (n_rows, n_features), one object per row chunk of chunk_rows
                                 rows x all features (plain or sharded, below), blosc-zstd; attrs: feature_shape
-                                (before flattening), reduce, reduce_seed, inplace, storage (the chunking used)
+                                (before flattening), reduce, reduce_seed, inplace, tokens, storage (the chunking used)
     <backbone>/_done/<layer>    int32 (n_chunks,), chunks (1,): per row chunk, how many of its leading rows
                                 hold final values (one object per chunk, so no two chunks share a marker)
     _locks/<backbone>           the writer lock (featurestore.store.lock)
