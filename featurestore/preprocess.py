@@ -12,11 +12,13 @@ Why the resize is two passes with rounding in between: Pillow resamples horizont
 uint8 after each pass, and torch's one-step float resize differs from it by up to 13 levels (of 255) at strong
 edges for bicubic. Emulating Pillow's order and rounding brings every pixel within ``MAX_LEVELS`` levels
 (measured on the scikit-image / scikit-learn sample photos, 224 to 518 px, bilinear and bicubic, see
-``tests/featurestore/test_preprocess.py``), the same code on the CPU and on CUDA.
+``tests/featurestore/test_preprocess.py``). On the CPU, torchvision's own uint8 resize kernels (integer arithmetic
+modelled on Pillow's) hold the same tolerance and run about twice as fast as Pillow, so they are used there.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,7 @@ __all__ = ["MAX_LEVELS", "MEAN_LEVELS", "DeviceTransform", "collate_images", "de
 MAX_LEVELS = 2
 MEAN_LEVELS = 0.15
 _MODES = {T.InterpolationMode.BILINEAR: "bilinear", T.InterpolationMode.BICUBIC: "bicubic"}
+_INTERPOLATIONS = {name: mode for mode, name in _MODES.items()}
 _RGB_STEPS = ("ToRGB", "MaybeConvertMode", "_convert_to_rgb")  # ours, open_clip's class and function
 
 
@@ -82,6 +85,9 @@ class DeviceTransform:
 
     Called with a uint8 batch (B, 3, H, W) or a list of uint8 images (3, H, W) of different sizes; returns float32
     (B, 3, h, w), as the PIL transform would give image by image (within ``MAX_LEVELS`` / 255 before normalising).
+    On the CPU, with ``native_cpu``, the resize is torchvision's own uint8 kernel (integer arithmetic modelled on
+    Pillow's, about twice as fast as Pillow in BENCHMARKS.md) where torchvision has one; elsewhere (CUDA) it is
+    `resize_like_pil`. Both are held to the same tolerance in the tests.
     """
 
     resize: int | tuple[int, int] | None
@@ -89,6 +95,7 @@ class DeviceTransform:
     crop: tuple[int, int] | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    native_cpu: bool = True
 
     def __call__(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
@@ -97,16 +104,32 @@ class DeviceTransform:
 
     def _cropped(self, images: torch.Tensor) -> torch.Tensor:
         """Float pixel values (0..255) after the resize and the crop, rounded as Pillow stores them."""
-        pixels = images.float()
-        if self.resize is not None:
-            size = resized_size(*pixels.shape[-2:], self.resize)
-            pixels = resize_like_pil(pixels, size, self.interpolation)
+        if self.resize is None:
+            pixels = images.float()
+        else:
+            size = resized_size(*images.shape[-2:], self.resize)
+            if self.native_cpu and images.device.type == "cpu" and _native_uint8(self.interpolation, images.dtype):
+                pixels = F.resize(images, list(size), interpolation=_INTERPOLATIONS[self.interpolation]).float()
+            else:
+                pixels = resize_like_pil(images.float(), size, self.interpolation)
         if self.crop is not None:
             pixels = F.center_crop(pixels, list(self.crop))
         return pixels
 
     def _normalised(self, pixels: torch.Tensor) -> torch.Tensor:
         return F.normalize(pixels.div_(255), list(self.mean), list(self.std))
+
+
+def _native_uint8(interpolation: str, dtype: torch.dtype) -> bool:
+    """Whether torchvision resizes uint8 on this CPU with its own uint8 kernel (bicubic always; bilinear with AVX2,
+    AVX-512 or ARM), rather than through float32 in one pass."""
+    if dtype != torch.uint8:
+        return False
+    return (
+        interpolation == "bicubic"
+        or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+        or (platform.machine() in ("aarch64", "arm64"))
+    )
 
 
 def _steps(transform: Any) -> list[Any]:

@@ -28,14 +28,16 @@ def level_differences(device: torch.Tensor, reference: torch.Tensor, std: tuple[
 
 
 def assert_within_tolerance(transform: DeviceTransform, reference, photos: list[Image.Image]) -> None:
-    """Each photo through `transform` (as a batch of differently sized uint8 images) against `reference` (PIL)."""
-    device = transform([decode_uint8(photo) for photo in photos])
-    for photo, out in zip(photos, device):
-        expected = reference(photo)
-        assert out.shape == expected.shape
-        levels = level_differences(out, expected, transform.std)
-        assert float(levels.max()) <= MAX_LEVELS + 1e-3, photo.size
-        assert float(levels.mean()) <= MEAN_LEVELS, photo.size
+    """Each photo through `transform` (as a batch of differently sized uint8 images) against `reference` (PIL), with
+    torchvision's uint8 resize (the CPU's) and with the two rounded float passes (CUDA's, here run on the CPU)."""
+    expected = [reference(photo) for photo in photos]
+    for variant in (transform, dataclasses.replace(transform, native_cpu=False)):
+        device = variant([decode_uint8(photo) for photo in photos])
+        for photo, out, pil in zip(photos, device, expected):
+            assert out.shape == pil.shape
+            levels = level_differences(out, pil, transform.std)
+            assert float(levels.max()) <= MAX_LEVELS + 1e-3, (photo.size, variant.native_cpu)
+            assert float(levels.mean()) <= MEAN_LEVELS, (photo.size, variant.native_cpu)
 
 
 def from_catalog(**values) -> DeviceTransform:
