@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from PIL import Image
 
 from bench.bench_extraction import DEFAULT_IMAGE_ROOT, LAYERS, ensure_images, image_paths, measure_limit
 from bench.results import add_common_arguments, check_device, format_table, parse_with_quick, write_results
-from bench.timing import describe_machine, machine_info, measure
+from bench.timing import describe_machine, machine_info, measure, synchronize
 
 BACKBONES = ("alexnet.untrained", "ViT-B-32.untrained", "vit_small_patch14_dinov2.untrained")
 
@@ -83,21 +85,32 @@ def measure_transforms(paths: Sequence[Path], backbone: str, *, device: str, bat
     return row
 
 
-def measure_extraction(data_dir: Path, work: Path, *, path: str, device: str, batch_size: int, repeats: int) -> dict:
-    """images/s of extracting the 7 AlexNet layers on one preprocessing path, a fresh store per repeat."""
+def measure_extractions(data_dir: Path, work: Path, *, device: str, batch_size: int, repeats: int) -> list[dict]:
+    """images/s of extracting the 7 AlexNet layers on each preprocessing path, a fresh store per run; the paths
+    alternate within each repeat, so a change in the machine's load reaches both alike."""
     from featurestore.extract import extract
 
-    store = work / f"{path}.zarr"
     n_images = len(image_paths(data_dir))
-
-    def run() -> None:
-        extract(
-            "alexnet.untrained", data_dir, str(store), layers=list(LAYERS), device=device, batch_size=batch_size,
-            preprocess_on=path, progress=False,
-        )  # fmt: skip
-
-    timing, _ = measure(run, repeats=repeats, device=device, setup=lambda: shutil.rmtree(store, ignore_errors=True))
-    return {"path": path, "images_per_s": n_images / timing.median, "timing": timing.to_dict()}
+    seconds: dict[str, list[float]] = {"pil": [], "device": []}
+    for _ in range(repeats):
+        for path, times in seconds.items():
+            store = work / f"{path}.zarr"
+            shutil.rmtree(store, ignore_errors=True)
+            started = time.perf_counter()
+            extract(
+                "alexnet.untrained", data_dir, str(store), layers=list(LAYERS), device=device, batch_size=batch_size,
+                preprocess_on=path, progress=False,
+            )  # fmt: skip
+            synchronize(device)
+            times.append(time.perf_counter() - started)
+    return [
+        {
+            "path": path,
+            "images_per_s": n_images / statistics.median(times),
+            "timing": {"median_s": statistics.median(times), "all_s": times},
+        }
+        for path, times in seconds.items()
+    ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -145,26 +158,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         forward = limit["forward_s_per_image"]
         on_device = alexnet["device_ms"] / 1e3
         worker = {"pil": alexnet["worker_pil_ms"] / 1e3, "device": alexnet["worker_uint8_ms"] / 1e3}
-        runs = []
         with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as work:
-            for path in ("pil", "device"):
-                run = measure_extraction(
-                    extraction_dir, Path(work), path=path, device=args.device, batch_size=args.batch_size,
-                    repeats=args.repeats,
-                )  # fmt: skip
-                main_work = forward + (on_device if path == "device" else 0.0)
-                per_image = (
-                    main_work + worker[path] / cores if args.device == "cpu" else max(main_work, worker[path] / cores)
-                )
-                run.update(limit_images_per_s=1 / per_image, ours_over_limit=run["images_per_s"] * per_image)
-                pil_limit = (
-                    forward + worker["pil"] / cores if args.device == "cpu" else max(forward, worker["pil"] / cores)
-                )
-                run["ours_over_pil_limit"] = run["images_per_s"] * pil_limit
-                runs.append(run)
-                print(
-                    f"{path}: {run['images_per_s']:.1f} images/s, {run['ours_over_limit']:.2f} of its limit", flush=True
-                )
+            runs = measure_extractions(
+                extraction_dir, Path(work), device=args.device, batch_size=args.batch_size, repeats=args.repeats
+            )
+        for run in runs:
+            main_work = forward + (on_device if run["path"] == "device" else 0.0)
+            work_s = worker[run["path"]] / cores
+            per_image = main_work + work_s if args.device == "cpu" else max(main_work, work_s)
+            run.update(limit_images_per_s=1 / per_image, ours_over_limit=run["images_per_s"] * per_image)
+            pil_limit = forward + worker["pil"] / cores if args.device == "cpu" else max(forward, worker["pil"] / cores)
+            run["ours_over_pil_limit"] = run["images_per_s"] * pil_limit
+            print(f"{run['path']}: {run['images_per_s']:.1f} images/s, {run['ours_over_limit']:.2f} of its limit")
         print(
             format_table(runs, ["path", "images_per_s", "limit_images_per_s", "ours_over_limit", "ours_over_pil_limit"])
         )
