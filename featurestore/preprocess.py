@@ -13,7 +13,7 @@ uint8 after each pass, and torch's one-step float resize differs from it by up t
 edges for bicubic. Emulating Pillow's order and rounding brings every pixel within ``MAX_LEVELS`` levels
 (measured on the scikit-image / scikit-learn sample photos, 224 to 518 px, bilinear and bicubic, see
 ``tests/featurestore/test_preprocess.py``). On the CPU, torchvision's own uint8 resize kernels (integer arithmetic
-modelled on Pillow's) hold the same tolerance and run about twice as fast as Pillow, so they are used there.
+modelled on Pillow's) hold the same tolerance and run several times as fast as Pillow per image, so they are used there.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class DeviceTransform:
     Called with a uint8 batch (B, 3, H, W) or a list of uint8 images (3, H, W) of different sizes; returns float32
     (B, 3, h, w), as the PIL transform would give image by image (within ``MAX_LEVELS`` / 255 before normalising).
     On the CPU, with ``native_cpu``, the resize is torchvision's own uint8 kernel (integer arithmetic modelled on
-    Pillow's, about twice as fast as Pillow in BENCHMARKS.md) where torchvision has one; elsewhere (CUDA) it is
+    Pillow's; 3.7 to 4.2 x Pillow's speed in BENCHMARKS.md) where torchvision has one; elsewhere (CUDA) it is
     `resize_like_pil`. Both are held to the same tolerance in the tests.
     """
 
