@@ -83,10 +83,10 @@ class Backbone(abc.ABC):
 
     ``preprocess_on="device"`` resizes, crops and normalises on the model's device (``device_transform``, translated
     from ``transform``; ``featurestore.preprocess``) where the transform allows it, ``"pil"`` in the decoding
-    workers with ``transform``; None (default) takes the device path on CUDA and PIL on the CPU, where stores then stay
-    identical to earlier versions' (BENCHMARKS.md has both paths' speed). ``preprocessing["path"]`` records which runs (``pil_reason`` says why not the
-    device), since the two differ by up to ``preprocess.MAX_LEVELS`` / 255 per pixel and so make slightly
-    different features.
+    workers with ``transform``; None (default) takes the device path on CUDA and PIL on the CPU, where stores then
+    stay identical to earlier versions' (BENCHMARKS.md has both paths' speed). ``preprocessing["path"]`` records
+    which runs (``pil_reason`` says why not the device), since the two differ by up to ``preprocess.MAX_LEVELS`` /
+    255 per pixel and so make slightly different features.
     """
 
     entry: CatalogEntry
