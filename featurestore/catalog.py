@@ -27,6 +27,9 @@ FILE_PREFIX = "file:"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 DTYPES = ("float16", "float32")
 REDUCE_SPEC = re.compile(r"avgpool|srp:[1-9][0-9]*")
+# which tokens of a ViT block's (tokens, width) output to store: the class token, the mean of the patch tokens
+# (register tokens excluded), or all of them (then the layer needs a `reduce`, as a whole token map is large)
+TOKEN_MODES = ("cls", "mean", "all")
 ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 ENTRY_KEYS = (
     "source",
@@ -37,6 +40,7 @@ ENTRY_KEYS = (
     "layers",
     "reduce",
     "reduce_seed",
+    "tokens",
     "dtype",
     "meta",
 )
@@ -102,7 +106,8 @@ class CatalogEntry:
     ``weights`` is a pretrained tag of the source (``"IMAGENET1K_V1"``, ``"openai"``), ``"untrained"`` (seeded
     random init, ``seed`` required) or ``"file:/path/to/state_dict.pt"``. ``preprocessing=None`` means the
     model's own transform (open_clip, timm). ``reduce`` maps a layer to ``"avgpool"`` or ``"srp:<k>"`` (seeded by
-    ``reduce_seed``), applied when features are stored in ``dtype``.
+    ``reduce_seed``), applied when features are stored in ``dtype``. ``tokens`` maps a ViT token layer to the
+    tokens it stores (``TOKEN_MODES``), before any reduction.
     """
 
     name: str
@@ -114,11 +119,12 @@ class CatalogEntry:
     layers: tuple[str, ...]
     reduce: Mapping[str, str] = field(default_factory=dict, hash=False)
     reduce_seed: int = 0
+    tokens: Mapping[str, str] = field(default_factory=dict, hash=False)
     dtype: str = "float16"
     meta: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        for key, kind in (("layers", tuple), ("reduce", dict), ("meta", dict)):
+        for key, kind in (("layers", tuple), ("reduce", dict), ("tokens", dict), ("meta", dict)):
             object.__setattr__(self, key, kind(getattr(self, key)))  # callers may pass lists / mappings
         name = self.name
         if not isinstance(name, str) or not ENTRY_NAME.fullmatch(name):
@@ -166,6 +172,21 @@ class CatalogEntry:
                     "reduce",
                     f"layer {layer!r}: expected 'avgpool' or 'srp:<k>' (k a positive integer), got {spec!r}",
                 )
+        for layer, mode in self.tokens.items():
+            if mode not in TOKEN_MODES:
+                raise _key_error(
+                    name,
+                    "tokens",
+                    f"layer {layer!r}: expected one of {list(TOKEN_MODES)}{did_you_mean(str(mode), TOKEN_MODES)}, "
+                    f"got {mode!r}",
+                )
+            if mode == "all" and layer not in self.reduce:
+                raise _key_error(
+                    name,
+                    "tokens",
+                    f"layer {layer!r}: 'all' keeps every token: give the layer a reduce too "
+                    f"(srp:<k> projects the token map, avgpool averages all tokens), or take 'cls' or 'mean'",
+                )
         if self.dtype not in DTYPES:
             raise _key_error(name, "dtype", f"expected one of {list(DTYPES)}, got {self.dtype!r}")
 
@@ -192,6 +213,7 @@ class CatalogEntry:
             "layers": list(self.layers),
             "reduce": dict(self.reduce),
             "reduce_seed": self.reduce_seed,
+            "tokens": dict(self.tokens),
             "dtype": self.dtype,
             "meta": dict(self.meta),
         }
@@ -337,6 +359,7 @@ def _entry(name: str, fields: Mapping[str, Any]) -> CatalogEntry:
         layers=tuple(layers),
         reduce=_string_map(name, "reduce", fields.get("reduce", {})),
         reduce_seed=fields.get("reduce_seed", 0),
+        tokens=_string_map(name, "tokens", fields.get("tokens", {})),
         dtype=fields.get("dtype", "float16"),
         meta=_string_map(name, "meta", fields.get("meta", {})),
     )

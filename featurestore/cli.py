@@ -76,6 +76,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
         wait=args.wait,
         skip_bad_images=args.skip_bad_images,
         scheduler=args.scheduler,
+        preprocess_on=args.preprocess_on,
     )
     for image in report.skipped_images:
         print(f"featurestore: skipped NSD id {image['nsd_id']}: {image['reason']}", file=sys.stderr)
@@ -98,10 +99,16 @@ def _cmd_layers(args: argparse.Namespace) -> None:
     print(
         f"{entry.name}: {len(infos)} layers ({entry.source} {entry.architecture}); "
         f"* = default layer, inplace = a later op modifies the output in place (read as a copy before it)"
+        + (
+            "; token map = ViT tokens, catalog `tokens:` keeps cls, mean or all"
+            if any(i.token_map for i in infos)
+            else ""
+        )
     )
     for info in infos:
         mark = "*" if info.name in entry.layers else " "
-        reduce = f"  reduce={entry.reduce[info.name]}" if info.name in entry.reduce else ""
+        tokens = f"  tokens={info.tokens}" if info.tokens else "  token map" if info.token_map else ""
+        reduce = tokens + (f"  reduce={entry.reduce[info.name]}" if info.name in entry.reduce else "")
         inplace = "  inplace" if info.inplace else ""
         print(f"{mark} {info.name:<{width}}  {str(tuple(info.shape)):<18}{inplace}{reduce}".rstrip())
 
@@ -195,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="image-decoding worker processes (default: chosen from the device, the cores and the images pending; "
         "0, decoding inline, for small runs, where a worker's start-up costs more than it saves)",
+    )
+    extract.add_argument(
+        "--preprocess-on",
+        choices=["device", "pil"],
+        help="where images are resized and normalised: on the model's device (workers only decode) or by PIL in "
+        "the workers (default: the store's, else device on CUDA and pil on the CPU)",
     )
     extract.add_argument("--chunk-rows", type=int, help="rows per stored chunk (default: the store's, else 256)")
     extract.add_argument(

@@ -165,6 +165,7 @@ class ChunkJob:
 
     entry: CatalogEntry
     device: str | None
+    preprocess_on: str
     weights: Mapping[str, str]
     store: str
     storage_options: Mapping[str, Any]
@@ -275,11 +276,11 @@ def _backbone_for(job: ChunkJob) -> tuple[Backbone, dict[str, Any]]:
     from featurestore.extract import _layouts
 
     layers = [layout.name for layout in job.layouts]
-    key = json.dumps([job.entry.to_dict(), job.device, layers], sort_keys=True, default=str)
+    key = json.dumps([job.entry.to_dict(), job.device, job.preprocess_on, layers], sort_keys=True, default=str)
     with _CACHE_LOCK:
         if key not in _BACKBONES:
             _check_weights(job.entry)
-            model = backbones.load_backbone(job.entry, _worker_device(job.device))
+            model = backbones.load_backbone(job.entry, _worker_device(job.device), job.preprocess_on)
             if model.weights_id["sha256"] != job.weights["sha256"]:
                 raise WorkerSetupError(
                     f"{_worker_name()}: weights of backbone {job.entry.name!r} ({job.entry.weights}) have sha256 "
@@ -355,6 +356,7 @@ def write_distributed(
     job = ChunkJob(
         entry=backbone.entry,
         device=None if device is None else str(device),
+        preprocess_on=backbone.preprocessing["path"],  # the client's path, recorded in the provenance
         weights=dict(backbone.weights_id),
         store=store.url if store.local_root is None else str(store.local_root),  # workers' cwd may differ
         storage_options=dict(store.storage_options),

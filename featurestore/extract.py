@@ -174,6 +174,7 @@ def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayo
     """Stored layout and reducer of each layer, from the backbone's probed output shapes and the entry's reduce."""
     entry = backbone.entry
     shapes = {info.name: info.shape for info in backbone.layer_info}
+    tokens = {info.name: info.tokens for info in backbone.layer_info}
     inplace = backbone.inplace_layers()
     reducers = {
         layer: make_reducer(entry.reduce.get(layer), tuple(shapes[layer]), entry.reduce_seed) for layer in layers
@@ -186,6 +187,7 @@ def _layouts(backbone: Backbone, layers: Sequence[str]) -> tuple[tuple[LayerLayo
             reduce=reducers[layer].spec,
             reduce_seed=_projection_seed(reducers[layer].spec, entry.reduce_seed),
             inplace=layer in inplace,
+            tokens=tokens[layer],
         )
         for layer in layers
     )
@@ -204,7 +206,12 @@ def _recipe_differences(
         spec = entry.reduce.get(layer)
         # the layer's shape follows from the entry (compared above) and its reduction
         problems += stored.differences(
-            dataclasses.replace(stored, reduce=spec, reduce_seed=_projection_seed(spec, entry.reduce_seed))
+            dataclasses.replace(
+                stored,
+                reduce=spec,
+                reduce_seed=_projection_seed(spec, entry.reduce_seed),
+                tokens=entry.tokens.get(layer),
+            )
         )
     return problems
 
@@ -242,6 +249,7 @@ def extract(
     wait: bool | float = False,
     skip_bad_images: bool = False,
     scheduler: Any = None,
+    preprocess_on: str | None = None,
     out: TextIO | None = None,
 ) -> ExtractReport:
     """Extract ``layers`` of ``backbone`` for every image of ``images`` into ``store``; skip what is stored.
@@ -296,6 +304,12 @@ def extract(
         (``featurestore.distributed``): the store ends byte-identical to a single-process run. The scheduler is
         reached before the store is touched (an unreachable one writes nothing); each worker decodes its chunk's
         images inline unless ``num_workers`` is given.
+    preprocess_on : {"device", "pil"}, default=None
+        Where images are resized, cropped and normalised: "device" on the model's device (decoding workers only
+        decode; within 2/255 per pixel of PIL, ``featurestore.preprocess``; backbones whose transform has no
+        device version use PIL), "pil" in the decoding workers. None keeps an existing group's path, else the
+        device on CUDA and PIL on the CPU (with a ``scheduler``: PIL, since the workers' devices are not known
+        here; pass "device" for GPU workers). Recorded in the provenance: a group refuses the other path.
     out : text stream, default=None
         Where a dry run prints its plan (stdout when None).
 
@@ -336,6 +350,7 @@ def extract(
             progress,
             wait,
             skip_bad_images,
+            preprocess_on,
             out,
             started,
         )
@@ -357,6 +372,7 @@ def _extract_into(
     progress: bool,
     wait: bool | float,
     skip_bad_images: bool,
+    preprocess_on: str | None,
     out: TextIO | None,
     started: float,
 ) -> ExtractReport:
@@ -384,14 +400,19 @@ def _extract_into(
                 stacklevel=2,
             )
         nothing_to_do = not rows.tasks and exists and set(layers) <= set(target.layers(entry.name))
+        if preprocess_on is not None and exists:  # another path than the group's is checked on the loaded model
+            nothing_to_do = nothing_to_do and preprocess_on == stored["preprocessing"].get("path", "pil")
         if nothing_to_do and not _recipe_differences(target, entry, layers, dtype, chunk_rows):
             layouts = tuple(target.layout(entry.name, layer) for layer in layers)
             plan = ExtractPlan(entry.name, store_url, exists, source.ids.size, rows, layouts, dtype, chunk_rows)
             if dry_run:
                 print(plan.describe(), file=out or sys.stdout)
             return ExtractReport(plan, 0, 0, dry_run, time.monotonic() - started)
-        # with a cluster the client only probes layer shapes and the weights' identity: the workers run the model
-        model = backbones.load_backbone(entry, "cpu" if client is not None else device)
+        if preprocess_on is None and stored:  # a group keeps its path (groups made before the device path: PIL)
+            preprocess_on = stored["preprocessing"].get("path", "pil")
+        # with a cluster the client only probes layer shapes, the weights' identity and the preprocessing path
+        # (the workers preprocess on the path recorded here): the workers run the model
+        model = backbones.load_backbone(entry, "cpu" if client is not None else device, preprocess_on)
         backbones.validate_layers(model, layers)
         layouts, reducers = _layouts(model, layers)
         provenance = build_provenance(entry.to_dict(), model.weights_id, model.preprocessing, dtype, chunk_rows)

@@ -1,9 +1,11 @@
 """The forward-pass loop of an extraction: batches of images -> model -> reduced, finite rows -> whole chunks.
 
-One forward pass per batch gives every requested layer; reductions and the cast to the storage dtype run on the
-model's device; rows are buffered per chunk, and a finished chunk is compressed and written by one background thread
-(overlapping the next chunk's forward passes) and only then marked done, chunks in order, the writer lock refreshed
-between them. Rows the storage dtype cannot hold stop the run before their chunk is written.
+Images come decoded (uint8, resized on the model's device by the backbone's device transform) or already transformed
+by the PIL transform in the decoding workers. One forward pass per batch gives every requested layer; reductions and
+the cast to the storage dtype run on the model's device; rows are buffered per chunk, and a finished chunk is
+compressed and written by one background thread (overlapping the next chunk's forward passes) and only then marked
+done, chunks in order, the writer lock refreshed between them. Rows the storage dtype cannot hold stop the run
+before their chunk is written.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from featurestore.backbones._base import Backbone
 from featurestore.catalog import CatalogEntry
 from featurestore.errors import FeatureStoreError
 from featurestore.loader import chunk_batches, image_loader, padded
+from featurestore.preprocess import decode_uint8
 from featurestore.reduction import Reducer
 from featurestore.stimuli import StimulusError, StimulusSource
 from featurestore.store import ChunkTask, FeatureStore, LayerLayout, RowPlan
@@ -64,6 +67,13 @@ def _finite_rows(values: torch.Tensor, dtype: str, entry: CatalogEntry, layer: s
     )
 
 
+def _to_device(images: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor | list[torch.Tensor]:
+    """A batch (or a list of differently sized images) moved to the model's device."""
+    if isinstance(images, torch.Tensor):
+        return images.to(device, non_blocking=True)
+    return [image.to(device, non_blocking=True) for image in images]
+
+
 def write_pending(
     store: FeatureStore,
     lock: WriterLock,
@@ -83,9 +93,10 @@ def write_pending(
     ``skip_bad_images`` is recorded in the group (before its chunk) and its row written as NaN."""
     device = backbone.device
     batches = list(chunk_batches(rows, batch_size))
+    on_device = backbone.device_transform  # None: the workers apply the PIL transform
     loader = image_loader(
         source,
-        backbone.transform,
+        backbone.transform if on_device is None else decode_uint8,
         rows.nsd_ids,
         [batch for _, batch in batches],
         num_workers,
@@ -126,9 +137,14 @@ def write_pending(
                 }
                 for i in bad
             ]
+            images = _to_device(images, device)
+            if on_device is not None:
+                images = on_device(images)
+            elif isinstance(images, list):
+                images = torch.stack(images)  # sizes differ: torch names them
             n_images = images.shape[0]
             with autocast:
-                outputs = extractor(padded(images, batch_size).to(device, non_blocking=True))
+                outputs = extractor(padded(images, batch_size))
             for name in names:
                 reduced = reducers[name](outputs[name][:n_images])
                 values = _finite_rows(reduced, dtype, backbone.entry, name, device)

@@ -3,7 +3,9 @@
 Batches never straddle a chunk (a chunk's pending rows are cut into batches at fixed offsets from the chunk's
 first row) and a short batch is padded to the full batch size, so a chunk's values come from forward passes of the
 same shape over the same images whether the run was interrupted or not. Decoding runs in ``spawn`` worker processes
-(not ``fork``: zarr, dask and torch threads), one torch thread each, and a worker ends when its parent dies.
+(not ``fork``: zarr, dask and torch threads), one torch thread each, and a worker ends when its parent dies. A
+worker applies the backbone's PIL transform, or on the device path (``featurestore.preprocess``) only decodes to
+uint8, and images of different sizes then come as a list.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from featurestore.preprocess import collate_images
 from featurestore.stimuli import StimulusError, StimulusSource
 from featurestore.store import RowPlan
 
@@ -83,10 +86,12 @@ def image_loader(
     pin_memory: bool,
 ) -> DataLoader:
     """A DataLoader giving (images, row indices, problems) for each batch of row indices, in order; ``num_workers``
-    ``spawn`` processes decode (0 decodes in this process)."""
+    ``spawn`` processes decode (0 decodes in this process). ``images`` is one tensor, or a list of tensors when the
+    transformed images differ in size."""
     return DataLoader(
         _PendingImages(source, transform, nsd_ids),
         batch_sampler=batches,
+        collate_fn=collate_images,
         num_workers=num_workers,
         multiprocessing_context="spawn" if num_workers > 0 else None,
         worker_init_fn=functools.partial(_init_worker, os.getpid()) if num_workers > 0 else None,

@@ -56,9 +56,13 @@ ADAPTERS: Mapping[str, ModuleType] = LazyAdapters(
 )
 
 
-def load_backbone(entry: CatalogEntry, device: str | torch.device | None = "cpu") -> Backbone:
-    """The entry's model with its weights, in eval mode on `device` (None: CUDA when available)."""
-    return ADAPTERS[entry.source].load(entry, device)
+def load_backbone(
+    entry: CatalogEntry, device: str | torch.device | None = "cpu", preprocess_on: str | None = None
+) -> Backbone:
+    """The entry's model with its weights, in eval mode on `device` (None: CUDA when available); `preprocess_on`
+    "device" or "pil" says where images are resized (None: the device on CUDA, PIL on the CPU; see Backbone)."""
+    backbone = ADAPTERS[entry.source].load(entry, device)
+    return backbone if preprocess_on is None else backbone.preprocessed_on(preprocess_on)
 
 
 def list_layers(entry: CatalogEntry) -> list[LayerInfo]:

@@ -6,6 +6,7 @@ checkpoint file; layers are the modules of ``model.visual`` (read with forward h
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from featurestore.backbones._base import (
     Backbone,
     Extractor,
     LayerInfo,
+    TokenLayout,
     WeightsError,
     catalog_preprocessing,
     catalog_transform,
@@ -135,6 +137,13 @@ class OpenClipBackbone(Backbone):
             if len(calls) == 1 and is_batch_output(calls[0][0])
         ]
         return [*layers, LayerInfo(EMBEDDING, inplace=False, shape=tuple(embedding.shape[1:]))]
+
+    def _token_layout(self) -> TokenLayout | None:
+        """open_clip's VisionTransformer: the class token, then the grid of patches (ResNet towers: None)."""
+        visual = self.model.visual
+        if getattr(visual, "class_embedding", None) is None or not hasattr(visual, "grid_size"):
+            return None
+        return TokenLayout(n_prefix=1, n_patches=math.prod(visual.grid_size), has_cls=True)
 
     def _make_extractor(self, layers: list[str]) -> Extractor:
         modules = dict(self.model.visual.named_modules())

@@ -24,6 +24,7 @@ from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 from torchvision import transforms as T
 
 from featurestore.backbones._base import (
+    TokenLayout,
     ToRGB,
     WeightsError,
     catalog_preprocessing,
@@ -136,3 +137,11 @@ class TimmBackbone(GraphBackbone):
 
     def _tracer_kwargs(self) -> dict[str, Any]:
         return {"leaf_modules": get_notrace_modules(), "autowrap_functions": get_notrace_functions()}
+
+    def _token_layout(self) -> TokenLayout | None:
+        """timm ViTs (ViT, DINOv2, EVA, SigLIP, DeiT): class and register tokens first, then the patches."""
+        n_patches = getattr(getattr(self.model, "patch_embed", None), "num_patches", None)
+        n_prefix = getattr(self.model, "num_prefix_tokens", None)
+        if n_patches is None or n_prefix is None:
+            return None
+        return TokenLayout(n_prefix, n_patches, has_cls=getattr(self.model, "cls_token", None) is not None)

@@ -9,7 +9,7 @@ On disk (the store is any fsspec URL: a local path, ``s3://bucket/features.zarr`
     <backbone>/nsd_id           int64 (n_rows,), chunks (chunk_rows,): the NSD id of every row
     <backbone>/<layer>          float16 | float32 (n_rows, n_features), one object per row chunk of chunk_rows
                                 rows x all features (plain or sharded, below), blosc-zstd; attrs: feature_shape
-                                (before flattening), reduce, reduce_seed, inplace, storage (the chunking used)
+                                (before flattening), reduce, reduce_seed, inplace, tokens, storage (the chunking used)
     <backbone>/_done/<layer>    int32 (n_chunks,), chunks (1,): per row chunk, how many of its leading rows
                                 hold final values (one object per chunk, so no two chunks share a marker)
     _locks/<backbone>           the writer lock (featurestore.store.lock)
@@ -68,7 +68,8 @@ def check_name(name: str, what: str) -> None:
 @dataclass(frozen=True)
 class LayerLayout:
     """How one layer is stored: the shape the model gives, the reduction (and its seed, for random projections),
-    the stored row width, and whether the model modifies the layer's output in place."""
+    the stored row width, whether the model modifies the layer's output in place, and the ViT tokens kept (``cls``,
+    ``mean``, ``all``; None: the layer's whole output, as in groups written before token selection)."""
 
     name: str
     feature_shape: tuple[int, ...]
@@ -76,6 +77,7 @@ class LayerLayout:
     reduce: str | None = None
     reduce_seed: int | None = None
     inplace: bool = False
+    tokens: str | None = None
 
     def attrs(self) -> dict[str, Any]:
         """The layer array's attributes."""
@@ -85,6 +87,7 @@ class LayerLayout:
             "reduce": self.reduce,
             "reduce_seed": self.reduce_seed,
             "inplace": self.inplace,
+            "tokens": self.tokens,
         }
 
     @classmethod
@@ -97,11 +100,12 @@ class LayerLayout:
             reduce=attrs.get("reduce"),
             reduce_seed=attrs.get("reduce_seed"),
             inplace=bool(attrs.get("inplace", False)),
+            tokens=attrs.get("tokens"),
         )
 
     def differences(self, other: LayerLayout) -> list[str]:
         """'layer X reduce None != srp:64' for each recipe difference with another layout of the same layer."""
-        keys = ("feature_shape", "n_features", "reduce", "reduce_seed")
+        keys = ("feature_shape", "n_features", "reduce", "reduce_seed", "tokens")
         mine, theirs = self.attrs(), other.attrs()
         return [
             f"layer {self.name} {key} {short(mine[key])} != {short(theirs[key])}"

@@ -91,12 +91,13 @@ def provenance_differences(
     """What differs between two provenances in ways that change the features (not library versions): the one
     definition of "same recipe".
 
-    Compared: the model's source and architecture, the weights' sha256, the resolved preprocessing, the
-    storage dtype and chunk_rows. The catalog entry's name, default layers and metadata do not change a
-    stored value and are not compared. With ``resolved=False``, ``requested`` is what a run knows before loading
-    the model (its entry, dtype, chunk_rows, and a weights sha256 only for a weights file): the entry keys that
-    the weights and the resolved preprocessing are made from (weights, seed, preprocessing) stand in for them,
-    and a weights sha256 is compared only when ``requested`` has one.
+    Compared: the model's source and architecture, the weights' sha256, the resolved preprocessing (with the path it
+    ran on: "device" or "pil", the latter for groups that do not say), the storage dtype and chunk_rows. The catalog
+    entry's name, default layers and metadata do not change a stored value and are not compared. With
+    ``resolved=False``, ``requested`` is what a run knows before loading the model (its entry, dtype, chunk_rows,
+    and a weights sha256 only for a weights file): the entry keys that the weights and the resolved preprocessing
+    are made from (weights, seed, preprocessing) stand in for them, and a weights sha256 is compared only when
+    ``requested`` has one.
     """
 
     def identity(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,7 +111,11 @@ def provenance_differences(
         if resolved or "sha256" in requested.get("weights", {}):
             recipe["weights sha256"] = weights.get("sha256")
         if resolved:
-            recipe["preprocessing"] = p.get("preprocessing")
+            preprocessing = p.get("preprocessing")
+            # groups made before the device path existed were preprocessed with PIL in the decoding workers
+            recipe["preprocessing"] = (
+                {"path": "pil", **preprocessing} if isinstance(preprocessing, Mapping) else preprocessing
+            )
         else:
             recipe.update({f"entry {key}": entry.get(key) for key in _MODEL_ENTRY_KEYS})
         return recipe

@@ -16,7 +16,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from featurestore.backbones import ADAPTERS, WeightsError, list_layers, load_backbone, validate_layers
 from featurestore.backbones._base import sha256_state_dict
 from featurestore.backbones.open_clip import EMBEDDING
-from featurestore.catalog import SOURCES, CatalogError, get_entry, load_catalog
+from featurestore.catalog import SOURCES, CatalogEntry, CatalogError, get_entry, load_catalog
 
 
 def assert_same_tensors(state_a, state_b):
@@ -302,3 +302,110 @@ def test_offline_pretrained_weights_fail_with_a_file_hint(monkeypatch, tmp_path)
         load_backbone(get_entry("alexnet").with_weights(f"file:{bad}"))
     with pytest.raises(WeightsError, match=r"cannot read weights file .*missing.pt"):
         load_backbone(get_entry("alexnet").with_weights(f"file:{tmp_path / 'missing.pt'}"))
+
+
+# --- token layers: the catalog's `tokens:` against the block outputs read by a forward hook in the test -------------
+
+
+def token_entry(name: str, source: str, architecture: str, tokens: dict[str, str], **fields) -> CatalogEntry:
+    return CatalogEntry(
+        name=name,
+        source=source,
+        architecture=architecture,
+        weights="untrained",
+        seed=0,
+        layers=list(tokens),
+        tokens=tokens,
+        **fields,
+    )
+
+
+def hooked_outputs(model: torch.nn.Module, modules: dict[str, torch.nn.Module], run) -> dict[str, torch.Tensor]:
+    """Each named module's output, read by a plain forward hook while `run()` calls the model."""
+    captured = {}
+    handles = [
+        module.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out.detach().clone()))
+        for name, module in modules.items()
+    ]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+@pytest.mark.parametrize("architecture", ["test_vit", "test_vit2"])  # a class token; one register token, no class
+def test_timm_tokens_equal_the_hooked_block_outputs(photos, architecture):
+    import timm
+
+    has_cls = architecture == "test_vit"
+    tokens = {"blocks.1": "cls" if has_cls else "mean", "blocks.3": "mean", "blocks.5": "all"}
+    backbone = load_backbone(token_entry("t", "timm", architecture, tokens, reduce={"blocks.5": "srp:64"}))
+    images = torch.stack([backbone.transform(photo) for photo in photos[:3]])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = timm.create_model(architecture, pretrained=False).eval()  # the same seeded weights, built here
+    blocks = hooked_outputs(model, {name: model.blocks[int(name[-1])] for name in tokens}, lambda: model(images))
+    n_prefix = 1  # timm's test_vit: the class token; test_vit2: one register token
+    expected = {
+        "blocks.1": blocks["blocks.1"][:, 0] if has_cls else blocks["blocks.1"][:, n_prefix:].mean(1),
+        "blocks.3": blocks["blocks.3"][:, n_prefix:].mean(1),
+        "blocks.5": blocks["blocks.5"],
+    }
+    outputs = backbone.extractor(list(tokens))(images)
+    shapes = {info.name: (info.shape, info.tokens, info.token_map) for info in backbone.layer_info}
+    for layer, mode in tokens.items():
+        torch.testing.assert_close(outputs[layer], expected[layer], rtol=1e-5, atol=1e-5)
+        assert shapes[layer] == (tuple(expected[layer].shape[1:]), mode, True)
+    assert backbone.token_layout.has_cls is has_cls and backbone.token_layout.n_patches == 100
+
+
+def test_open_clip_tokens_equal_the_hooked_resblock_outputs(photos):
+    tokens = {"transformer.resblocks.2": "cls", "transformer.resblocks.5": "mean"}
+    backbone = load_backbone(dataclasses.replace(get_entry("ViT-B-32.untrained"), layers=list(tokens), tokens=tokens))
+    images = torch.stack([backbone.transform(photo) for photo in photos[:2]])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
+    resblocks = model.visual.transformer.resblocks
+    blocks = hooked_outputs(
+        model, {name: resblocks[int(name[-1])] for name in tokens}, lambda: model.encode_image(images)
+    )
+    outputs = backbone.extractor(list(tokens))(images)
+    torch.testing.assert_close(outputs["transformer.resblocks.2"], blocks["transformer.resblocks.2"][:, 0])
+    torch.testing.assert_close(outputs["transformer.resblocks.5"], blocks["transformer.resblocks.5"][:, 1:].mean(1))
+    assert backbone.token_layout.n_patches == 49  # (224 / 32) ** 2
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            token_entry(
+                "conv",
+                "torchvision",
+                "alexnet",
+                {"features.2": "mean"},
+                preprocessing=get_entry("alexnet").preprocessing,
+            ),
+            r"entry 'conv': key 'tokens': layer 'features.2' is not a token layer \(output shape \(64, 27, 27\); "
+            r"this model has no token layers\)",
+        ),
+        (
+            token_entry("vit", "timm", "test_vit", {"fc_norm": "cls"}),
+            r"entry 'vit': key 'tokens': layer 'fc_norm' is not a token layer \(output shape \(64,\); token layers "
+            r"give \(101 tokens, width\)\)",
+        ),
+        (
+            token_entry("reg", "timm", "test_vit2", {"blocks.1": "cls"}),
+            r"entry 'reg': key 'tokens': layer 'blocks.1': 'cls' but the model has no class token",
+        ),
+        (token_entry("typo", "timm", "test_vit", {"block.1": "cls"}), r"backbone 'typo' has no layer 'block.1'"),
+    ],
+    ids=["convnet", "not a token map", "no class token", "unknown layer"],
+)
+def test_tokens_on_a_layer_without_them_name_the_entry_and_the_layer(entry, message):
+    with pytest.raises(CatalogError, match=message):
+        list_layers(entry)

@@ -205,6 +205,14 @@ BAD_ENTRIES = {
         "reduce: {features.2: 'srp:0'}",
         r"entry 'bad': key 'reduce': layer 'features.2': expected 'avgpool' or 'srp:<k>'.*got 'srp:0'",
     ),
+    "unknown tokens": (
+        "tokens: {features.2: first}",
+        r"entry 'bad': key 'tokens': layer 'features.2': expected one of \['cls', 'mean', 'all'\], got 'first'",
+    ),
+    "all tokens without a reduce": (
+        "tokens: {features.2: all}",
+        r"entry 'bad': key 'tokens': layer 'features.2': 'all' keeps every token: give the layer a reduce too",
+    ),
     "bad dtype": (
         "dtype: float64",
         r"entry 'bad': key 'dtype': expected one of \['float16', 'float32'\], got 'float64'",

@@ -98,6 +98,16 @@ def test_two_workers_write_the_single_process_store(tmp_path, client, reference,
     assert again.rows_computed == 0 and again.chunks_written == 0
 
 
+def test_workers_preprocess_on_the_path_the_client_records(tmp_path, client, algonauts_dir, tiny_catalog) -> None:
+    """The device path asked for is the workers' path too: the store equals a single process on that path, and the
+    provenance says so (a client whose probe runs on the CPU would otherwise record PIL)."""
+    single, store = tmp_path / "single.zarr", tmp_path / "s.zarr"
+    extract(BACKBONE, algonauts_dir, single, catalog=tiny_catalog, preprocess_on="device", **RUN)
+    extract(BACKBONE, algonauts_dir, store, catalog=tiny_catalog, preprocess_on="device", scheduler=client, **RUN)
+    assert_same_store(group_arrays(store), group_arrays(single))
+    assert open_store(store).provenance(BACKBONE)["preprocessing"]["path"] == "device"
+
+
 def test_a_cluster_finishes_a_single_process_store_and_the_cli_joins_by_address(
     tmp_path, capsys, client, algonauts_dir, tiny_catalog
 ) -> None:

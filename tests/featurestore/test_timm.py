@@ -8,11 +8,13 @@ import dataclasses
 import hashlib
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
 import timm
 import torch
+import zarr
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
@@ -21,7 +23,8 @@ from featurestore.backbones._base import sha256_state_dict
 from featurestore.backbones.timm import known_tags
 from featurestore.catalog import CatalogError, get_entry
 from featurestore.cli import main
-from featurestore.store import open_features
+from featurestore.extract import extract
+from featurestore.store import ProvenanceError, open_features
 
 SEED = 0
 VIT_LAYERS = ["blocks.1", "blocks.5", "fc_norm"]
@@ -116,6 +119,7 @@ def test_transform_is_timms_eval_transform_and_is_recorded(vit, photos, timm_bat
         "std": [0.5, 0.5, 0.5],
         "crop_pct": 0.95,
         "crop_mode": "center",
+        "path": "pil",  # on the CPU; featurestore.preprocess gives the device version (test_preprocess.py)
     }
     assert json.loads(json.dumps(vit.preprocessing)) == vit.preprocessing
     dinov2 = load_backbone(get_entry("vit_small_patch14_dinov2.untrained"))
@@ -275,3 +279,45 @@ def test_extract_end_to_end_and_preprocessing_is_in_the_cache_key(capsys, tmp_pa
     assert main([str(arg) for arg in argv]) == 1
     err = capsys.readouterr().err
     assert "store provenance differs" in err and "preprocessing.std [0.5, 0.5, 0.5] != [0.25, 0.25, 0.25]" in err
+
+
+def test_token_layers_extract_are_recorded_and_listed(capsys, tmp_path, algonauts_dir, timm_catalog):
+    """`tokens:` end to end: stored rows are the selected tokens, the selection is in the provenance and the layer
+    layout, a changed selection is refused (the cache key), and `featurestore layers` shows it."""
+    catalog = tmp_path / "tokens.yaml"
+    catalog.write_text(
+        "test_vit.tokens:\n  extends: test_vit.untrained\n  layers: [blocks.1, blocks.3]\n"
+        "  reduce: {}\n  tokens: {blocks.1: cls, blocks.3: mean}\n",
+        encoding="utf-8",
+    )
+    catalogs = [timm_catalog["catalog"], catalog]
+    store = tmp_path / "features.zarr"
+    run = {"catalog": catalogs, "subjects": [2], "chunk_rows": 4, "batch_size": 2, "num_workers": 0}
+    extract("test_vit.tokens", algonauts_dir, store, progress=False, device="cpu", **run)
+    backbone = load_backbone(get_entry("test_vit.tokens", catalogs))
+    features = {layer: open_features(store, "test_vit.tokens", layer) for layer in ("blocks.1", "blocks.3")}
+    ids = features["blocks.1"]["nsd_id"].values
+    paths = {int(p.stem.split("nsd-")[1]): p for p in algonauts_dir.glob("subj02/*/*/*.png")}
+    batch = torch.stack([backbone.transform(Image.open(paths[int(i)])) for i in ids])
+    expected = backbone.extractor(["blocks.1", "blocks.3"])(batch)  # equal to hooked blocks: test_backbones.py
+    for layer, values in features.items():
+        assert values.sizes["feature"] == 64  # the width of test_vit: one token (or the mean token) per image
+        np.testing.assert_allclose(values.values, expected[layer].numpy(), rtol=1e-2, atol=1e-2)
+    group = zarr.open_group(store, mode="r")["test_vit.tokens"]
+    assert group.attrs["provenance"]["entry"]["tokens"] == {"blocks.1": "cls", "blocks.3": "mean"}
+    assert group["blocks.3"].attrs["tokens"] == "mean"
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(catalog.read_text(encoding="utf-8").replace("blocks.3: mean", "blocks.3: cls"), encoding="utf-8")
+    with pytest.raises(ProvenanceError, match=r"layer blocks\.3 tokens mean != cls"):
+        extract(
+            "test_vit.tokens",
+            algonauts_dir,
+            store,
+            progress=False,
+            device="cpu",
+            **{**run, "catalog": [timm_catalog["catalog"], changed]},
+        )
+    assert main(["layers", "test_vit.tokens", "--catalog", *map(str, catalogs)]) == 0
+    listing = capsys.readouterr().out
+    assert re.search(r"\* blocks\.1 +\(64,\) +tokens=cls", listing) and "token map = ViT tokens" in listing
+    assert re.search(r"  blocks\.2 +\(101, 64\) +token map", listing)
