@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
 import xarray as xr
+from dask.system import CPU_COUNT
 
 from encoders.challenge import ALL_VERTICES
 from encoders.errors import InvalidArgumentError
@@ -78,8 +80,17 @@ def compute(tasks: list, scheduler: Any, n_workers: int | None, progress: bool, 
             if progress:
                 print_progress(done, total, result)
 
-    with _Progress():
-        return list(dask.compute(*tasks, scheduler=name, num_workers=n_workers))
+    if name != "threads":
+        with _Progress():
+            return list(dask.compute(*tasks, scheduler=name, num_workers=n_workers))
+    # our own pool, so that a failing task returns only once the tasks still running have finished: their
+    # warnings and writes then happen before the error is reported (one line in the CLI), not after it
+    pool = ThreadPoolExecutor(n_workers or CPU_COUNT)
+    try:
+        with _Progress():
+            return list(dask.compute(*tasks, scheduler=name, pool=pool))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _client_for(scheduler: Any):
