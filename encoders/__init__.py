@@ -15,14 +15,16 @@ from encoders.errors import (
 from encoders.evaluate import evaluate_predictions, evaluate_submission
 from encoders.grid import EncoderSetting, fit_grid, load_results, predict_test
 from encoders.leaderboard import best_layers, compare
+from encoders.partition import partition_by_roi, partition_variance, r2_score_split, variance_partition
 from encoders.pca import PCA
-from encoders.ridge import KernelRidgeCV, RidgeCV
+from encoders.ridge import BandedRidgeCV, KernelRidgeCV, RidgeCV
 from encoders.scoring import challenge_score, pearson_r, r2_score, roi_medians
 from encoders.splits import devkit_split, kfold
 from encoders.submission import check_submission, read_submission, write_submission
 
 __all__ = [
     "PCA",
+    "BandedRidgeCV",
     "ChallengeDataError",
     "EncoderSetting",
     "EncodersError",
@@ -47,11 +49,15 @@ __all__ = [
     "list_subjects",
     "load_results",
     "load_subject",
+    "partition_by_roi",
+    "partition_variance",
     "pearson_r",
     "predict_test",
     "r2_score",
+    "r2_score_split",
     "read_submission",
     "roi_medians",
+    "variance_partition",
     "write_submission",
 ]
 
