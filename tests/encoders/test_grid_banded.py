@@ -9,13 +9,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
 from sklearn.decomposition import PCA as SklearnPCA
 from sklearn.metrics import r2_score
 
 from encoders.challenge import list_images, load_subject
-from encoders.grid import EncoderSetting, fit_grid, predict_validation
-from encoders.partition import partition_variance
+from encoders.cli import main
+from encoders.grid import EncoderSetting, fit_grid, load_results, predict_validation
+from encoders.leaderboard import partition_table
+from encoders.partition import partition_by_roi, partition_variance
+from encoders.plots import plot_partition_bars
 from encoders.ridge import BandedRidgeCV
 from featurestore.demo_data import make_demo_data
 from featurestore.store import LayerLayout, build_provenance, open_store
@@ -146,3 +151,65 @@ def test_planted_spaces_get_the_smaller_penalty_and_the_variance(planted):
         # per ROI: means over its vertices, so joint = sum of unique + shared holds there too
         total = float(roi["roi_unique_r2"].sum() + roi["roi_shared_r2"])
         assert total == pytest.approx(float(roi["roi_r2_joint"]), abs=1e-9)
+
+
+def test_partition_table_is_the_mean_of_the_direct_partition_per_roi(planted):
+    """Per ROI: encoders.partition's per-vertex partition of the same blocks, averaged over the ROI's vertices
+    (`partition_by_roi`) then over the two hemispheres."""
+    x_train, y_train, x_val, y_val = _pca_blocks(planted)
+    reference = BandedRidgeCV(spaces=[6, 6], alphas=SETTING["alphas"], ratios=4, cv=5)
+    direct = partition_variance(reference, x_train, y_train, x_val, y_val)
+    atlas = load_subject(planted.data, 1).rois
+    rois = ["All vertices", "V1d", "FFA-2", "early"]
+    n_lh = int(planted.results["n_vertices"].sel(subject=1, hemisphere="lh"))
+    per_hemi = []
+    for hemi, part in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
+        masks = {}
+        for roi in rois:
+            masks[roi] = np.zeros(direct.sizes["vertex"], bool)
+            masks[roi][part] = True if roi == "All vertices" else atlas.masks(hemi).get(roi, False)
+        per_hemi.append(partition_by_roi(direct, masks))
+    expected = xr.concat(per_hemi, dim="hemisphere").mean("hemisphere", skipna=True)  # FFA-2: rh only
+    table = partition_table(planted.results, SPACES, rois=rois)
+    np.testing.assert_allclose(table["R2 joint"], expected["joint"].values, atol=1e-3)
+    np.testing.assert_allclose(table["shared"], expected["shared"].values, atol=1e-3)
+    for k, space in enumerate(("a", "b")):
+        np.testing.assert_allclose(table[f"unique {BACKBONE}:{space}"], expected["unique"][:, k], atol=1e-3)
+        np.testing.assert_allclose(table[f"share {BACKBONE}:{space}"], expected["r2_split"][:, k], atol=1e-3)
+    assert table.attrs["model"] == f"{SPACES}:{LABEL}"
+
+
+def test_partition_without_a_banded_model_is_a_clear_error(planted):
+    single = planted.results.sel(model=[f"{BACKBONE}:a:{LABEL}"])
+    with pytest.raises(ValueError, match=r"no banded model: fit one with `encoders fit .* --join banded`"):
+        partition_table(single)
+    with pytest.raises(ValueError, match=r"is not banded"):
+        partition_table(planted.results, f"{BACKBONE}:a")
+
+
+def test_cli_fit_banded_then_partition(planted, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["fit", "--store", str(planted.store), "--data", str(planted.data), "--out", str(out), "--quiet"]
+    args += ["--models", SPACES, "--pca", "6", "--alphas", "1,10,100,1000,10000", "--join", "concat", "banded"]
+    assert main([*args, "--ratios", "4", "--n-boot", "20"]) == 0
+    results = load_results(out)
+    assert results["model"].values.tolist() == [f"{SPACES}:pca6-ridge-cv5", f"{SPACES}:{LABEL}"]
+    # the CLI's banded model is the grid's: same penalties and partition as fit_grid with the same setting
+    for name in ("space_penalty", "unique_r2", "r2_split"):
+        np.testing.assert_array_equal(_stacked(results, name), _stacked(planted.results, name))
+    capsys.readouterr()
+    assert main(["partition", str(out / "results.nc"), "--rois", "All vertices", "V1d"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{SPACES}:{LABEL}" in printed and "unique planted:a" in printed and "winner" in printed
+    saved = pd.read_csv(out / "partition.csv", index_col="roi")
+    pd.testing.assert_frame_equal(saved, partition_table(results, rois=["All vertices", "V1d"]), check_names=False)
+    assert main(["partition", str(out), "--model", f"{SPACES}:pca6-ridge-cv5"]) == 1  # concat: not banded
+
+
+def test_partition_figures(planted, tmp_path):
+    rois = [roi for roi in planted.results["roi"].values.tolist() if roi != "All vertices"]
+    table = partition_table(planted.results, rois=rois)
+    path = plot_partition_bars(table, tmp_path / "bars.png")
+    assert path.is_file() and path.stat().st_size > 10_000
+    with pytest.raises(ValueError, match=r"needs columns 'unique <space>'"):
+        plot_partition_bars(table[["R2 joint"]], tmp_path / "bad.png")
