@@ -241,6 +241,9 @@ def add_models(results: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
             variable = kept[name]
             shape = [added.sizes["model"] if d == "model" else kept.sizes[d] for d in variable.dims]
             added[name] = (variable.dims, np.full(shape, np.nan if variable.dtype.kind == "f" else 0, variable.dtype))
+    if "space_name" in kept.coords and "space_name" not in added.coords:  # no feature spaces of a banded model
+        names = np.full((added.sizes["model"], kept.sizes["space"]), "", dtype=kept["space_name"].dtype)
+        added = added.assign_coords(space=kept["space"].values, space_name=(("model", "space"), names))
     combined = xr.concat([kept[per_model], added], dim="model", coords="minimal", compat="override", join="exact")
     others = kept.drop_vars(per_model).drop_dims("model", errors="ignore")
     return xr.merge([combined, others], compat="override", combine_attrs="override")

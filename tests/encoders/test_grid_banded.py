@@ -17,7 +17,9 @@ from sklearn.metrics import r2_score
 
 from encoders.challenge import list_images, load_subject
 from encoders.cli import main
-from encoders.grid import EncoderSetting, fit_grid, load_results, predict_validation
+from encoders.ensemble import fit_ensemble
+from encoders.figures import _winning_space, write_figures
+from encoders.grid import EncoderSetting, fit_grid, load_results, predict_test, predict_validation
 from encoders.leaderboard import partition_table
 from encoders.partition import partition_by_roi, partition_variance
 from encoders.plots import plot_partition_bars
@@ -213,3 +215,35 @@ def test_partition_figures(planted, tmp_path):
     assert path.is_file() and path.stat().st_size > 10_000
     with pytest.raises(ValueError, match=r"needs columns 'unique <space>'"):
         plot_partition_bars(table[["R2 joint"]], tmp_path / "bad.png")
+
+
+def test_an_ensemble_over_a_banded_model_keeps_its_partition(planted):
+    results = fit_ensemble(planted.results, "best-per-vertex", inner_folds=3, progress=False)
+    assert results["space_name"].sel(model="ensemble:best-per-vertex:cv3").values.tolist() == ["", ""]
+    assert np.isnan(results["unique_r2"].sel(model="ensemble:best-per-vertex:cv3")).all()
+    np.testing.assert_array_equal(_stacked(results, "unique_r2"), _stacked(planted.results, "unique_r2"))
+    assert partition_table(results).attrs["model"] == f"{SPACES}:{LABEL}"
+
+
+@pytest.mark.parametrize("ridge", ["primal", "kernel"])
+def test_banded_test_predictions_without_pca_equal_banded_ridge_on_the_raw_spaces(planted, ridge):
+    """`predict_test` (what `encoders submit` writes): all training rows, the raw features of both spaces side by
+    side, one BandedRidgeCV (its primal or kernel solver, as ``ridge`` says)."""
+    setting = EncoderSetting(pca=None, ridge=ridge, alphas=(1.0, 100.0, 1e4), cv=5, join="banded", ratios=4)
+    predictions = predict_test(planted.store, planted.data, SPACES, setting=setting)
+    subject = load_subject(planted.data, 1)
+    train, test = (np.hstack([_features(ids, 0), _features(ids, 1)]) for ids in (subject.train_ids, subject.test_ids))
+    fmri = np.concatenate([subject.fmri["lh"], subject.fmri["rh"]], axis=1)
+    reference = BandedRidgeCV([WIDTH, WIDTH], alphas=[1.0, 100.0, 1e4], ratios=4, cv=5, solver="primal")
+    expected = reference.fit(train, fmri).predict(test)
+    got = np.concatenate([predictions[1]["lh"], predictions[1]["rh"]], axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_figures_of_a_banded_model_show_the_planted_winner(planted, tmp_path):
+    winner, names = _winning_space(planted.results, f"{SPACES}:{LABEL}", 1)
+    assert names == [f"{BACKBONE}:a", f"{BACKBONE}:b"]
+    assert np.mean(winner["lh"] == 0) > 0.9 and np.mean(winner["rh"] == 1) > 0.9  # lh driven by a, rh by b
+    figures = write_figures(planted.results, tmp_path)
+    names = {path.name for path in figures}
+    assert {"winning_space_lh.png", "winning_space_rh.png", "partition_per_roi.png"} <= names
