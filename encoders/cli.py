@@ -460,7 +460,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="figures of a results file",
         description="Accuracy on the brain surface (PNG + interactive HTML), an ROI on "
         "the surface, median r per ROI LH vs RH, a layer x ROI heatmap and one "
-        "image's fMRI response.",
+        "image's fMRI response; for the best banded model (--join banded), the winning feature space per vertex "
+        "on the surface and a stacked bar of unique and shared R2 per ROI.",
     )
     plots.add_argument("results")
     plots.add_argument("--out", default="figures", help="output folder (default: figures)")
