@@ -79,7 +79,8 @@ def _partition_figures(results: xr.Dataset, subject: int, atlas: RoiAtlas, out_d
     figures = plot_winning_space(winner, names, atlas, out_dir, title=title, surface=surface)
     rois = [roi for roi in results["roi"].values.tolist() if roi != ALL_VERTICES]
     table = partition_table(results, model, rois=rois)
-    figures.append(plot_partition_bars(table, out_dir / "partition_per_roi.png", title=f"Variance partition (mean over subjects and hemispheres): {model}"))
+    title = f"Variance partition (mean over subjects and hemispheres): {model}"
+    figures.append(plot_partition_bars(table, out_dir / "partition_per_roi.png", title=title))
     return figures
 
 
