@@ -14,6 +14,7 @@ from encoders.ensemble import ENSEMBLE_BACKBONE
 from encoders.grid import find_model
 from encoders.leaderboard import banded_models, best_model, leaderboard, partition_table
 from encoders.plots import (
+    Surface,
     find_surface,
     plot_accuracy,
     plot_image_response,
@@ -68,7 +69,9 @@ def _winning_space(results: xr.Dataset, model: str, subject: int) -> tuple[dict[
     return winners, names
 
 
-def _partition_figures(results: xr.Dataset, subject: int, atlas: RoiAtlas, out_dir: Path, surface) -> list[Path]:
+def _partition_figures(
+    results: xr.Dataset, subject: int, atlas: RoiAtlas, out_dir: Path, surface: Surface
+) -> list[Path]:
     """For the best banded model (if any): the winning space per vertex on the surface, a stacked bar per ROI."""
     banded = banded_models(results)
     if not banded:

@@ -192,10 +192,13 @@ def test_partition_without_a_banded_model_is_a_clear_error(planted):
 def test_cli_fit_banded_then_partition(planted, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["fit", "--store", str(planted.store), "--data", str(planted.data), "--out", str(out), "--quiet"]
-    args += ["--models", SPACES, "--pca", "6", "--alphas", "1,10,100,1000,10000", "--join", "concat", "banded"]
+    args += ["--models", f"{BACKBONE}:a", SPACES, "--pca", "6", "--alphas", "1,10,100,1000,10000"]
+    args += ["--join", "concat", "banded"]
     assert main([*args, "--ratios", "4", "--n-boot", "20"]) == 0
     results = load_results(out)
-    assert results["model"].values.tolist() == [f"{SPACES}:pca6-ridge-cv5", f"{SPACES}:{LABEL}"]
+    # the single space is fitted once: banded with one space is the concat fit
+    models = [f"{BACKBONE}:a:pca6-ridge-cv5", f"{SPACES}:pca6-ridge-cv5", f"{SPACES}:{LABEL}"]
+    assert results["model"].values.tolist() == models
     # the CLI's banded model is the grid's: same penalties and partition as fit_grid with the same setting
     for name in ("space_penalty", "unique_r2", "r2_split"):
         np.testing.assert_array_equal(_stacked(results, name), _stacked(planted.results, name))
