@@ -30,6 +30,7 @@ Typical workflow on the challenge data:
   encoders leaderboard results/results.nc
   encoders compare results/results.nc alexnet:features.5 alexnet:features.12
   encoders ensemble results/results.nc --method best-per-roi
+  encoders partition results/results.nc      # after a fit with --join banded
   encoders plots results/results.nc --out figures
   encoders submit --results results/results.nc --out submission
   encoders check-submission submission/algonauts_2023_submission.zip --data algonauts_2023
@@ -50,14 +51,31 @@ tasks are saved under OUT/combinations and reused when the command is run again 
 same data (a fingerprint of the fMRI, ROI masks and image names is part of each task's key); all results are
 collected in OUT/results.nc, the leaderboard in OUT/leaderboard.csv and the best layer per ROI in
 OUT/best_layers.csv. A model may join several feature spaces with +: PCA per space, the components side by side,
-one ridge.
+one ridge (--join concat), or one penalty per space and vertex (--join banded: BandedRidgeCV searches the penalty
+ratios --ratios on the simplex times --alphas, and the validation R2 is partitioned between the spaces, refitting
+without each space; see `encoders partition`).
 
 examples:
   encoders fit --store features.zarr --data algonauts_2023 --backbones alexnet
   encoders fit --store features.zarr --data algonauts_2023 --models alexnet:features.5 alexnet:features.12 \\
       --pca 100 none --ridge kernel --subjects 1 2 --scheduler tcp://scheduler:8786
   encoders fit --store features.zarr --data algonauts_2023 --out results \\
-      --models alexnet:features.5 alexnet:classifier.5 alexnet:features.5+alexnet:classifier.5
+      --models alexnet:features.5 alexnet:classifier.5 alexnet:features.5+alexnet:classifier.5 \\
+      --join concat banded
+"""
+
+PARTITION_HELP = """\
+The variance partition of a banded model (fitted with --join banded) per ROI, on the validation images: the R2 of
+the joint model, the part of it each feature space explains uniquely (joint R2 minus the R2 of the model refitted
+without that space), the part the spaces share (joint minus the sum of the unique parts), each space's share of
+the joint R2 (its part of the prediction, himalaya's r2_score_split) and the winning space (largest share). ROI
+values are means over the ROI's vertices, averaged over subjects and hemispheres. Saved in full as CSV.
+
+examples:
+  encoders fit --store features.zarr --data algonauts_2023 --out results --join banded \\
+      --models alexnet:features.5+alexnet:classifier.5
+  encoders partition results/results.nc
+  encoders partition results/results.nc --model alexnet:features.5+alexnet:classifier.5 --rois V1v FFA-1 PPA
 """
 
 SUBMIT_HELP = """\
@@ -165,6 +183,7 @@ class _RenamedOption(argparse.Action):
 
 def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     from encoders.grid import DEFAULT_SETTING_ALPHAS
+    from encoders.grid.settings import DEFAULT_BANDED_RATIOS, SPACE_JOINS
 
     group = parser.add_argument_group("encoder setting")
     group.add_argument(
@@ -206,10 +225,32 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
         help="folds for choosing alpha, 'loo' (exact leave-one-out) or 'gcv' (generalised "
         "cross-validation, the fastest) (default: 5)",
     )
+    group.add_argument(
+        "--join",
+        choices=SPACE_JOINS,
+        nargs="+",
+        default=["concat"],
+        help="how a model of several feature spaces (B:L1+B:L2) is fitted: concat (PCA per space, side by side, "
+        "one ridge) or banded (the same columns, one penalty per space and vertex, and the validation variance "
+        "partitioned between the spaces); both give two settings (default: concat)",
+    )
+    group.add_argument(
+        "--ratios",
+        type=int,
+        default=DEFAULT_BANDED_RATIOS,
+        metavar="S",
+        help=f"banded join: penalty ratios searched on the simplex grid of step 1/S, each with every alpha "
+        f"(default: {DEFAULT_BANDED_RATIOS}: 11 ratios for two spaces, 66 for three)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> list[dict]:
-    return [dict(pca=pca, ridge=args.ridge, alphas=args.alphas, cv=args.cv) for pca in args.pca]
+    common = dict(ridge=args.ridge, alphas=args.alphas, cv=args.cv)
+    return [
+        dict(common, pca=pca, join=join, **({"ratios": args.ratios} if join == "banded" else {}))
+        for join in dict.fromkeys(args.join)
+        for pca in args.pca
+    ]
 
 
 def _lists(values: list[list[str]] | None) -> list[str] | None:
@@ -288,6 +329,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "5 reproduces the tutorial copies that set 5)",
     )
     fit.add_argument("--quiet", action="store_true", help="no per-model progress lines")
+
+    part = commands.add_parser(
+        "partition",
+        parents=[common],
+        help="variance partition per ROI of a banded model",
+        description=PARTITION_HELP,
+        formatter_class=formatter,
+    )
+    part.add_argument("results", help="results.nc written by `encoders fit` (or its folder)")
+    part.add_argument("--model", help="banded model id or unique prefix (default: the best banded model)")
+    part.add_argument("--rois", type=_split, nargs="+", metavar="ROI", help="ROI rows (default: all)")
+    part.add_argument("--csv", help="where to save the table (default: partition.csv next to the results)")
 
     board = commands.add_parser(
         "leaderboard",
@@ -407,7 +460,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="figures of a results file",
         description="Accuracy on the brain surface (PNG + interactive HTML), an ROI on "
         "the surface, median r per ROI LH vs RH, a layer x ROI heatmap and one "
-        "image's fMRI response.",
+        "image's fMRI response; for the best banded model (--join banded), the winning feature space per vertex "
+        "on the surface and a stacked bar of unique and shared R2 per ROI.",
     )
     plots.add_argument("results")
     plots.add_argument("--out", default="figures", help="output folder (default: figures)")
@@ -602,6 +656,19 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _partition(args: argparse.Namespace) -> int:
+    from encoders.grid import load_results
+    from encoders.leaderboard import format_partition, partition_table
+
+    table = partition_table(load_results(args.results), args.model, rois=_lists(args.rois))
+    path = Path(args.results)
+    csv = Path(args.csv) if args.csv else (path if path.is_dir() else path.parent) / "partition.csv"
+    table.to_csv(csv)
+    print(format_partition(table))
+    print(f"\nsaved {csv}")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from encoders.grid import load_results
     from encoders.leaderboard import compare
@@ -752,6 +819,7 @@ INTERRUPTED = {
 COMMANDS = {
     "fit": _fit,
     "leaderboard": _leaderboard,
+    "partition": _partition,
     "compare": _compare,
     "ensemble": _ensemble,
     "submit": _submit,

@@ -12,14 +12,17 @@ import xarray as xr
 from encoders.challenge import ALL_VERTICES, RoiAtlas, load_subject
 from encoders.ensemble import ENSEMBLE_BACKBONE
 from encoders.grid import find_model
-from encoders.leaderboard import best_model, leaderboard
+from encoders.leaderboard import banded_models, best_model, leaderboard, partition_table
 from encoders.plots import (
+    Surface,
     find_surface,
     plot_accuracy,
     plot_image_response,
     plot_layer_roi_heatmap,
+    plot_partition_bars,
     plot_roi,
     plot_roi_medians,
+    plot_winning_space,
 )
 from nsd.layout import HEMISPHERES
 
@@ -51,6 +54,39 @@ def _layer_heatmap_table(results: xr.Dataset, table: pd.DataFrame) -> pd.DataFra
     return frame.loc[single + [row for row in order if row[0] == ENSEMBLE_BACKBONE]]
 
 
+def _winning_space(results: xr.Dataset, model: str, subject: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Per hemisphere, the index of the space with the largest share of each vertex's validation R^2 (NaN where
+    the joint R^2 is not positive: no space explains anything there), and the space names."""
+    row = results.sel(model=model, subject=subject)
+    names = [name for name in row["space_name"].values.tolist() if name]
+    winners = {}
+    for hemi in HEMISPHERES:
+        n = int(row["n_vertices"].sel(hemisphere=hemi))
+        share = row["r2_split"].sel(hemisphere=hemi).values[: len(names), :n]
+        joint = row["r2_joint"].sel(hemisphere=hemi).values[:n]
+        best = np.argmax(np.nan_to_num(share, nan=-np.inf), axis=0).astype(np.float64)
+        winners[hemi] = np.where(joint > 0, best, np.nan)
+    return winners, names
+
+
+def _partition_figures(
+    results: xr.Dataset, subject: int, atlas: RoiAtlas, out_dir: Path, surface: Surface
+) -> list[Path]:
+    """For the best banded model (if any): the winning space per vertex on the surface, a stacked bar per ROI."""
+    banded = banded_models(results)
+    if not banded:
+        return []
+    model = banded[0]
+    winner, names = _winning_space(results, model, subject)
+    title = f"Largest share of validation R², {model}"
+    figures = plot_winning_space(winner, names, atlas, out_dir, title=title, surface=surface)
+    rois = [roi for roi in results["roi"].values.tolist() if roi != ALL_VERTICES]
+    table = partition_table(results, model, rois=rois)
+    title = f"Variance partition (mean over subjects and hemispheres): {model}"
+    figures.append(plot_partition_bars(table, out_dir / "partition_per_roi.png", title=title))
+    return figures
+
+
 def write_figures(
     results: xr.Dataset,
     out_dir: str | os.PathLike,
@@ -60,7 +96,9 @@ def write_figures(
     data_dir: str | os.PathLike | None = None,
 ) -> list[Path]:
     """The standard figures of a grid: accuracy on the surface (PNG per hemisphere + interactive HTML) of one
-    model, an ROI on the surface, median r per ROI LH vs RH, layer x ROI heatmap, one image's fMRI response.
+    model, an ROI on the surface, median r per ROI LH vs RH, layer x ROI heatmap, one image's fMRI response; and
+    when the results hold a banded model, for the best one: the winning space per vertex on the surface
+    (``winning_space_{lh,rh}.png``) and the variance partition per ROI (``partition_per_roi.png``).
 
     ``model`` (an id or unique prefix, an ensemble too) defaults to the best model over all vertices, ``subject``
     to the first subject, ``data_dir`` to the one recorded in the results.
@@ -96,6 +134,7 @@ def write_figures(
             title="Median r (mean over subjects and hemispheres): layer x ROI",
         )
     )
+    figures += _partition_figures(results, subject, atlas, out_dir, surface)
     data = load_subject(data_dir, subject, check_finite=False)
     response = {hemi: np.asarray(data.fmri[hemi][0]) for hemi in HEMISPHERES}
     figures.append(

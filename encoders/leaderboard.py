@@ -28,8 +28,11 @@ __all__ = [
     "best_layers",
     "best_model",
     "compare",
+    "banded_models",
     "format_leaderboard",
+    "format_partition",
     "leaderboard",
+    "partition_table",
 ]
 
 CEILING_ROW = "noise ceiling (max r)"
@@ -164,6 +167,74 @@ def best_model(results: xr.Dataset, roi: str = ALL_VERTICES) -> str:
     if table[roi].isna().all():
         raise InvalidArgumentError(f"No model has a finite median r for ROI {roi!r}")
     return str(table[roi].idxmax())
+
+
+def banded_models(results: xr.Dataset) -> list[str]:
+    """Ids of the models with a variance partition (banded join of several spaces), best median r first."""
+    if "roi_r2_joint" not in results:
+        return []
+    has = results["roi_r2_joint"].notnull().any([d for d in results["roi_r2_joint"].dims if d != "model"])
+    models = results["model"].values[has.values].tolist()
+    table = leaderboard(results, rois=[ALL_VERTICES], ceiling=False)
+    return [m for m in table.index if m in models]
+
+
+def _banded_model(results: xr.Dataset, model: str | None) -> str:
+    """The banded model named (id or unique prefix), or the best one; a clear error when there is none."""
+    banded = banded_models(results)
+    if not banded:
+        raise InvalidArgumentError(
+            "the results hold no banded model: fit one with `encoders fit --models B:L1+B:L2 --join banded`"
+        )
+    if model is None:
+        return banded[0]
+    model = find_model(results, model)
+    if model not in banded:
+        raise InvalidArgumentError(f"model {model!r} is not banded (no variance partition); banded models: {banded}")
+    return model
+
+
+def partition_table(
+    results: xr.Dataset,
+    model: str | None = None,
+    *,
+    rois: Iterable[str] | None = None,
+    subjects: Iterable[int | str] | None = None,
+    hemispheres: Sequence[str] = HEMISPHERES,
+) -> pd.DataFrame:
+    """Validation variance partition of a banded model per ROI (mean over subjects and hemispheres of the ROI means
+    of `encoders.grid.banded`): ``R2 joint``, ``unique <space>``, ``shared`` (``R2 joint = sum unique + shared``),
+    ``share <space>`` (the space's part of the joint R^2, `encoders.partition.r2_score_split`) and ``winner``
+    (the space of the largest share). ``model`` defaults to the best banded model over all vertices."""
+    model = _banded_model(results, model)
+    rois = _check_rois(results, rois)
+    data = _select(results, subjects, hemispheres).sel(model=model, roi=rois)
+    names = [name for name in data["space_name"].values.tolist() if name]
+    spaces = dict(space=np.arange(len(names)))
+    table = pd.DataFrame(index=pd.Index(rois, name="roi"))
+    table["R2 joint"] = _mean_over_subjects(data["roi_r2_joint"]).values
+    unique = _mean_over_subjects(data["roi_unique_r2"].isel(spaces)).transpose("roi", "space").values
+    share = _mean_over_subjects(data["roi_r2_split"].isel(spaces)).transpose("roi", "space").values
+    for k, name in enumerate(names):
+        table[f"unique {name}"] = unique[:, k]
+    table["shared"] = _mean_over_subjects(data["roi_shared_r2"]).values
+    for k, name in enumerate(names):
+        table[f"share {name}"] = share[:, k]
+    finite = np.isfinite(share).any(axis=1)
+    table["winner"] = [names[int(np.nanargmax(row))] if ok else "" for row, ok in zip(share, finite)]
+    table.attrs["model"] = model
+    return table
+
+
+def format_partition(table: pd.DataFrame, digits: int = 3) -> str:
+    """Printable text of `partition_table`, with a line saying what the columns are."""
+    shown = table.copy()
+    for column in shown.columns[:-1]:
+        shown[column] = shown[column].map(lambda v: "" if np.isnan(v) else f"{v:.{digits}f}")
+    return (
+        f"{table.attrs.get('model', '')}: validation R2 per ROI, mean over subjects and hemispheres; "
+        "R2 joint = sum of unique + shared; share = each space's part of R2 joint\n" + shown.to_string()
+    )
 
 
 def best_layers(results: xr.Dataset, *, rois: Iterable[str] | None = None) -> pd.DataFrame:

@@ -335,3 +335,64 @@ def plot_layer_roi_heatmap(
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, Path(out_path))
+
+
+def plot_winning_space(
+    winner: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    atlas: RoiAtlas,
+    out_dir: str | Path,
+    *,
+    name: str = "winning_space",
+    title: str = "Space with the largest share of R²",
+    surface: Surface | None = None,
+) -> list[Path]:
+    """A categorical surface map, ``<name>_lh.png`` and ``<name>_rh.png``: per challenge vertex the index into
+    ``names`` of its winning feature space (NaN: none, left uncoloured), one colour per space with a legend."""
+    from matplotlib.patches import Patch
+
+    surface = surface or find_surface()
+    colours = ListedColormap([f"C{k}" for k in range(len(names))])
+    paths = []
+    maps, shown = {}, {}
+    for hemi in HEMISPHERES:
+        maps[hemi], shown[hemi] = _on_surface(atlas, hemi, winner[hemi], surface)
+    note = _coverage_note(atlas, surface, shown)
+    for hemi in HEMISPHERES:
+        fig = Figure(figsize=(16, 4.5))
+        axes = _view_axes(fig, len(SURFACE_VIEWS), range(1, len(SURFACE_VIEWS) + 1))
+        style = dict(cmap=colours, vmin=-0.5, vmax=len(names) - 0.5, avg_method="median")
+        _draw_views(fig, axes, surface, hemi, maps[hemi], SURFACE_VIEWS, **style)
+        handles = [Patch(color=f"C{k}", label=space) for k, space in enumerate(names)]
+        fig.legend(handles=handles, loc="lower right", frameon=False)
+        fig.suptitle(f"{title}: subj{atlas.subject:02d} {hemi}")
+        paths.append(_save(fig, Path(out_dir) / f"{name}_{hemi}.png", note))
+    return paths
+
+
+def plot_partition_bars(table: pd.DataFrame, out_path: str | Path, *, title: str = "Variance partition") -> Path:
+    """A stacked bar per ROI: the unique R² of each space and the shared R² (columns ``unique <space>`` and
+    ``shared`` of `encoders.leaderboard.partition_table`; negative parts stack below 0), a dot at ``R2 joint``."""
+    parts = [column for column in table.columns if column.startswith("unique ")] + ["shared"]
+    missing = [column for column in (*parts, "R2 joint") if column not in table.columns]
+    if missing or len(parts) < 2:
+        raise ValueError(f"partition table needs columns 'unique <space>', 'shared', 'R2 joint'; got {list(table)}")
+    frame = table.dropna(subset=["R2 joint"])
+    positions = np.arange(len(frame))
+    fig = Figure(figsize=(max(6.0, 0.45 * len(frame) + 2), 4.5))
+    ax = fig.add_subplot()
+    above, below = np.zeros(len(frame)), np.zeros(len(frame))
+    for k, column in enumerate(parts):
+        values = np.nan_to_num(frame[column].to_numpy(dtype=float))
+        base = np.where(values >= 0, above, below)
+        colour = "0.6" if column == "shared" else f"C{k}"
+        ax.bar(positions, values, 0.7, bottom=base, color=colour, label=column)
+        above, below = above + np.clip(values, 0, None), below + np.clip(values, None, 0)
+    ax.plot(positions, frame["R2 joint"].to_numpy(dtype=float), "k.", label="R² joint")
+    ax.set_xticks(positions, [str(roi) for roi in frame.index], rotation=60, ha="right")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("validation R² (mean over the ROI's vertices)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(out_path))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import dask
@@ -30,7 +31,7 @@ from encoders.grid.results import (
     write_atomic,
 )
 from encoders.grid.schedule import compute, print_progress, run_combination, summary
-from encoders.grid.settings import EncoderSetting, Space, parse_spaces, spaces_name
+from encoders.grid.settings import DEFAULT_BANDED_RATIOS, EncoderSetting, Space, parse_spaces, spaces_name
 from encoders.splits import DEVKIT_SEED
 from featurestore.errors import MissingEntryError
 from featurestore.store import open_features, open_store
@@ -95,6 +96,15 @@ def _identity(store: str, spaces: tuple[Space, ...], storage_options: dict | Non
     except MissingEntryError as error:
         raise MissingFeaturesError(f"model {spaces_name(spaces)!r}: {error}") from error
     return identities[0] if len(spaces) == 1 else identities
+
+
+def _same_as_concat(spaces: tuple[Space, ...], setting: EncoderSetting, settings: list[EncoderSetting]) -> bool:
+    """A banded setting on a model of one space fits what the same setting with the concat join fits (one space,
+    one penalty): skipped when that twin is in the grid too (``--join concat banded`` over single layers)."""
+    if len(spaces) > 1 or setting.join != "banded":
+        return False
+    twin = replace(setting, join="concat", ratios=DEFAULT_BANDED_RATIOS, name=None)
+    return any(replace(other, name=None) == twin for other in settings)
 
 
 def fit_grid(
@@ -175,6 +185,7 @@ def fit_grid(
         Combination(spaces, setting, subject)
         for spaces in model_spaces
         for setting in settings
+        if not _same_as_concat(spaces, setting, settings)
         for subject in subject_numbers
     ]
     paths = [

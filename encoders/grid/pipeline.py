@@ -17,11 +17,13 @@ import xarray as xr
 from encoders.bootstrap import bootstrap_median_r
 from encoders.challenge import ALL_VERTICES, SubjectData, list_subjects, load_subject
 from encoders.errors import MissingFeaturesError
+from encoders.grid.banded import partition_validation
 from encoders.grid.combination import Combination, GridContext, resolve_location
 from encoders.grid.results import model_recipe
 from encoders.grid.settings import EncoderSetting, Space, parse_spaces, spaces_name
+from encoders.partition import partition_by_roi
 from encoders.pca import PCA
-from encoders.ridge import KernelRidgeCV, RidgeCV
+from encoders.ridge import BandedRidgeCV, KernelRidgeCV, RidgeCV
 from encoders.scoring import challenge_score, pearson_r, roi_medians
 from encoders.splits import devkit_split
 from featurestore.store import open_features, open_store
@@ -96,32 +98,45 @@ def spaces_features(
 
 
 def design_matrices(features: Sequence[xr.DataArray], rows: np.ndarray | slice, setting: EncoderSetting) -> list:
-    """What `fit_encoder` takes: one design per space when PCA reduces each space, else one design of the raw
-    features of all spaces side by side (a lazy concatenation, streamed like one large layer)."""
-    if setting.pca is None and len(features) > 1:
+    """What `fit_encoder` takes: one design per space when PCA reduces each space or the join is banded, else one
+    design of the raw features of all spaces side by side (a lazy concatenation, streamed like one large layer)."""
+    if setting.pca is None and len(features) > 1 and setting.join != "banded":
         features = [xr.concat(features, dim=features[0].dims[1])]
     return [design_matrix(f, rows) for f in features]
 
 
 @dataclass
 class FittedEncoder:
-    """PCA per space (or none) and the ridge fitted on the joined design; predicts from `design_matrices`."""
+    """PCA per space (or none) and the ridge fitted on the joined design; predicts from `design_matrices`.
+
+    ``ridge`` is a `RidgeCV` / `KernelRidgeCV`, or a `BandedRidgeCV` whose spaces are the column blocks of the
+    joined design (``widths``: one per space) for the banded join.
+    """
 
     pcas: list | None
     ridge: Any
     n_components: int
+    widths: tuple[int, ...] = ()
+
+    @property
+    def banded(self) -> bool:
+        return isinstance(self.ridge, BandedRidgeCV)
+
+    def design(self, designs: Sequence[Any]) -> Any:
+        """The ridge's input for feature rows given as `design_matrices`: the joined (reduced) features."""
+        if self.pcas is not None:
+            return _join([pca.transform(d) for pca, d in zip(self.pcas, designs)])
+        if self.banded:
+            return _join([np.asarray(d[:], dtype=np.float32) for d in designs])
+        return designs[0] if isinstance(self.ridge, KernelRidgeCV) else np.asarray(designs[0][:], np.float32)
 
     def predict(self, designs: Sequence[Any]) -> np.ndarray:
         """Predictions (float32) for feature rows given as `design_matrices`."""
-        if self.pcas is not None:
-            design = _join([pca.transform(d) for pca, d in zip(self.pcas, designs)])
-        else:
-            design = designs[0] if isinstance(self.ridge, KernelRidgeCV) else np.asarray(designs[0][:], np.float32)
-        return np.asarray(self.ridge.predict(design), dtype=np.float32)
+        return np.asarray(self.ridge.predict(self.design(designs)), dtype=np.float32)
 
 
 def _join(blocks: Sequence[np.ndarray]) -> np.ndarray:
-    """The ``concat`` join: the spaces' (reduced) features side by side."""
+    """The spaces' (reduced) features side by side."""
     return blocks[0] if len(blocks) == 1 else np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks], 1)
 
 
@@ -129,19 +144,31 @@ def fit_encoder(designs: Sequence[Any], fmri: np.ndarray, setting: EncoderSettin
     """PCA (optional, one per space) then one ridge on the joined design, fitted on these rows.
 
     ``setting.pca`` larger than min(n_rows, n_features) of a space is cut to that; ``n_components`` is the number
-    of ridge input features (the sum over spaces).
+    of ridge input features (the sum over spaces). The banded join with several spaces fits a `BandedRidgeCV`
+    with one penalty per space and vertex on the same columns (without PCA it reads the spaces into memory).
     """
     pcas = None
     if setting.pca is not None:
         pcas = [PCA(n_components=min(setting.pca, *d.shape)) for d in designs]
-        design = _join([pca.fit_transform(d) for pca, d in zip(pcas, designs)])
-    elif setting.ridge == "primal":
-        design = np.asarray(designs[0][:], dtype=np.float32)
+        blocks = [pca.fit_transform(d) for pca, d in zip(pcas, designs)]
+    elif setting.join == "banded" or setting.ridge == "primal":
+        blocks = [np.asarray(d[:], dtype=np.float32) for d in designs]
     else:
-        design = designs[0]
-    estimator = RidgeCV if setting.ridge == "primal" else KernelRidgeCV
-    ridge = estimator(alphas=np.asarray(setting.alphas), cv=setting.cv).fit(design, fmri)
-    return FittedEncoder(pcas, ridge, int(design.shape[1]))
+        blocks = designs
+    widths = tuple(int(b.shape[1]) for b in blocks)
+    design = _join(blocks)
+    if setting.join == "banded" and len(blocks) > 1:
+        ridge = BandedRidgeCV(
+            spaces=list(widths),
+            alphas=np.asarray(setting.alphas),
+            ratios=setting.ratios,
+            cv=setting.cv,
+            solver=setting.ridge,
+        ).fit(design, fmri)
+    else:
+        estimator = RidgeCV if setting.ridge == "primal" else KernelRidgeCV
+        ridge = estimator(alphas=np.asarray(setting.alphas), cv=setting.cv).fit(design, fmri)
+    return FittedEncoder(pcas, ridge, int(design.shape[1]), widths)
 
 
 def split_hemispheres(values: np.ndarray, subject: SubjectData) -> dict[str, np.ndarray]:
@@ -172,28 +199,51 @@ def _roi_groups(subject: SubjectData) -> tuple[list[str], dict[str, str], dict[t
 
 
 def validation_fit(
-    combo: Combination, ctx: GridContext, subject: SubjectData
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Fit on the devkit training split -> (validation fMRI, predictions, per-vertex alphas, fit facts)."""
+    combo: Combination, ctx: GridContext, subject: SubjectData, *, partition: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], xr.Dataset | None]:
+    """Fit on the devkit training split -> (validation fMRI, predictions, per-vertex alphas, fit facts, banded).
+
+    ``banded`` is None unless the model is banded: then it holds each space's penalty per vertex
+    (``space_penalty``, dims space, vertex over the stacked hemispheres) and, with ``partition``, the variance
+    partition of the validation rows (`encoders.grid.banded.partition_validation`).
+    """
     features = spaces_features(ctx.store, combo.spaces, subject.train_ids, ctx.data_dir, ctx.storage_options)
     train_idx, val_idx = devkit_split(subject.n_train, ctx.split_seed)
     fmri = stacked_fmri(subject)
-    encoder = fit_encoder(design_matrices(features, train_idx, combo.setting), fmri[train_idx], combo.setting)
-    prediction = encoder.predict(design_matrices(features, val_idx, combo.setting))
+    train_designs = design_matrices(features, train_idx, combo.setting)
+    encoder = fit_encoder(train_designs, fmri[train_idx], combo.setting)
+    val_designs = design_matrices(features, val_idx, combo.setting)
+    prediction = encoder.predict(val_designs)
     facts = dict(
         n_train=len(train_idx),
         n_val=len(val_idx),
         n_features=int(sum(f.shape[1] for f in features)),
         n_components=encoder.n_components,
     )
-    return fmri[val_idx], prediction, np.asarray(encoder.ridge.best_alphas_, dtype=np.float64), facts
+    banded = None
+    if encoder.banded:
+        names = [f"{backbone}:{layer}" for backbone, layer in combo.spaces]
+        penalty = np.asarray(encoder.ridge.best_penalties_, dtype=np.float64)
+        banded = xr.Dataset({"space_penalty": (("space", "vertex"), penalty)}, coords={"space": names})
+        if partition:
+            parts = partition_validation(
+                encoder.ridge,
+                encoder.design(train_designs),
+                fmri[train_idx],
+                encoder.design(val_designs),
+                fmri[val_idx],
+                names,
+            )
+            banded = banded.merge(parts.drop_vars("vertex"))
+    return fmri[val_idx], prediction, np.asarray(encoder.ridge.best_alphas_, dtype=np.float64), facts, banded
 
 
 def fit_combination(combo: Combination, ctx: GridContext) -> xr.Dataset:
-    """Fit and score one combination -> small Dataset (dims hemisphere, vertex, roi, boot)."""
+    """Fit and score one combination -> small Dataset (dims hemisphere, vertex, roi, boot; and space for a banded
+    model: penalties and variance partition per vertex and per ROI)."""
     start = time.perf_counter()
     subject = load_subject(ctx.data_dir, combo.subject)
-    y_val, prediction, alphas, facts = validation_fit(combo, ctx, subject)
+    y_val, prediction, alphas, facts, banded = validation_fit(combo, ctx, subject, partition=True)
     opened = open_store(ctx.store, storage_options=ctx.storage_options)
     provenance = {backbone: opened.provenance(backbone) for backbone in dict.fromkeys(b for b, _ in combo.spaces)}
     attrs = dict(
@@ -208,8 +258,33 @@ def fit_combination(combo: Combination, ctx: GridContext) -> xr.Dataset:
     )
     dataset = score_validation(y_val, prediction, subject, ctx, attrs)
     dataset["alpha"] = (("hemisphere", "vertex"), _padded(split_hemispheres(alphas, subject), subject))
+    if banded is not None:
+        dataset = dataset.merge(_banded_variables(banded, subject))
     dataset.attrs["fit_seconds"] = time.perf_counter() - start
     return dataset
+
+
+def _banded_variables(banded: xr.Dataset, subject: SubjectData) -> xr.Dataset:
+    """Per-vertex variables over the stacked vertices -> (…, hemisphere, vertex), and the partition's per-ROI means
+    (`encoders.partition.partition_by_roi`: shares add up, so ``r2_joint = sum(unique_r2) + shared_r2`` per ROI
+    too) as ``roi_<name>`` (…, hemisphere, roi)."""
+    names, _, groups = _roi_groups(subject)
+    variables = {}
+    for name, variable in banded.data_vars.items():
+        lead = variable.dims[:-1]
+        rows = variable.values.reshape(-1, variable.shape[-1])
+        padded = np.stack([_padded(split_hemispheres(row, subject), subject) for row in rows])
+        variables[name] = ((*lead, "hemisphere", "vertex"), padded.reshape(*variable.shape[:-1], 2, -1))
+    parts = banded.drop_vars("space_penalty")
+    if parts.data_vars:
+        per_hemi = [
+            partition_by_roi(parts, {roi: groups[(hemi, roi)] for roi in names}).transpose(..., "roi")
+            for hemi in HEMISPHERES
+        ]
+        for name in parts.data_vars:
+            stacked = np.stack([p[name].values for p in per_hemi], axis=-2)
+            variables[f"roi_{name}"] = ((*parts[name].dims[:-1], "hemisphere", "roi"), stacked)
+    return xr.Dataset(variables, coords={"space": banded["space"].values, "hemisphere": list(HEMISPHERES)})
 
 
 def _padded(values: Mapping[str, np.ndarray], subject: SubjectData) -> np.ndarray:
@@ -299,7 +374,7 @@ def predict_validation(
     """
     combo = Combination(*model_recipe(results, model), subject_number(subject))
     ctx = results_context(results, store=store, data_dir=data_dir, storage_options=storage_options)
-    y_val, prediction, _, _ = validation_fit(combo, ctx, load_subject(ctx.data_dir, combo.subject))
+    y_val, prediction, _, _, _ = validation_fit(combo, ctx, load_subject(ctx.data_dir, combo.subject))
     return y_val, prediction
 
 

@@ -57,6 +57,13 @@ def collect_results(paths: Sequence[str | os.PathLike], attrs: Mapping[str, Any]
     ``noise_ceiling`` (subject, hemisphere, vertex; fraction) and ``roi_noise_ceiling`` (subject, hemisphere, roi;
     median over the ROI of sqrt(ceiling), the largest r the noise allows) when known, ``n_components``
     (model, subject).
+    Banded models (`EncoderSetting.join` ``"banded"``) add dim ``space`` (position of a feature space in the model;
+    coordinate ``space_name`` along (model, space), ``""`` past a model's last space) and per vertex
+    ``space_penalty`` (the penalty chosen per space; inf for a space the CV dropped), the validation variance
+    partition ``r2_split`` (each space's share of the joint R^2), ``unique_r2`` (joint R^2 minus that of the refit
+    without the space), ``r2_without_space`` (model, subject, space, hemisphere, vertex), ``r2_joint`` and
+    ``shared_r2`` (model, subject, hemisphere, vertex), and their per-ROI means ``roi_r2_split``, ... (..., roi);
+    NaN for other models.
     Coordinates ``backbone``, ``layer``, ``setting``, ``spaces`` (the model's ``backbone:layer`` feature spaces
     joined by ``+``) and ``split_seed`` along ``model``, and ``roi_class`` along ``roi``.
     Attributes: ``settings`` and ``provenance`` (JSON by label / backbone) plus ``attrs``.
@@ -84,6 +91,7 @@ def combine_parts(parts: Sequence[xr.Dataset], attrs: Mapping[str, Any] | None =
         "roi": len(rois),
         "vertex": max(p.sizes["vertex"] for p in parts),
         "boot": parts[0].sizes["boot"],
+        "space": max(p.sizes.get("space", 0) for p in parts),
     }
     values: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
 
@@ -102,7 +110,7 @@ def combine_parts(parts: Sequence[xr.Dataset], attrs: Mapping[str, Any] | None =
             array[scalar] = value
 
     meta: dict[str, dict[str, Any]] = {"backbone": {}, "layer": {}, "setting": {}, "spaces": {}, "split_seed": {}}
-    settings, provenance = {}, {}
+    settings, provenance, space_names = {}, {}, {}
     for part in parts:
         model = part.attrs["model"]
         at = {
@@ -112,7 +120,10 @@ def combine_parts(parts: Sequence[xr.Dataset], attrs: Mapping[str, Any] | None =
             "roi": [rois.index(r) for r in part["roi"].values.tolist()],
             "vertex": slice(0, part.sizes["vertex"]),
             "boot": slice(None),
+            "space": slice(0, part.sizes.get("space", 0)),
         }
+        if "space" in part.dims:
+            space_names[model] = part["space"].values.tolist()
         for name, variable in part.data_vars.items():
             owner = () if name in _SUBJECT_VARIABLES else ("model",)
             put(name, (*owner, "subject", *variable.dims), variable.values, at)
@@ -129,6 +140,10 @@ def combine_parts(parts: Sequence[xr.Dataset], attrs: Mapping[str, Any] | None =
         else:  # a file written before models could have several spaces
             provenance[part.attrs["backbone"]] = json.loads(part.attrs["provenance"])
     first = parts[0].attrs
+    space_coords = {}
+    if sizes["space"]:  # banded models: position k of dim space is the model's k-th feature space ("" past its last)
+        names = [[*space_names.get(m, []), *[""] * sizes["space"]][: sizes["space"]] for m in models]
+        space_coords = {"space": np.arange(sizes["space"]), "space_name": (("model", "space"), np.array(names))}
     return xr.Dataset(
         values,
         coords={
@@ -142,6 +157,7 @@ def combine_parts(parts: Sequence[xr.Dataset], attrs: Mapping[str, Any] | None =
             "hemisphere": list(HEMISPHERES),
             "roi": rois,
             "roi_class": ("roi", [roi_class[r] for r in rois]),
+            **space_coords,
         },
         attrs=dict(
             settings=json.dumps(settings),
@@ -225,6 +241,9 @@ def add_models(results: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
             variable = kept[name]
             shape = [added.sizes["model"] if d == "model" else kept.sizes[d] for d in variable.dims]
             added[name] = (variable.dims, np.full(shape, np.nan if variable.dtype.kind == "f" else 0, variable.dtype))
+    if "space_name" in kept.coords and "space_name" not in added.coords:  # no feature spaces of a banded model
+        names = np.full((added.sizes["model"], kept.sizes["space"]), "", dtype=kept["space_name"].dtype)
+        added = added.assign_coords(space=kept["space"].values, space_name=(("model", "space"), names))
     combined = xr.concat([kept[per_model], added], dim="model", coords="minimal", compat="override", join="exact")
     others = kept.drop_vars(per_model).drop_dims("model", errors="ignore")
     return xr.merge([combined, others], compat="override", combine_attrs="override")

@@ -14,6 +14,7 @@ from encoders.errors import InvalidArgumentError
 from encoders.ridge import CLOSED_FORM_CV
 
 __all__ = [
+    "DEFAULT_BANDED_RATIOS",
     "DEFAULT_SETTING_ALPHAS",
     "RIDGE_FORMS",
     "SPACE_JOINS",
@@ -26,10 +27,11 @@ __all__ = [
 
 DEFAULT_SETTING_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 11))  # 1e-2 ... 1e8, one per decade
 RIDGE_FORMS = ("primal", "kernel")
-# how a model of several feature spaces becomes one design: "concat" = PCA per space, columns side by side, one
-# ridge. A "banded" join (one penalty per space, encoders.ridge.BandedRidgeCV) adds its name here and its branch
-# in `encoders.grid.pipeline.fit_encoder`.
-SPACE_JOINS = ("concat",)
+# how a model of several feature spaces is fitted: "concat" = PCA per space, columns side by side, one ridge;
+# "banded" = the same columns, one penalty per space and vertex (encoders.ridge.BandedRidgeCV), see
+# `encoders.grid.pipeline.fit_encoder`
+SPACE_JOINS = ("concat", "banded")
+DEFAULT_BANDED_RATIOS = 10  # simplex grid of step 1/10: 11 penalty ratios for two spaces, 66 for three
 SPACE_SEPARATOR = "+"
 
 Space = tuple[str, str]
@@ -54,10 +56,15 @@ class EncoderSetting:
         Folds for choosing alpha, closed-form leave-one-out, or generalised cross-validation.
     name : str or None, default=None
         Label in model names; None builds one such as ``"pca100-ridge-cv5"`` or ``"pca50-ols"``.
-    join : {"concat"}, default="concat"
+    join : {"concat", "banded"}, default="concat"
         How a model of several feature spaces (``"alexnet:features.5+alexnet:classifier.5"``) is fitted:
         ``"concat"`` fits the PCA of each space on its own, puts the components side by side and fits one ridge
-        (without PCA the raw features are put side by side). Ignored for one space.
+        (without PCA the raw features are put side by side); ``"banded"`` fits the same columns with one penalty
+        per space and vertex (`encoders.ridge.BandedRidgeCV`, ``ridge`` picking its solver), and partitions the
+        validation variance between the spaces (`encoders.grid.banded`). Ignored for one space.
+    ratios : int, default=DEFAULT_BANDED_RATIOS
+        Banded join only: the penalty ratios searched are the simplex grid of step 1/ratios (its corners drop all
+        spaces but one), each times every alpha, as `encoders.ridge.BandedRidgeCV` says.
     """
 
     pca: int | None = 100
@@ -66,6 +73,7 @@ class EncoderSetting:
     cv: int | str = 5
     name: str | None = None
     join: str = "concat"
+    ratios: int = DEFAULT_BANDED_RATIOS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alphas", tuple(float(a) for a in np.atleast_1d(self.alphas)))
@@ -85,6 +93,8 @@ class EncoderSetting:
             raise InvalidArgumentError(
                 f"Unknown join={self.join!r} in EncoderSetting; expected one of {list(SPACE_JOINS)}"
             )
+        if isinstance(self.ratios, bool) or not isinstance(self.ratios, int) or self.ratios < 1:
+            raise InvalidArgumentError(f"Invalid ratios={self.ratios!r} in EncoderSetting; expected an int >= 1")
         if self.name is not None and not re.fullmatch(r"[\w.+-]+", self.name):
             raise InvalidArgumentError(
                 f"Invalid name={self.name!r} in EncoderSetting; use letters, digits, '.', '+', '-', '_'"
@@ -118,8 +128,12 @@ class EncoderSetting:
         return f"{features}-{'ridge' if self.ridge == 'primal' else 'kernel'}-{fold}{join}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields (stored in result files)."""
-        return asdict(self) | {"alphas": list(self.alphas)}
+        """JSON-able fields (stored in result files; ``ratios`` only for the banded join, so the keys of the
+        results of other settings stay as they were before it existed)."""
+        fields = asdict(self) | {"alphas": list(self.alphas)}
+        if self.join != "banded":
+            del fields["ratios"]
+        return fields
 
 
 def parse_model(model: str | Sequence[str]) -> Space:

@@ -12,7 +12,7 @@ import pytest
 from encoders.cli import _build_parser, _settings, main
 from encoders.submission import expected_shapes, write_submission
 
-SUBCOMMANDS = ["fit", "leaderboard", "compare", "ensemble", "submit", "check-submission", "plots", "demo"]
+SUBCOMMANDS = ["fit", "leaderboard", "partition", "compare", "ensemble", "submit", "check-submission", "plots", "demo"]
 
 
 def test_installed_command_help_reads_like_the_readme():
@@ -28,6 +28,7 @@ def test_installed_command_help_reads_like_the_readme():
     [
         ("fit", "reused when the command is run again with the same recipe and the same data"),
         ("leaderboard", "bootstrap intervals"),
+        ("partition", "joint R2 minus the R2 of the model refitted without that space"),
         ("compare", "same bootstrap resamples"),
         ("ensemble", "validation rows, which took no part in the choice"),
         ("submit", "algonauts_2023_submission.zip"),
@@ -69,10 +70,12 @@ def test_fit_options_become_settings():
         ]
     )
     assert _settings(args) == [
-        dict(pca=100, ridge="kernel", alphas=[1.0, 10.0], cv="gcv"),
-        dict(pca=None, ridge="kernel", alphas=[1.0, 10.0], cv="gcv"),
+        dict(pca=100, ridge="kernel", alphas=[1.0, 10.0], cv="gcv", join="concat"),
+        dict(pca=None, ridge="kernel", alphas=[1.0, 10.0], cv="gcv", join="concat"),
     ]
     assert args.models == [["a:l1", "a:l2"], ["a:l1+b:l3"]] and args.subjects == [["1"], ["2"]]
+    banded = _build_parser().parse_args(["fit", "--store", "s", "--data", "d", "--join", "concat", "banded"])
+    assert [(s["join"], s.get("ratios")) for s in _settings(banded)] == [("concat", None), ("banded", 10)]
 
 
 @pytest.mark.parametrize(
