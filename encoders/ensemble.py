@@ -30,13 +30,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
+from dask.system import CPU_COUNT
 from tqdm.auto import tqdm
 
 from encoders.challenge import SubjectData, load_subject
@@ -212,14 +217,53 @@ def _cached_cv_r(
     train_idx, _ = devkit_split(subject.n_train, ctx.split_seed)
     fmri = stacked_fmri(subject)[train_idx]
     out_of_fold = np.empty_like(fmri)
+    # the training rows are read from the store once, not once per fold, unless too large for memory
+    train_designs = design_matrices(features, train_idx, setting)
+    in_memory = all(isinstance(d, np.ndarray) for d in train_designs)
+
+    def fold_designs(rows: np.ndarray) -> list:
+        return [d[rows] for d in train_designs] if in_memory else design_matrices(features, train_idx[rows], setting)
+
     for inner_train, inner_val in kfold(len(train_idx), recipe.inner_folds, seed=recipe.inner_seed):
-        encoder = fit_encoder(design_matrices(features, train_idx[inner_train], setting), fmri[inner_train], setting)
-        out_of_fold[inner_val] = encoder.predict(design_matrices(features, train_idx[inner_val], setting))
+        encoder = fit_encoder(fold_designs(inner_train), fmri[inner_train], setting)
+        out_of_fold[inner_val] = encoder.predict(fold_designs(inner_val))
     cv_r = np.asarray(pearson_r(fmri, out_of_fold), dtype=np.float64)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(xr.Dataset({"cv_r": ("vertex", cv_r)}, attrs=dict(member=member, subject=subject.subject)), path)
     return cv_r
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch's intra-op threads set to 1 while the fits run side by side, one task per core, then restored.
+
+    The fits are small (hundreds of rows): torch's threads split each small solve across the cores and spin waiting
+    for one another, which on a busy machine made each fit several times slower than on one thread.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_parallel(tasks: Sequence[Callable[[], Any]], n_workers: int | None, bar: Any = None) -> list:
+    """The tasks' results, in order, run on ``n_workers`` threads (None: one per core) with single-threaded torch;
+    on an error or interrupt the tasks not started are dropped and the running ones finish (their caches stay)."""
+    results: list = [None] * len(tasks)
+    with _one_torch_thread(), ThreadPoolExecutor(n_workers or CPU_COUNT) as pool:
+        futures = {pool.submit(task): i for i, task in enumerate(tasks)}
+        try:
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if bar is not None:
+                    bar.update()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
 
 
 def _check_members(results: xr.Dataset, members: Iterable[str] | None) -> tuple[str, ...]:
@@ -257,6 +301,7 @@ def fit_ensemble(
     store: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
+    n_workers: int | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
     """An ensemble of the results' models, chosen inside the training rows and scored on the validation rows.
@@ -275,8 +320,10 @@ def fit_ensemble(
         Feature store and data folder; None means those recorded in the results.
     cache_dir : str or path, default=None
         Where the members' cross-validated r are cached (None: not cached).
+    n_workers : int, default=None
+        Fits run side by side on this many threads, each with single-threaded torch (None: one per core).
     progress : bool, default=True
-        A progress bar over (subject, member) fits.
+        A progress bar over the (subject, member) inner cross-validations, then the final fits.
 
     Returns
     -------
@@ -287,18 +334,21 @@ def fit_ensemble(
     recipe = EnsembleRecipe(method, _check_members(results, members), k, roi_class, inner_folds, inner_seed)
     ctx = results_context(results, store=store, data_dir=data_dir)
     cache = Path(cache_dir) if cache_dir is not None else None
-    subjects = [int(s) for s in results["subject"].values]
-    bar = tqdm(total=len(subjects) * len(recipe.members), desc=recipe.model, disable=not progress)
-    parts, weights = [], {}
-    for number in subjects:
-        subject = load_subject(ctx.data_dir, number)
-        cv_r = []
-        for member in recipe.members:
-            cv_r.append(_cached_cv_r(results, member, subject, recipe, cache, ctx))
-            bar.update()
+    subjects = {int(s): load_subject(ctx.data_dir, int(s)) for s in results["subject"].values}
+    pairs = [(number, member) for number in subjects for member in recipe.members]
+    bar = tqdm(total=len(pairs), desc=recipe.model, disable=not progress)
+    tasks = [partial(_cached_cv_r, results, member, subjects[number], recipe, cache, ctx) for number, member in pairs]
+    cv_r = dict(zip(pairs, _run_parallel(tasks, n_workers, bar)))
+    weights = {}
+    for number, subject in subjects.items():
         groups = _roi_groups(subject, roi_class) if method == "best-per-roi" else None
-        weights[number] = selection_weights(np.stack(cv_r), method, k=k, groups=groups)
-        y_val, prediction = _weighted_validation(results, recipe.members, weights[number], number, ctx)
+        table = np.stack([cv_r[(number, member)] for member in recipe.members])
+        weights[number] = selection_weights(table, method, k=k, groups=groups)
+    validation = _weighted_validations(results, recipe.members, weights, ctx, n_workers, bar)
+    bar.close()
+    parts = []
+    for number, subject in subjects.items():
+        y_val, prediction = validation[number]
         attrs = dict(
             model=recipe.model,
             backbone=ENSEMBLE_BACKBONE,
@@ -311,12 +361,11 @@ def fit_ensemble(
             n_val=len(y_val),
         )
         parts.append(score_validation(y_val, prediction, subject, ctx, attrs))
-    bar.close()
     previous = results.drop_vars(["ensemble_weight", "ensemble", "member"], errors="ignore")
     added = add_models(previous, combine_parts(parts))
     recipes = json.loads(results.attrs.get("ensembles", "{}")) | {recipe.model: asdict(recipe)}
     added.attrs["ensembles"] = json.dumps(recipes)
-    added["ensemble_weight"] = _weight_variable(results, recipe, weights, subjects)
+    added["ensemble_weight"] = _weight_variable(results, recipe, weights, list(subjects))
     return added
 
 
@@ -360,17 +409,31 @@ def _member_weights(results: xr.Dataset, model: str, subject: int) -> dict[str, 
     return used
 
 
-def _weighted_validation(
-    results: xr.Dataset, members: Sequence[str], weights: np.ndarray, subject: int, ctx: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """(validation fMRI, weighted sum of the members' validation predictions), members fitted on the training rows."""
-    y_val, total = None, None
-    for member, weight in zip(members, weights):
-        if not weight.any():
-            continue
-        y_val, prediction = predict_validation(results, member, subject, store=ctx.store, data_dir=ctx.data_dir)
-        total = weight * prediction if total is None else total + weight * prediction
-    return y_val, np.asarray(total, dtype=np.float32)
+def _weighted_validations(
+    results: xr.Dataset,
+    members: Sequence[str],
+    weights: dict[int, np.ndarray],
+    ctx: Any,
+    n_workers: int | None = None,
+    bar: Any = None,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{subject: (validation fMRI, weighted sum of the members' validation predictions)}, each member with a weight
+    > 0 somewhere fitted on the subject's training rows; the fits run side by side (`_run_parallel`)."""
+    used = [(number, m) for number, table in weights.items() for m, w in zip(members, table) if w.any()]
+    if bar is not None:
+        bar.total += len(used)
+        bar.refresh()
+    tasks = [partial(predict_validation, results, m, n, store=ctx.store, data_dir=ctx.data_dir) for n, m in used]
+    fitted = dict(zip(used, _run_parallel(tasks, n_workers, bar)))
+    out = {}
+    for number, table in weights.items():
+        y_val, total = None, None
+        for member, weight in zip(members, table):
+            if (number, member) in fitted:
+                y_val, prediction = fitted[(number, member)]
+                total = weight * prediction if total is None else total + weight * prediction
+        out[number] = (y_val, np.asarray(total, dtype=np.float32))
+    return out
 
 
 def predict_model_validation(
@@ -389,7 +452,7 @@ def predict_model_validation(
     ctx = results_context(results, store=store, data_dir=data_dir)
     used = _member_weights(results, model, number)
     stacked = np.stack([np.concatenate([w[hemi] for hemi in HEMISPHERES]) for w in used.values()])
-    return _weighted_validation(results, list(used), stacked, number, ctx)
+    return _weighted_validations(results, list(used), {number: stacked}, ctx)[number]
 
 
 def predict_ensemble_test(
