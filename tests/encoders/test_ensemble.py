@@ -12,12 +12,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from scipy.stats import pearsonr
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 
 import encoders.ensemble as ensemble_module
+import encoders.grid.pipeline as pipeline_module
 from encoders.challenge import list_images, load_subject
 from encoders.cli import main
 from encoders.ensemble import (
@@ -28,6 +30,7 @@ from encoders.ensemble import (
     selection_weights,
 )
 from encoders.grid import fit_grid, load_results
+from encoders.grid.pipeline import results_context
 from encoders.leaderboard import compare, leaderboard
 from encoders.splits import devkit_split
 from encoders.submission import read_submission
@@ -244,6 +247,32 @@ def test_a_second_method_reuses_the_cached_cross_validation(planted, ensembles, 
     xr.testing.assert_equal(
         again["r"].sel(model="ensemble:best-per-vertex:cv5"), ensembles["r"].sel(model="ensemble:best-per-vertex:cv5")
     )
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["read-once", "streamed-per-fold"])
+def test_inner_cross_validation_equals_scikit_learn_with_rows_read_once_or_streamed(planted, monkeypatch, in_memory):
+    """Each member's training rows are read once and sliced per fold, or streamed per fold when too large for
+    memory: both give scikit-learn's cross-validated r (cross_val_predict on the same KFold)."""
+    if not in_memory:
+        monkeypatch.setattr(pipeline_module, "IN_MEMORY_BYTES", 0)
+    recipe = EnsembleRecipe("best-per-vertex", tuple(MEMBERS_IDS))
+    ctx = results_context(planted.results)
+    ref = _reference(planted, 1)
+    got = [ensemble_module._cached_cv_r(planted.results, m, ref.data, recipe, None, ctx) for m in MEMBERS_IDS]
+    np.testing.assert_allclose(np.array(got), ref.cv_r, atol=1e-4)
+
+
+def test_fits_run_side_by_side_give_the_serial_result_and_restore_torch_threads(planted, ensembles):
+    """n_workers=3 (inner CVs and final fits on three threads, torch single-threaded meanwhile) and n_workers=1
+    give the same ensemble; torch's thread count is what it was before."""
+    threads = torch.get_num_threads()
+    side_by_side = fit_ensemble(planted.results, "top-k-average", k=2, n_workers=3, progress=False)
+    assert torch.get_num_threads() == threads
+    serial = fit_ensemble(planted.results, "top-k-average", k=2, n_workers=1, progress=False)
+    model = "ensemble:top-k-average:k2-cv5"
+    xr.testing.assert_equal(side_by_side["ensemble_weight"], serial["ensemble_weight"])
+    xr.testing.assert_equal(side_by_side["r"].sel(model=model), serial["r"].sel(model=model))
+    xr.testing.assert_allclose(serial["r"].sel(model=model), ensembles["r"].sel(model=model), atol=1e-6)
 
 
 def test_members_fitted_with_different_splits_are_refused(planted, tmp_path):
