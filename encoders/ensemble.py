@@ -18,7 +18,9 @@ are cheap (the features are cached in the store; ridge solves all vertices at on
 ``inner_folds + 1`` fits per member and subject. The cross-validated r per vertex (a few hundred kB) is cached per
 member and subject under ``cache_dir`` (``<results folder>/ensembles`` from the command line), keyed by the member's
 combination file (so by everything that determines its fit) and the inner folds: a second method over the same
-members costs only the final fits.
+members costs only the final fits. Each member's training rows are read from the store once for all its folds, and
+the fits run side by side, one per core, with torch on one thread each (as the grid runs its tasks): torch's own
+threads split each small solve and wait on one another, several times slower on a busy machine.
 
 What the results hold. The ensemble is a model ``ensemble:<method>:<detail>`` (backbone ``ensemble``); the variable
 ``ensemble_weight`` (ensemble, member, subject, hemisphere, vertex) holds each member's weight per vertex (1 or 0 for
