@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import xarray as xr
 from dask.system import CPU_COUNT
 from tqdm.auto import tqdm
@@ -243,6 +242,8 @@ def _one_torch_thread() -> Iterator[None]:
     The fits are small (hundreds of rows): torch's threads split each small solve across the cores and spin waiting
     for one another, which on a busy machine made each fit several times slower than on one thread.
     """
+    import torch  # here, not at import: `import encoders` stays free of torch (test_package)
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
