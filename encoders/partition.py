@@ -139,28 +139,45 @@ def partition_variance(
     xarray.Dataset
         As :func:`variance_partition`, with ``r2_split``.
     """
-    names, slices = resolve_spaces(model.spaces)
+    names, _ = resolve_spaces(model.spaces)
     if len(names) < 2:
         raise InvalidArgumentError(f"partition_variance needs at least 2 spaces; got {list(names)}")
+    joint = clone(model).fit(np.asarray(X_train), np.asarray(Y_train))
+    return partition_fitted(joint, X_train, Y_train, X_test, Y_test, target_dim=target_dim)
+
+
+def partition_fitted(
+    joint: Any,
+    X_train: Any,
+    Y_train: Any,
+    X_test: Any,
+    Y_test: Any,
+    *,
+    names: Sequence[str] | None = None,
+    target_dim: str = "vertex",
+) -> xr.Dataset:
+    """:func:`partition_variance` for a :class:`encoders.BandedRidgeCV` already fitted on ``X_train``, ``Y_train``
+    (the grid has its joint model: only the leave-one-space-out refits run here); ``names`` label the spaces
+    (default: the model's ``space_names_``)."""
     X_train, X_test = np.asarray(X_train), np.asarray(X_test)
     Y_train, Y_test = np.asarray(Y_train), np.asarray(Y_test)
     Y_test_2d = Y_test[:, None] if Y_test.ndim == 1 else Y_test
-    joint = clone(model).fit(X_train, Y_train)
     split = joint.predict_split(X_test)
     split = split[..., None] if split.ndim == 2 else split
     joint_r2 = r2_score(Y_test_2d, split.sum(axis=0) + np.atleast_1d(joint.intercept_))
+    labels, slices = joint.space_names_, joint.space_slices_
     leave_one_out = []
-    for k in range(len(names)):
-        keep = [j for j in range(len(names)) if j != k]
+    for k in range(len(slices)):
+        keep = [j for j in range(len(slices)) if j != k]
         columns = np.concatenate([np.arange(slices[j].start, slices[j].stop) for j in keep])
-        widths = [(names[j], slices[j].stop - slices[j].start) for j in keep]
-        reduced = clone(model).set_params(spaces=widths).fit(X_train[:, columns], Y_train)
+        widths = [(labels[j], slices[j].stop - slices[j].start) for j in keep]
+        reduced = clone(joint).set_params(spaces=widths).fit(X_train[:, columns], Y_train)
         prediction = reduced.predict(X_test[:, columns])
         leave_one_out.append(r2_score(Y_test_2d, prediction[:, None] if prediction.ndim == 1 else prediction))
     return variance_partition(
         joint_r2,
         np.stack(leave_one_out),
-        spaces=names,
+        spaces=list(labels if names is None else names),
         target_dim=target_dim,
         r2_split=r2_score_split(Y_test_2d, split),
     )

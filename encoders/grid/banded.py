@@ -13,11 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
-from sklearn.base import clone
 
-from encoders.partition import r2_score_split, variance_partition
+from encoders.partition import partition_fitted
 from encoders.ridge import BandedRidgeCV
-from encoders.scoring import r2_score
 
 __all__ = ["PARTITION_VARIABLES", "partition_validation"]
 
@@ -41,17 +39,5 @@ def partition_validation(
 ) -> xr.Dataset:
     """Partition the validation R^2 of a fitted banded ``ridge`` (fitted on ``x_train``, ``y_train``) between its
     spaces -> Dataset with dims (space, vertex), variables named as `PARTITION_VARIABLES` says."""
-    split = ridge.predict_split(x_val)
-    joint = r2_score(y_val, split.sum(axis=0) + ridge.intercept_)
-    slices = ridge.space_slices_
-    without = []
-    for k in range(len(slices)):
-        keep = [j for j in range(len(slices)) if j != k]
-        columns = np.concatenate([np.arange(slices[j].start, slices[j].stop) for j in keep])
-        widths = [slices[j].stop - slices[j].start for j in keep]
-        refit = clone(ridge).set_params(spaces=widths).fit(x_train[:, columns], y_train)
-        without.append(r2_score(y_val, refit.predict(x_val[:, columns])))
-    parts = variance_partition(
-        joint, np.stack(without), spaces=list(names), target_dim="vertex", r2_split=r2_score_split(y_val, split)
-    )
+    parts = partition_fitted(ridge, x_train, y_train, x_val, y_val, names=names, target_dim="vertex")
     return parts.rename(PARTITION_VARIABLES)
